@@ -19,6 +19,7 @@ from covbench.errors import CovbenchError
 
 MODEL_GROUP = "covbench.models"
 DATASET_GROUP = "covbench.datasets"
+REFERENCE_WIDTH = 64  # `--width` is given in channels of a model whose paper width is 64
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,19 @@ class ModelSpec:
         """Build the model; `None` options fall back to the plugin's defaults (as timm does)."""
         kwargs = {k: v for k, v in {**self.options, **options}.items() if v is not None}
         return self.build(
-            in_channels=in_channels, classes=classes, width=width or self.paper_width, **kwargs
+            in_channels=in_channels,
+            classes=classes,
+            width=self.paper_width if width is None else width,
+            **kwargs,
         )
+
+    def scaled_width(self, width: int | None) -> int:
+        """The width this model gets for a run-level `--width`: runs scale every model by the same
+        fraction, `width / 64` of its paper width (so U-Net and Res-UNet get `width` first-level
+        channels, U-Net++ with paper width 32 gets half), keeping the paper's relative sizes."""
+        if width is None:
+            return self.paper_width
+        return max(1, round(width * self.paper_width / REFERENCE_WIDTH))
 
 
 @dataclass(frozen=True)
@@ -139,7 +151,9 @@ def get_dataset(name: str) -> DatasetSpec:
         return specs[name]
     if name in broken:
         b = broken[name]
-        raise CovbenchError(f"dataset plugin {name!r} ({b.entry_point}, from {b.distribution}) failed: {b.error}")
+        raise CovbenchError(
+            f"dataset plugin {name!r} ({b.entry_point}, from {b.distribution}) failed: {b.error}"
+        )
     raise CovbenchError(f"unknown dataset {name!r}; available: {', '.join(list_datasets()) or 'none'}")
 
 

@@ -16,9 +16,14 @@ class Case:
     - `lesion`: (Z, H, W) uint8 in {0, 1}; `lung`: the same or None when the source has no lung mask.
     - `spacing`: mm per voxel in the same (Z, H, W) order.
     - `intensity`: "hu" (Hounsfield units) or "window255" (already windowed to [-1250, 250] HU and
-      scaled to 0..255, as the Radiopaedia volumes of COVID-19-CT-Seg ship).
+      scaled to 0..255, as the Radiopaedia volumes of COVID-19-CT-Seg ship), or "display" (0..255
+      grey values of an unknown window, as 2D slice collections ship).
     - `source`: sub-collection name ("coronacases", "radiopaedia", "phantom", ...), used to balance
       splits and reported per source.
+    - `split`: the part ("train", "val", "test") of the dataset's own split the case belongs to, or
+      None; the `predefined` split strategy reads it.
+    - `slice_offset`: number of the first slice, so slice `z` is reported as `slice_offset + z`
+      (2D slice folders yield one case per slice and put the slice's number here).
     """
 
     case_id: str
@@ -29,6 +34,8 @@ class Case:
     source: str
     intensity: str = "hu"
     files: tuple[str, ...] = ()  # the files it was read from, for error messages and fingerprints
+    split: str | None = None  # part of the dataset's predefined split, if it has one
+    slice_offset: int = 0  # slice_index of z = slice_offset + z
 
 
 @dataclass

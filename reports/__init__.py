@@ -1,0 +1,1 @@
+"""Reporting: reads only a run folder (so it works on results copied from a cluster)."""

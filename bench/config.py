@@ -1,0 +1,155 @@
+"""Run configuration: presets, CLI overrides, validation and a stable hash for resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from covbench.errors import CovbenchError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Training protocol knobs; `paper` is Salehi et al. 2023, the others shrink it for a CPU."""
+
+    name: str
+    image_size: int
+    epochs: int
+    batch_size: int
+    lr: float
+    width: int | None  # `--width`: every model at width/64 of its paper width; None = paper widths
+    lr_schedule: str = "constant"
+    phantom: dict[str, Any] = field(default_factory=dict)  # size of the built-in synthetic data
+    description: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(
+        "paper",
+        image_size=224,
+        epochs=250,
+        batch_size=32,
+        lr=5e-4,
+        width=None,
+        phantom={"n_patients": 20, "size": 256, "n_slices": 48},
+        description="Salehi et al. 2023: 224 px, Dice loss, Adam 5e-4, batch 32, 250 epochs, paper widths",
+    ),
+    "cpu": Preset(
+        "cpu",
+        image_size=64,
+        epochs=25,
+        batch_size=8,
+        lr=2e-3,
+        width=8,
+        lr_schedule="cosine",
+        phantom={"n_patients": 20, "size": 128, "n_slices": 16},
+        description="the paper protocol shrunk to finish 3 models x 5 seeds in minutes on 2 CPU cores",
+    ),
+    "smoke": Preset(
+        "smoke",
+        image_size=32,
+        epochs=2,
+        batch_size=8,
+        lr=2e-3,
+        width=4,
+        lr_schedule="cosine",
+        phantom={"n_patients": 5, "size": 64, "n_slices": 10},
+        description="seconds per trial; for tests and CI",
+    ),
+}
+
+
+def resolve_preset(name: str, cuda_available: bool) -> Preset:
+    if name == "auto":
+        name = "paper" if cuda_available else "cpu"
+    if name not in PRESETS:
+        raise CovbenchError(f"unknown preset {name!r}; choose one of: auto, {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run's numbers. Two runs with the same `key()` and data
+    fingerprint must give the same results (up to non-deterministic kernels)."""
+
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    preset: str
+    image_size: int
+    epochs: int
+    batch_size: int
+    lr: float
+    width: int | None
+    dataset: str = "phantom"
+    data_dir: str | None = None
+    split: str = "patient"
+    split_seed: int = 0
+    folds: int = 1
+    loss: str = "dice"
+    lr_schedule: str = "constant"
+    threshold: float = 0.5
+    phantom: dict[str, Any] = field(default_factory=dict)
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deterministic: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        data = dict(data)
+        data["models"] = tuple(data["models"])
+        data["seeds"] = tuple(data["seeds"])
+        return cls(**data)
+
+    def trial_config(self) -> dict[str, Any]:
+        """The part of the config a single trial's results depend on (not the model/seed list)."""
+        d = self.to_dict()
+        d.pop("models")
+        d.pop("seeds")
+        return d
+
+    def key(self) -> str:
+        blob = json.dumps(self.trial_config(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_config(
+    *,
+    models: list[str],
+    n_seeds: int,
+    preset: Preset,
+    epochs: int | None = None,
+    image_size: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    width: int | None = None,
+    **extra: Any,
+) -> RunConfig:
+    """Merge a preset with CLI overrides and check them; every problem names its option."""
+    if n_seeds < 1:
+        raise CovbenchError(f"--seeds must be a positive number of seeds, got {n_seeds}")
+    for opt, value in {"--epochs": epochs, "--batch-size": batch_size, "--width": width}.items():
+        if value is not None and value < 1:
+            raise CovbenchError(f"{opt} must be positive, got {value}")
+    if lr is not None and not lr > 0:
+        raise CovbenchError(f"--lr must be positive, got {lr}")
+    size = image_size if image_size is not None else preset.image_size
+    if size < 16 or size % 16:
+        raise CovbenchError(f"--image-size must be a multiple of 16 and at least 16, got {size}")
+    cfg = RunConfig(
+        models=tuple(models),
+        seeds=tuple(range(n_seeds)),
+        preset=preset.name,
+        image_size=size,
+        epochs=epochs or preset.epochs,
+        batch_size=batch_size or preset.batch_size,
+        lr=lr or preset.lr,
+        width=width or preset.width,
+        lr_schedule=preset.lr_schedule,
+        phantom=dict(preset.phantom),
+    )
+    return replace(cfg, **extra) if extra else cfg

@@ -1,0 +1,118 @@
+"""`covbench data ...`: list dataset adapters, describe a data folder, download COVID-19-CT-Seg.
+
+Mounted by the main CLI as `app.add_typer(data_app, name="data")`. Commands only translate
+options; the work is in `covbench.datasets`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from covbench import registry
+from covbench.errors import CovbenchError
+
+data_app = typer.Typer(
+    no_args_is_help=True, help="Dataset adapters: list them, inspect a folder, download data."
+)
+console = Console()
+err_console = Console(stderr=True)
+DOWNLOADABLE = ("covid-ct-seg",)
+
+
+def _fail(exc: CovbenchError) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=exc.exit_code)
+
+
+@data_app.command("list")
+def list_() -> None:
+    """The registered dataset adapters (entry-point group `covbench.datasets`)."""
+    table = Table("name", "title", "data dir", "default split", "reference")
+    for name in registry.list_datasets():
+        spec = registry.get_dataset(name)
+        table.add_row(
+            name,
+            spec.title,
+            "needed" if spec.needs_data_dir else "built in",
+            spec.default_split,
+            spec.reference,
+        )
+    console.print(table)
+
+
+@data_app.command()
+def info(
+    name: Annotated[str, typer.Argument(help="dataset adapter, see `covbench data list`")],
+    data_dir: Annotated[Path | None, typer.Option(help="where the dataset lies")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="skip bad cases with a warning instead of failing")] = False,
+) -> None:
+    """Cases, slices, lesion-slice share, sizes, spacing range and intensity range per source."""
+    from covbench.datasets.info import describe
+
+    try:
+        d = describe(name, data_dir, skip_bad=skip_bad)
+    except CovbenchError as exc:
+        raise _fail(exc) from None
+    sizes = ", ".join(f"{h}x{w}" for h, w in d["sizes"][:6]) + (" ..." if len(d["sizes"]) > 6 else "")
+    console.print(f"[bold]{d['dataset']}[/] {d['data_dir'] or '(built in)'}")
+    console.print(
+        f"cases {d['cases']}, slices {d['slices']} ({d['slices_with_lung']} with lung), "
+        f"lesion in {100 * d['lesion_slice_share']:.1f} % of them"
+    )
+    console.print(f"sizes (H x W): {sizes}")
+    lo, hi = d["spacing_min"], d["spacing_max"]
+    console.print(
+        "spacing mm (Z, H, W): " + ", ".join(f"{a:.3g}-{b:.3g}" for a, b in zip(lo, hi, strict=True))
+    )
+    if d["predefined_parts"]:
+        console.print("predefined split: " + ", ".join(f"{k} {v}" for k, v in d["predefined_parts"].items()))
+    table = Table("source", "cases", "slices", "intensity", "min", "max")
+    for src, s in d["sources"].items():
+        table.add_row(
+            src,
+            str(s["cases"]),
+            str(s["slices"]),
+            ", ".join(s["intensity"]),
+            f"{s['min']:g}",
+            f"{s['max']:g}",
+        )
+    console.print(table)
+
+
+@data_app.command()
+def download(
+    name: Annotated[str, typer.Argument(help="dataset to fetch (covid-ct-seg)")],
+    dest: Annotated[Path, typer.Option(help="folder to download and extract into")],
+    from_dir: Annotated[
+        Path | None,
+        typer.Option("--from", help="use the zip archives already in this folder instead of downloading"),
+    ] = None,
+) -> None:
+    """Download (resumable), verify and safely extract a dataset's archives."""
+    from covbench.datasets import download as dl
+
+    if name not in DOWNLOADABLE:
+        raise _fail(CovbenchError(f"no download for {name!r}; downloadable: {', '.join(DOWNLOADABLE)}"))
+    try:
+        if from_dir is not None:
+            dl.install_from_dir(from_dir, dest)
+        else:
+            columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+            with Progress(*columns, console=err_console) as bar:
+                tasks: dict[str, int] = {}
+
+                def progress(file: str, done: int, total: int | None) -> None:
+                    if file not in tasks:
+                        tasks[file] = bar.add_task(file, total=total)
+                    bar.update(tasks[file], completed=done, total=total)
+
+                dl.download(dest, progress=progress)
+    except CovbenchError as exc:
+        raise _fail(exc) from None
+    console.print(f"{name} ready in {dest}; try `covbench data info {name} --data-dir {dest}`")

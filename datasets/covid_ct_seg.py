@@ -1,0 +1,259 @@
+"""Adapter for COVID-19-CT-Seg (Ma et al., Zenodo record 3757476) and the phantom that mimics it.
+
+Reads the release layout (the extracted archives)::
+
+    DATA_DIR/COVID-19-CT-Seg_20cases/<image>.nii[.gz]
+    DATA_DIR/Infection_Mask/<mask>.nii[.gz]           lesion {0, 1}
+    DATA_DIR/Lung_Mask/<mask>.nii[.gz]                lungs {0, 1, 2} (optional)
+    DATA_DIR/Lung_and_Infection_Mask/<mask>.nii[.gz]  {0, 1, 2 lungs, 3 infection} (used when one
+                                                      of the two above is missing)
+
+Pairing rule: `coronacases_org_001` <-> `coronacases_001`,
+`radiopaedia_org_covid-19-pneumonia-4_85506_1-dcm` <-> `radiopaedia_4_85506_1`. The mask name is the
+case id; the part before the first `_` is the source. Coronacases volumes are in HU ("hu"); Radiopaedia
+volumes ship lung-windowed to [-1250, 250] HU and scaled to 0..255 ("window255"); pre-processing
+brings both to the same scale.
+
+Every volume is reoriented to the `Case` convention (Z, H, W): Z inferior -> superior, H anterior ->
+posterior, W patient right -> left (radiological display), with spacing in the same order.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from covbench.datasets.base import Case
+from covbench.errors import CovbenchError
+from covbench.registry import DatasetSpec
+
+IMAGE_DIR = "COVID-19-CT-Seg_20cases"
+LESION_DIR = "Infection_Mask"
+LUNG_DIR = "Lung_Mask"
+COMBINED_DIR = "Lung_and_Infection_Mask"
+SUFFIXES = (".nii.gz", ".nii")  # supported file endings
+LESION_LABELS = (0, 1)
+LUNG_LABELS = (0, 1, 2)
+COMBINED_LABELS = (0, 1, 2, 3)
+
+
+def strip_suffix(name: str) -> str | None:
+    """File name without its NIfTI ending, or None when it is not a NIfTI file."""
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def mask_name(image_name: str) -> str:
+    """The mask (and case id) for an image name, by the release's naming rule."""
+    m = re.fullmatch(r"radiopaedia_org_covid-19-pneumonia-(\d+)_(\d+)_(\d+)-dcm", image_name)
+    if m:
+        return "radiopaedia_{}_{}_{}".format(*m.groups())
+    return image_name.replace("_org_", "_", 1)
+
+
+def source_of(case_id: str) -> str:
+    return case_id.split("_", 1)[0]
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    case_id: str
+    image: Path
+    lesion: Path | None  # Infection_Mask file
+    lung: Path | None  # Lung_Mask file
+    combined: Path | None  # Lung_and_Infection_Mask file
+
+    def paths(self) -> tuple[Path, ...]:
+        return tuple(p for p in (self.image, self.lesion, self.lung, self.combined) if p is not None)
+
+
+def _nifti_files(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    if not folder.is_dir():
+        return files
+    for p in sorted(folder.iterdir()):
+        stem = strip_suffix(p.name)
+        if stem is not None and p.is_file() and not p.name.startswith("."):
+            files.setdefault(stem, p)  # .nii.gz sorts before .nii: prefer the compressed file
+    return files
+
+
+def find_cases(data_dir: Path) -> tuple[list[CaseFiles], list[CovbenchError]]:
+    """Pair images with their masks. Returns the complete cases and one error per unpaired image."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise CovbenchError(f"{data_dir}: data folder does not exist")
+    image_dir = data_dir / IMAGE_DIR
+    if not image_dir.is_dir():
+        raise CovbenchError(
+            f"{image_dir}: folder missing; expected the extracted COVID-19-CT-Seg archives "
+            f"({IMAGE_DIR}/, {LESION_DIR}/, {LUNG_DIR}/) - see `covbench data download covid-ct-seg`"
+        )
+    images = _nifti_files(image_dir)
+    if not images:
+        raise CovbenchError(f"{image_dir}: no .nii or .nii.gz files")
+    lesions = _nifti_files(data_dir / LESION_DIR)
+    lungs = _nifti_files(data_dir / LUNG_DIR)
+    combined = _nifti_files(data_dir / COMBINED_DIR)
+    cases, errors = [], []
+    for stem, path in images.items():
+        cid = mask_name(stem)
+        lesion, lung, comb = lesions.get(cid), lungs.get(cid), combined.get(cid)
+        if lesion is None and comb is None:
+            errors.append(
+                CovbenchError(f"{path}: image without a lesion mask ({LESION_DIR}/{cid}.nii.gz not found)")
+            )
+            continue
+        cases.append(CaseFiles(cid, path, lesion, lung, comb))
+    return cases, errors
+
+
+def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """Read a NIfTI volume in the `Case` orientation: (array (Z, H, W), spacing (Z, H, W) in mm,
+    affine of the canonical (RAS+) image, for comparing image and mask geometry)."""
+    try:
+        img = nib.load(str(path))
+        if len(img.shape) > 3 and all(s == 1 for s in img.shape[3:]):
+            img = img.slicer[(..., *([0] * (len(img.shape) - 3)))]
+        if len(img.shape) != 3:
+            raise CovbenchError(f"{path}: expected a 3D volume, got shape {img.shape}")
+        # Reorient to RAS+: array axes (i, j, k) run left -> right, posterior -> anterior,
+        # inferior -> superior. The flips this needs happen inside nibabel, on the array proxy.
+        canon = nib.as_closest_canonical(img)
+        data = np.asanyarray(canon.dataobj)
+    except CovbenchError:
+        raise
+    except Exception as exc:  # truncated gzip (EOFError), bad header (ImageFileError), zlib.error...
+        raise CovbenchError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from None
+    zi, zj, zk = (float(z) for z in canon.header.get_zooms()[:3])
+    # (i, j, k) -> (k, j, i) = (Z, H, W); the spacing is reversed the same way.
+    vol = data.transpose(2, 1, 0)
+    # Flip H (posterior -> anterior becomes anterior -> posterior) and W (left -> right becomes
+    # patient right -> left): the radiological display convention of the Case contract.
+    vol = vol[:, ::-1, ::-1]
+    return vol, (zk, zj, zi), canon.affine
+
+
+def _check_labels(arr: np.ndarray, labels: tuple[int, ...], path: Path) -> None:
+    bad = ~np.isin(arr, labels)
+    if bad.any():
+        found = np.unique(arr[bad])[:5]
+        raise CovbenchError(
+            f"{path}: mask values {', '.join(f'{v:g}' for v in found)} outside the labels {list(labels)}"
+        )
+
+
+def _check_geometry(ref: tuple[np.ndarray, np.ndarray, Path], other: tuple[np.ndarray, np.ndarray, Path]):
+    (a, aff_a, pa), (b, aff_b, pb) = ref, other
+    if a.shape != b.shape:
+        raise CovbenchError(f"{pb}: shape {b.shape} differs from image {pa.name} {a.shape} (Z, H, W)")
+    voxel = float(np.min(np.linalg.norm(aff_a[:3, :3], axis=0)))
+    rot = float(np.max(np.abs(aff_a[:3, :3] - aff_b[:3, :3])))
+    shift = float(np.max(np.abs(aff_a[:3, 3] - aff_b[:3, 3])))
+    if rot > 1e-3 * max(voxel, 1.0) or shift > 0.5 * voxel:
+        raise CovbenchError(
+            f"{pb}: affine differs from image {pa.name} "
+            f"(max {rot:.3g} in direction/zoom, {shift:.3g} mm in origin)"
+        )
+
+
+def intensity_of(source: str, image: np.ndarray) -> str:
+    if source == "radiopaedia":
+        return "window255"
+    if source == "coronacases":
+        return "hu"
+    # unknown source: an HU chest volume always has air below 0; a 0..255 volume was windowed
+    return "window255" if float(image.min()) >= 0 and float(image.max()) <= 255 else "hu"
+
+
+def read_case(files: CaseFiles) -> Case:
+    """Read and check one case: geometry, labels, finite intensities."""
+    image, spacing, aff = read_volume(files.image)
+    image = image.astype(np.float32)
+    if not np.isfinite(image).all():
+        n = int((~np.isfinite(image)).sum())
+        raise CovbenchError(f"{files.image}: {n} NaN or infinite voxels")
+    ref = (image, aff, files.image)
+    lesion = lung = None
+    if files.combined is not None and (files.lesion is None or files.lung is None):
+        comb, _, aff_c = read_volume(files.combined)
+        _check_geometry(ref, (comb, aff_c, files.combined))
+        _check_labels(comb, COMBINED_LABELS, files.combined)
+        lesion = (comb == 3).astype(np.uint8)
+        lung = (comb > 0).astype(np.uint8)  # lesions lie inside the lungs
+    if files.lesion is not None:
+        les, _, aff_l = read_volume(files.lesion)
+        _check_geometry(ref, (les, aff_l, files.lesion))
+        _check_labels(les, LESION_LABELS, files.lesion)
+        lesion = (les > 0).astype(np.uint8)
+    if files.lung is not None:
+        lu, _, aff_u = read_volume(files.lung)
+        _check_geometry(ref, (lu, aff_u, files.lung))
+        _check_labels(lu, LUNG_LABELS, files.lung)
+        lung = (lu > 0).astype(np.uint8)  # 1 = left, 2 = right lung: one lung region is enough here
+    if lung is not None and not lung.any():
+        raise CovbenchError(f"{files.lung or files.combined}: lung mask is empty")
+    assert lesion is not None  # find_cases guarantees a lesion source
+    source = source_of(files.case_id)
+    return Case(
+        case_id=files.case_id,
+        image=np.ascontiguousarray(image),
+        lesion=np.ascontiguousarray(lesion),
+        lung=None if lung is None else np.ascontiguousarray(lung),
+        spacing=spacing,
+        source=source,
+        intensity=intensity_of(source, image),
+        files=tuple(str(p) for p in files.paths()),
+    )
+
+
+def case_files(data_dir: Path, **_: object) -> list[Path]:
+    """Every file `load` would read, for the data fingerprint."""
+    cases, _ = find_cases(Path(data_dir))
+    return [p for c in cases for p in c.paths()]
+
+
+def load(data_dir: Path, *, skip_bad: bool = False, bad: list[str] | None = None) -> Iterator[Case]:
+    """Yield one `Case` per image in `data_dir`, sorted by file name.
+
+    A bad input (unpaired image, unreadable file, mismatched geometry, unexpected labels, non-finite
+    voxels, empty lung mask) raises `CovbenchError` naming the file; with `skip_bad` the case is
+    skipped instead, its message appended to `bad` (when given) and listed in one warning at the end.
+    """
+    cases, errors = find_cases(Path(data_dir))
+    skipped: list[str] = [] if bad is None else bad
+    if errors and not skip_bad:
+        raise errors[0]
+    skipped.extend(str(e) for e in errors)
+    for files in cases:
+        try:
+            case = read_case(files)
+        except CovbenchError as exc:
+            if not skip_bad:
+                raise
+            skipped.append(str(exc))
+            continue
+        yield case
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} bad case(s):\n  " + "\n  ".join(skipped), UserWarning, stacklevel=2
+        )
+
+
+SPEC = DatasetSpec(
+    name="covid-ct-seg",
+    load=load,
+    title="COVID-19-CT-Seg: 20 CT volumes with lung and infection masks",
+    reference="Ma J. et al., Toward data-efficient learning: a benchmark for COVID-19 CT lung and "
+    "infection segmentation, Med Phys 2021; Zenodo record 3757476",
+    needs_data_dir=True,
+    default_split="patient",
+)

@@ -1,0 +1,245 @@
+"""Splits are data: pure, seeded functions from ids to lists of ids.
+
+Ids are sorted before shuffling, so the result depends only on the set of ids and the seed - not on
+the order the adapter yielded the cases - and it is the same for every model and seed of a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from covbench.errors import CovbenchError
+
+PARTS = ("train", "val", "test")
+
+
+def _check_ids(patients: Sequence[str], sources: Sequence[str]) -> dict[str, str]:
+    if len(patients) != len(sources):
+        raise CovbenchError(f"split: {len(patients)} patient ids but {len(sources)} sources")
+    source_of: dict[str, str] = {}
+    for p, s in zip(patients, sources, strict=True):
+        if source_of.setdefault(str(p), str(s)) != str(s):
+            raise CovbenchError(
+                f"split: patient {p!r} appears with two sources, {source_of[str(p)]!r} and {s!r}"
+            )
+    return source_of
+
+
+def _stratified_order(source_of: dict[str, str], rng: np.random.Generator) -> list[str]:
+    """All ids in an order where every source is spread evenly (systematic sampling per source), so
+    any contiguous chunk holds each source in proportion to its size."""
+    keyed: list[tuple[float, str]] = []
+    for source in sorted(set(source_of.values())):
+        ids = sorted(p for p, s in source_of.items() if s == source)
+        ids = [ids[i] for i in rng.permutation(len(ids))]
+        offset = rng.uniform()
+        keyed += [((k + offset) / len(ids), p) for k, p in enumerate(ids)]
+    return [p for _, p in sorted(keyed)]
+
+
+def _counts(n: int, fractions: Sequence[float]) -> list[int]:
+    """n * fractions rounded so the counts sum to n with at least one per part (needs n >= parts)."""
+    target = [f * n for f in fractions]
+    counts = [1] * len(fractions)
+    for _ in range(n - len(counts)):
+        i = max(range(len(counts)), key=lambda i: (target[i] - counts[i], -i))
+        counts[i] += 1
+    return counts
+
+
+def patient_split(
+    patients: Sequence[str],
+    sources: Sequence[str],
+    *,
+    seed: int = 0,
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+) -> dict[str, list[str]]:
+    """Patient-disjoint train / val / test, each balanced by source; every part gets at least one
+    patient. `patients` may repeat (one entry per slice or per case) as long as the source agrees.
+    """
+    source_of = _check_ids(patients, sources)
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise CovbenchError(
+            f"split fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
+    n = len(source_of)
+    if n < 3:
+        raise CovbenchError(f"a train/val/test split needs at least 3 patients, got {n}")
+    order = _stratified_order(source_of, np.random.default_rng(seed))
+    n_train, n_val, _ = _counts(n, fractions)
+    return {
+        "train": sorted(order[:n_train]),
+        "val": sorted(order[n_train : n_train + n_val]),
+        "test": sorted(order[n_train + n_val :]),
+    }
+
+
+# Ma et al., "Toward data-efficient learning: a benchmark for COVID-19 CT lung and infection
+# segmentation", Med Phys 2021: the five patient-level folds of COVID-19-CT-Seg, test cases per fold.
+MA2021_TEST_FOLDS: tuple[tuple[str, ...], ...] = (
+    ("coronacases_007", "coronacases_008", "radiopaedia_36_86526_0", "radiopaedia_4_85506_1"),
+    ("coronacases_004", "coronacases_009", "radiopaedia_14_85914_0", "radiopaedia_7_85703_0"),
+    ("coronacases_001", "coronacases_010", "radiopaedia_10_85902_1", "radiopaedia_29_86491_1"),
+    ("coronacases_003", "coronacases_005", "radiopaedia_27_86410_0", "radiopaedia_40_86625_0"),
+    ("coronacases_002", "coronacases_006", "radiopaedia_10_85902_3", "radiopaedia_29_86490_1"),
+)
+PAPER_COUNTS = (1304, 386, 422)  # Salehi et al. 2023: random slice-level train / val / test
+PAPER_WARNING = (
+    "split 'paper' is slice-level: slices of one patient land in both training and test, so its "
+    "scores are optimistic and not comparable with patient-level splits"
+)
+STRATEGIES = ("patient", "kfold", "ma2021", "paper", "predefined")
+
+
+def _carve(ids: list[str], source_of: dict[str, str], rng: np.random.Generator, fraction: float):
+    """Split `ids` into (rest, val), val about `fraction` of them (at least 1 when 2+ ids), by source."""
+    if len(ids) < 2 or fraction <= 0:
+        return sorted(ids), []
+    order = _stratified_order({p: source_of[p] for p in ids}, rng)
+    n_val = min(max(1, int(round(fraction * len(ids)))), len(ids) - 1)
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def kfold_split(
+    patients: Sequence[str], sources: Sequence[str], *, k: int = 5, seed: int = 0, val_fraction: float = 0.2
+) -> list[dict[str, list[str]]]:
+    """Patient-level K folds: fold f tests every k-th patient of a source-stratified order; its
+    validation patients are carved (by source) from the rest. Every patient is tested exactly once."""
+    source_of = _check_ids(patients, sources)
+    if not 2 <= k <= len(source_of):
+        raise CovbenchError(
+            f"--folds must be between 2 and the number of patients ({len(source_of)}), got {k}"
+        )
+    rng = np.random.default_rng(seed)
+    order = _stratified_order(source_of, rng)
+    folds = []
+    for f in range(k):
+        test = order[f::k]
+        rest, val = _carve([p for p in order if p not in set(test)], source_of, rng, val_fraction)
+        folds.append({"train": rest, "val": val, "test": sorted(test)})
+    return folds
+
+
+def ma2021_split(
+    patients: Sequence[str], sources: Sequence[str], *, seed: int = 0, val_fraction: float = 0.2
+) -> list[dict[str, list[str]]]:
+    """The five folds of Ma et al. 2021 (test cases fixed per fold, `MA2021_TEST_FOLDS`); validation
+    patients are carved from the other 16 by source. Needs COVID-19-CT-Seg case ids."""
+    source_of = _check_ids(patients, sources)
+    known = {p for fold in MA2021_TEST_FOLDS for p in fold}
+    unknown = sorted(set(source_of) - known)
+    if unknown:
+        raise CovbenchError(
+            "split 'ma2021' is defined for the 20 COVID-19-CT-Seg cases; "
+            f"unknown case ids: {', '.join(unknown[:4])}" + (" ..." if len(unknown) > 4 else "")
+        )
+    rng = np.random.default_rng(seed)
+    folds = []
+    for f, fold in enumerate(MA2021_TEST_FOLDS):
+        test = sorted(p for p in fold if p in source_of)
+        if not test:
+            raise CovbenchError(
+                f"split 'ma2021': none of fold {f}'s test cases is present ({', '.join(fold)})"
+            )
+        rest, val = _carve([p for p in sorted(source_of) if p not in test], source_of, rng, val_fraction)
+        folds.append({"train": rest, "val": val, "test": test})
+    return folds
+
+
+def predefined_split(
+    part_of: dict[str, str | None], sources: dict[str, str], *, seed: int = 0, val_fraction: float = 0.2
+) -> dict[str, list[str]]:
+    """The dataset's own split (`Case.split` per patient). Without a `val` part, validation patients
+    are carved from `train` by source."""
+    if not part_of or any(p is None for p in part_of.values()):
+        missing = sorted(k for k, v in part_of.items() if v is None)[:3]
+        raise CovbenchError(
+            "split 'predefined': the dataset has no split of its own"
+            + (f" (no part for {', '.join(missing)}); use train/ and test/ folders" if missing else "")
+        )
+    parts: dict[str, list[str]] = {p: [] for p in PARTS}
+    for patient, part in sorted(part_of.items()):
+        if part not in parts:
+            raise CovbenchError(f"split 'predefined': patient {patient!r} is in unknown part {part!r}")
+        parts[part].append(patient)
+    if not parts["train"] or not parts["test"]:
+        raise CovbenchError("split 'predefined' needs both train and test patients")
+    if not parts["val"]:
+        parts["train"], parts["val"] = _carve(
+            parts["train"], sources, np.random.default_rng(seed), val_fraction
+        )
+    return {k: sorted(v) for k, v in parts.items()}
+
+
+def paper_split(keys: Sequence[str], *, seed: int = 0, warn: bool = True) -> dict[str, list[str]]:
+    """Random slice-level split in the paper's 1304 / 386 / 422 proportions (exactly those counts
+    for 2112 slices). Leaks patients between parts: warns, and the manifest records it."""
+    keys = sorted(set(map(str, keys)))
+    if len(keys) < 3:
+        raise CovbenchError(f"split 'paper' needs at least 3 slices, got {len(keys)}")
+    if warn:
+        import warnings
+
+        warnings.warn(PAPER_WARNING, UserWarning, stacklevel=2)
+    total = sum(PAPER_COUNTS)
+    n_train, n_val, _ = _counts(len(keys), [c / total for c in PAPER_COUNTS])
+    order = [keys[i] for i in np.random.default_rng(seed).permutation(len(keys))]
+    return {
+        "train": sorted(order[:n_train]),
+        "val": sorted(order[n_train : n_train + n_val]),
+        "test": sorted(order[n_train + n_val :]),
+    }
+
+
+def slice_keys(patient: np.ndarray, slice_index: np.ndarray) -> np.ndarray:
+    """One string per slice, "<patient>#<slice index>", the unit of the slice-level split."""
+    return np.char.add(np.char.add(np.asarray(patient).astype(str), "#"), np.asarray(slice_index).astype(str))
+
+
+def make_splits(
+    strategy: str,
+    slices,
+    *,
+    seed: int = 0,
+    folds: int = 5,
+    part_of: dict[str, str | None] | None = None,
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+) -> list[dict]:
+    """The split manifest(s) for a pre-processed `SliceSet`, one per fold, ready to save as JSON.
+
+    Each manifest: {"strategy", "seed", "fold", "unit": "patient" | "slice", "train", "val", "test"}
+    (+ "warning" for `paper`). Use `split_indices(slices, manifest)` to get slice indices.
+    """
+    patients, first = np.unique(slices.patient, return_index=True)
+    sources = [str(slices.source[i]) for i in first]
+    patients = [str(p) for p in patients]
+    base = {"strategy": strategy, "seed": seed, "unit": "patient"}
+    if strategy == "patient":
+        parts = [patient_split(patients, sources, seed=seed, fractions=fractions)]
+    elif strategy == "kfold":
+        parts = kfold_split(patients, sources, k=folds, seed=seed)
+    elif strategy == "ma2021":
+        parts = ma2021_split(patients, sources, seed=seed)
+    elif strategy == "predefined":
+        parts = [predefined_split(part_of or {}, dict(zip(patients, sources, strict=True)), seed=seed)]
+    elif strategy == "paper":
+        parts = [paper_split(slice_keys(slices.patient, slices.slice_index), seed=seed)]
+        base = {**base, "unit": "slice", "warning": PAPER_WARNING}
+    else:
+        raise CovbenchError(f"unknown split {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    return [{**base, "fold": f, **p} for f, p in enumerate(parts)]
+
+
+def split_indices(slices, manifest: dict) -> dict[str, np.ndarray]:
+    """Slice indices per part for a manifest of `make_splits`; checks the parts are disjoint."""
+    unit = manifest.get("unit", "patient")
+    keys = slices.patient if unit == "patient" else slice_keys(slices.patient, slices.slice_index)
+    out = {part: np.flatnonzero(np.isin(keys, manifest[part])) for part in PARTS}
+    seen = np.zeros(len(keys), int)
+    for idx in out.values():
+        seen[idx] += 1
+    if (seen > 1).any():
+        raise CovbenchError("split manifest puts a slice in two parts")
+    return out

@@ -1,0 +1,5 @@
+"""U-Net++ (Zhou et al., 2018), registered as `unetpp`."""
+
+from .model import SPEC, UNetPlusPlus
+
+__all__ = ["SPEC", "UNetPlusPlus"]

@@ -1,0 +1,29 @@
+"""Shared fixtures: one local Ray instance and one data cache per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO.parent / "shared" / "data" / "real" / "covid_semiseg"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep generated phantoms and pre-processing caches out of the user's home."""
+    path = tmp_path_factory.mktemp("covbench-cache")
+    os.environ["COVBENCH_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A fixed-size local Ray cluster, started once; executors reuse it instead of starting theirs."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from covbench.config import PRESETS, build_config, resolve_preset
+from covbench.errors import CovbenchError
+
+
+def test_auto_preset_follows_cuda():
+    assert resolve_preset("auto", cuda_available=True).name == "paper"
+    assert resolve_preset("auto", cuda_available=False).name == "cpu"
+
+
+def test_paper_preset_is_the_papers_protocol():
+    p = PRESETS["paper"]
+    assert (p.image_size, p.epochs, p.batch_size, p.lr, p.width) == (224, 250, 32, 5e-4, None)
+
+
+def test_overrides_win_and_change_the_key():
+    base = build_config(models=["unet"], n_seeds=2, preset=PRESETS["smoke"])
+    changed = build_config(models=["unet"], n_seeds=2, preset=PRESETS["smoke"], epochs=7, lr=1e-3)
+    assert (changed.epochs, changed.lr) == (7, 1e-3)
+    assert base.seeds == (0, 1)
+    assert base.key() != changed.key()
+    # the model list and seed count are not part of a trial's identity
+    assert base.key() == build_config(models=["resunet"], n_seeds=5, preset=PRESETS["smoke"]).key()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_seeds": 0}, "--seeds"),
+        ({"epochs": 0}, "--epochs"),
+        ({"lr": -1.0}, "--lr"),
+        ({"image_size": 40}, "--image-size"),
+    ],
+)
+def test_bad_overrides_name_the_option(kwargs, message):
+    args = {"models": ["unet"], "n_seeds": 1, "preset": PRESETS["cpu"], **kwargs}
+    with pytest.raises(CovbenchError, match=message):
+        build_config(**args)
