@@ -26,3 +26,11 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     for script in sorted(__import__("pathlib").Path("benchmarks").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs)
+
+
+@nox.session(python="3.11")
+def gpu_check(session: nox.Session) -> None:
+    """On one CUDA GPU: a few `paper` epochs per reference model, images/s, memory, projected
+    protocol time (`nox -s gpu_check -- --tiny` runs it on a CPU)."""
+    session.install("-e", ".")
+    session.run("python", "scripts/gpu_check.py", *session.posargs)

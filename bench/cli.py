@@ -6,13 +6,15 @@ code 2 (1 when trials failed or a comparison found a regression).
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,6 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from covbench import registry
+from covbench.data_cli import data_app
 from covbench.errors import CovbenchError, RunFailed
 
 app = typer.Typer(
@@ -39,12 +42,15 @@ PAPER_MODELS = ("unet", "unetpp", "resunet")
 
 
 def _fail(exc: CovbenchError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    # escape: messages quote names such as `smp:Unet:resnet18` in brackets, which are not markup
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(code=exc.exit_code)
 
 
 def resolve_models(text: str) -> list[str]:
-    """`all`, `paper`, or a comma list of registered names (fnmatch patterns allowed)."""
+    """`all` (every registered model; family members only when named), `paper` (the three
+    reference models), or a comma list of registered names (fnmatch patterns allowed) and family
+    members such as `smp:UnetPlusPlus:resnet34`."""
     names: list[str] = []
     for item in (t.strip() for t in text.split(",")):
         if not item:
@@ -56,8 +62,7 @@ def resolve_models(text: str) -> list[str]:
         elif any(ch in item for ch in "*?["):
             found = registry.list_models(item)
         else:
-            registry.get_model(item)  # raises with the list of valid names
-            found = [item]
+            found = [registry.get_model(item).name]  # raises with the list of valid names
         if not found:
             raise CovbenchError(
                 f"--models {item!r} matches no registered model; available: "
@@ -69,14 +74,54 @@ def resolve_models(text: str) -> list[str]:
     return names
 
 
+def _option_value(text: str) -> Any:
+    """JSON-ish: true/false/null, numbers and JSON lists as such, anything else as a string."""
+    lowered = {"true": True, "false": False, "null": None, "none": None}
+    if text.strip().lower() in lowered:
+        return lowered[text.strip().lower()]
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_model_options(items: list[str], models: list[str]) -> dict[str, dict[str, Any]]:
+    """`--model-option MODEL.KEY=VALUE` (repeatable) -> {model: {key: value}}. The key follows
+    the last dot, so member names with dots (`smp:Unet:tu-vit_small.augreg`) work."""
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        model, dot, key = target.strip().rpartition(".")
+        if not sep or not dot or not model or not key:
+            raise CovbenchError(
+                f"--model-option {item!r}: expected MODEL.KEY=VALUE, e.g. unetpp.deep_supervision=false"
+            )
+        if ":" in model:
+            model = registry.get_model(model).name
+        if model not in models:
+            raise CovbenchError(
+                f"--model-option {item!r}: model {model!r} is not selected by --models ({', '.join(models)})"
+            )
+        options.setdefault(model, {})[key] = _option_value(value)
+    return options
+
+
 def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
 
 
+# Options that decide a run's numbers: `--resume DIR` takes them from DIR/config.json instead.
+_CONFIG_OPTIONS = (
+    "models", "seeds", "preset", "epochs", "image_size", "batch_size", "lr", "width",
+    "dataset", "data_dir", "split", "folds", "model_option",
+)  # fmt: skip
+
+
 @app.command()
 def run(
+    ctx: typer.Context,
     models: Annotated[str, typer.Option(help="'all', 'paper' or a comma list of model names")] = "all",
     seeds: Annotated[int, typer.Option(help="number of random seeds per model (seeds 0..N-1)")] = 5,
     preset: Annotated[
@@ -101,32 +146,70 @@ def run(
     ] = None,
     max_retries: Annotated[int, typer.Option(help="retries of a trial whose worker died")] = 2,
     debug: Annotated[bool, typer.Option(help="run trials in this process, without Ray (for pdb)")] = False,
+    split: Annotated[
+        str | None,
+        typer.Option(help="patient, kfold, ma2021, paper or predefined (default: the dataset's own)"),
+    ] = None,
+    folds: Annotated[
+        int | None, typer.Option(help="number of folds for --split kfold (default 5); one trial per fold")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="continue the run in DIR with the configuration stored in DIR/config.json"),
+    ] = None,
+    model_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-option",
+            help="MODEL.KEY=VALUE for one model's build (repeatable), e.g. unetpp.deep_supervision=false",
+        ),
+    ] = None,
 ) -> None:
     """Train and evaluate every selected model over several seeds, then write the report."""
     from covbench.config import build_config, resolve_preset
-    from covbench.runner import execute
+    from covbench.runner import execute, load_run_config
 
     try:
-        chosen = resolve_models(models)
-        cfg = build_config(
-            models=chosen,
-            n_seeds=seeds,
-            preset=resolve_preset(preset, _cuda_available()),
-            epochs=epochs,
-            image_size=image_size,
-            batch_size=batch_size,
-            lr=lr,
-            width=width,
-            dataset=dataset,
-            data_dir=str(data_dir) if data_dir else None,
-        )
-        registry.get_dataset(dataset)
+        if resume is not None:
+            given = [
+                "--" + name.replace("_", "-")
+                for name in _CONFIG_OPTIONS
+                if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+            ]
+            if given:
+                raise CovbenchError(
+                    f"--resume takes the configuration from {resume}/config.json; drop {', '.join(given)}"
+                )
+            if out is not None and out.resolve() != resume.resolve():
+                raise CovbenchError(f"--resume {resume} and --out {out} name two run folders; give one")
+            cfg = load_run_config(resume)
+            chosen = list(cfg.models)
+        else:
+            chosen = resolve_models(models)
+            split_name = split or registry.get_dataset(dataset).default_split
+            cfg = build_config(
+                models=chosen,
+                n_seeds=seeds,
+                preset=resolve_preset(preset, _cuda_available()),
+                epochs=epochs,
+                image_size=image_size,
+                batch_size=batch_size,
+                lr=lr,
+                width=width,
+                dataset=dataset,
+                data_dir=str(data_dir) if data_dir else None,
+                split=split_name,
+                folds=folds if folds is not None else (5 if split_name == "kfold" else 1),
+                model_options=parse_model_options(model_option or [], chosen),
+            )
+        registry.get_dataset(cfg.dataset)
         if cpus_per_trial <= 0:
             raise CovbenchError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
-        run_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = resume or out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
         console.print(
             f"covbench run → [bold]{run_dir}[/]  preset={cfg.preset} models={','.join(chosen)} "
-            f"seeds={len(cfg.seeds)} epochs={cfg.epochs} size={cfg.image_size} width={cfg.width}"
+            f"seeds={len(cfg.seeds)} epochs={cfg.epochs} size={cfg.image_size} width={cfg.width} "
+            f"split={cfg.split}" + (f" folds={cfg.folds}" if cfg.folds > 1 else "")
         )
         with _RunProgress() as progress:
             outcome = execute(
@@ -139,7 +222,8 @@ def run(
                 debug=debug,
                 on_event=progress.event,
             )
-        _print_report(run_dir)
+        if outcome.done or outcome.skipped:  # a report of what completed, even when some trials failed
+            _print_report(run_dir)
         console.print(
             f"wall time {outcome.wall_seconds:.0f} s; {len(outcome.done)} trials run, "
             f"{len(outcome.skipped)} already done; results in {run_dir}"
@@ -157,7 +241,10 @@ def run(
 
 
 class _RunProgress:
-    """Live display: a bar over trials with queued / running / done / failed counts and an ETA."""
+    """Live display: a bar over trials with queued / running / done / failed counts and an ETA.
+
+    "running" counts trials whose attempt announced itself from a worker (the scheduler's
+    heartbeat files), not an estimate from free slots; a retried attempt shows as a retry."""
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -170,8 +257,8 @@ class _RunProgress:
             transient=False,
         )
         self.task = None
-        self.total = self.done = self.failed = 0
-        self.slots = 1
+        self.total = self.done = self.failed = self.retries = 0
+        self.running: set[str] = set()
 
     def __enter__(self) -> _RunProgress:
         self.progress.__enter__()
@@ -183,53 +270,168 @@ class _RunProgress:
 
     def _describe(self) -> str:
         left = self.total - self.done - self.failed
-        running = min(left, self.slots)
-        return f"trials: {left - running} queued, {running} running, {self.done} done, {self.failed} failed"
+        running = min(left, len(self.running))
+        text = f"trials: {left - running} queued, {running} running, {self.done} done, {self.failed} failed"
+        return text + (f", {self.retries} retried" if self.retries else "")
 
     def event(self, kind: str, info: dict) -> None:
+        if kind == "status" and self.task is not None:  # "checking models", "preparing data"
+            self.progress.update(self.task, description=info["message"])
         if kind == "start":
             self.total = info["total"]
             self.done = info["skipped"]
-            self.slots = max(1, int(info["cpus"]))
             self.progress.update(
                 self.task, total=self.total, completed=self.done, description=self._describe()
             )
+        elif kind in {"started", "retry"}:
+            self.running.add(info["trial"])
+            if kind == "retry":
+                self.retries += 1
+                self.progress.console.print(
+                    f"  ↻ {info['trial']}: worker lost, attempt {info['attempt']}", highlight=False
+                )
+            self.progress.update(self.task, description=self._describe())
         elif kind == "done":
             self.done += 1
+            self.running.discard(info["trial"])
             r = info["record"]
+            gpus = f" GPU {','.join(r['gpu_ids'])}" if r.get("gpu_ids") else ""
             self.progress.console.print(
-                f"  ✓ {info['trial']}: test Dice {info['test_dice']:.3f}, best val Dice {r['best_val_dice']:.3f} "
-                f"(epoch {r['best_epoch']}), {r['wall_seconds']:.0f} s on {r['device']}",
+                f"  ✓ {info['trial']}: test Dice {info['test_dice']:.3f}, "
+                f"best val Dice {r['best_val_dice']:.3f} (epoch {r['best_epoch']}), "
+                f"{r['wall_seconds']:.0f} s on {r['device']}{gpus}",
                 highlight=False,
             )
         elif kind == "failed":
             self.failed += 1
+            self.running.discard(info["trial"])
             self.progress.console.print(f"  ✗ {info['trial']}: {info['error']}", highlight=False)
         if self.task is not None and kind in {"done", "failed"}:
             self.progress.update(self.task, completed=self.done + self.failed, description=self._describe())
 
 
-def _print_report(run_dir: Path) -> None:
+def _print_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> None:
     from covbench.reports.report import write_report
 
-    report = write_report(run_dir)
-    console.print(report.markdown, highlight=False, markup=False)
+    report = write_report(run_dir, unit=unit, figures=figures)
+    console.print(report.markdown, highlight=False, markup=False, soft_wrap=True)
+    files = ", ".join(p.relative_to(run_dir).as_posix() for p in report.paths)
+    console.print(f"report files in {run_dir}: {files}", highlight=False, soft_wrap=True)
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a covbench run folder")]) -> None:
-    """Write Table 1, significance tests and summary.json again from a stored run folder."""
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a covbench run folder")],
+    unit: Annotated[
+        str, typer.Option(help="case unit: 'slice' (test slices) or 'patient' (reassembled test volumes)")
+    ] = "slice",
+    figures: Annotated[bool, typer.Option(help="draw the PNG/SVG figures")] = True,
+) -> None:
+    """Write Table 1 (Markdown, LaTeX, CSV, HTML), significance tests, figures and summary.json
+    again from a stored run folder."""
     try:
-        _print_report(run_dir)
+        _print_report(run_dir, unit, figures)
     except CovbenchError as exc:
         raise _fail(exc) from None
 
 
-@app.command("models")
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="baseline summary.json or run folder")],
+    current: Annotated[Path, typer.Argument(help="current summary.json or run folder")],
+    tolerance: Annotated[
+        list[str] | None,
+        typer.Option(help="METRIC=VALUE, repeatable; default per metric: max(floor, 2 x seed SD)"),
+    ] = None,
+    metrics: Annotated[str | None, typer.Option(help="comma list of metrics to check (default: all)")] = None,
+    update: Annotated[bool, typer.Option(help="after printing, replace BASELINE with CURRENT")] = False,
+) -> None:
+    """Compare a run with a baseline; exit 1 when a metric got worse beyond its tolerance."""
+    from covbench.reports.compare import compare as compare_summaries
+    from covbench.reports.compare import load_summary, parse_metrics, parse_tolerances, update_baseline
+
+    try:
+        tolerances = parse_tolerances(tolerance)
+        chosen = parse_metrics(metrics)
+        cur = load_summary(current, "CURRENT")
+        if update and not baseline.exists():  # the first baseline: nothing to compare with yet
+            path = update_baseline(baseline, cur, current)
+            console.print(f"baseline {path} created from {current}", highlight=False, soft_wrap=True)
+            return
+        base = load_summary(baseline, "BASELINE")
+        result = compare_summaries(base, cur, tolerances, chosen, names=(str(baseline), str(current)))
+        console.print(result.markdown(), highlight=False, markup=False, soft_wrap=True)
+        if update:
+            path = update_baseline(baseline, cur, current)
+            console.print(f"baseline {path} updated from {current}", highlight=False, soft_wrap=True)
+            return
+    except CovbenchError as exc:
+        raise _fail(exc) from None
+    if result.failed:
+        err_console.print(
+            f"regression: {len(result.failed)} check(s) failed against {baseline}; if intended, refresh "
+            f"it with `covbench compare {baseline} {current} --update`",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def track(
+    run_dir: Annotated[Path, typer.Argument(help="a covbench run folder with a summary.json")],
+    history: Annotated[Path, typer.Option(help="SQLite history file (created if missing)")],
+) -> None:
+    """Append a run's summary, git commit and date to a history database."""
+    from covbench.reports.history import track as track_run
+
+    try:
+        run_id = track_run(run_dir, history)
+    except CovbenchError as exc:
+        raise _fail(exc) from None
+    console.print(f"tracked {run_dir} as run {run_id} in {history}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def history(
+    file: Annotated[Path, typer.Argument(help="SQLite history file written by `covbench track`")],
+    plots: Annotated[
+        Path | None, typer.Option(help="folder for the plots (default: next to FILE, '<stem>-plots')")
+    ] = None,
+) -> None:
+    """Print each metric's trend over the tracked runs and draw one plot per metric."""
+    from covbench.reports.history import load_history, plot_history, trend_markdown
+
+    try:
+        points = load_history(file)
+        console.print(trend_markdown(points), highlight=False, markup=False, soft_wrap=True)
+        if points:
+            folder = plots or file.with_name(file.stem + "-plots")
+            paths = plot_history(points, folder)
+            console.print(f"{len(paths)} plot files in {folder}", highlight=False, soft_wrap=True)
+    except CovbenchError as exc:
+        raise _fail(exc) from None
+
+
+models_app = typer.Typer(
+    invoke_without_command=True,
+    help="List the registered architectures with their parameter counts; `models check` tests them.",
+)
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+
+
+@models_app.callback()
 def models_cmd(
+    ctx: typer.Context,
     preset: Annotated[str, typer.Option(help="preset whose width to count parameters at")] = "auto",
+    all_: Annotated[
+        bool, typer.Option("--all", help="also list the model families and how to name their members")
+    ] = False,
 ) -> None:
     """List the registered architectures with their parameter counts."""
+    if ctx.invoked_subcommand is not None:
+        return
     import torch
 
     from covbench.config import resolve_preset
@@ -243,10 +445,19 @@ def models_cmd(
         table.add_column(col)
     for name in registry.list_models():
         spec = registry.get_model(name)
-        with torch.device("meta"):
-            paper = registry.count_parameters(spec.create())
-            small_width = spec.scaled_width(chosen.width)
-            small = registry.count_parameters(spec.create(width=small_width))
+        try:
+            with torch.device("meta"):
+                paper = registry.count_parameters(spec.create())
+                small_width = spec.scaled_width(chosen.width)
+                small = registry.count_parameters(spec.create(width=small_width))
+        except Exception as exc:  # a plugin whose build fails must not hide the others
+            origin = registry.model_origin(name)
+            err_console.print(
+                f"[red]broken plugin[/] {name} ({origin.entry_point}, from {origin.distribution}): "
+                f"build failed: {type(exc).__name__}: {escape(str(exc))}",
+                highlight=False,
+            )
+            continue
         table.add_row(
             name,
             spec.title,
@@ -255,12 +466,82 @@ def models_cmd(
             f"{small:,} (width {small_width})",
         )
     console.print(table)
-    for name, broken in sorted(registry.broken_models().items()):
+    if all_:
+        _print_families()
+    for name, broken in sorted({**registry.broken_models(), **registry.broken_families()}.items()):
         err_console.print(
             f"[red]broken plugin[/] {name} ({broken.entry_point}, from {broken.distribution}): "
-            f"{broken.error}",
+            f"{escape(broken.error)}",
             highlight=False,
         )
+
+
+def _print_families() -> None:
+    """Families as text, not a table: their choice lists are long and must not be truncated."""
+    console.print("\nmodel families: name a member on the command line, e.g. --models smp:Unet:resnet18")
+    for name in registry.list_families():
+        family = registry.get_family(name)
+        console.print(f"  [bold]{name}[/]  {family.title}; {family.reference}", highlight=False)
+        console.print(f"    pattern   {family.pattern}", highlight=False)
+        for axis, values in family.axes().items():
+            values = list(values)
+            console.print(f"    <{axis}> ({len(values)}): {', '.join(values)}", highlight=False)
+        console.print(f"    examples  {', '.join(family.examples)}", highlight=False)
+    console.print(
+        "  family members are trained from scratch and not scaled by --width (see docs/plugins.md); "
+        "test one with `covbench models check NAME`",
+        highlight=False,
+    )
+
+
+@models_app.command("check")
+def models_check(
+    names: Annotated[str, typer.Argument(help="'paper', 'all' or a comma list: unet,smp:Unet:resnet18")],
+    preset: Annotated[str, typer.Option(help="preset whose image size, batch and width to use")] = "auto",
+    image_size: Annotated[int | None, typer.Option(help="override the preset's image size")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="batch size the per-batch numbers are for")] = None,
+    width: Annotated[int | None, typer.Option(help="override the preset's width (as in `run`)")] = None,
+    model_option: Annotated[
+        list[str] | None, typer.Option("--model-option", help="MODEL.KEY=VALUE, as in `run` (repeatable)")
+    ] = None,
+) -> None:
+    """Contract check: import, build, forward + backward at the run size; parameters, FLOPs, memory."""
+    from covbench.checks import check_models
+    from covbench.config import build_config, resolve_preset
+
+    try:
+        chosen = resolve_models(names)
+        cfg = build_config(
+            models=chosen,
+            n_seeds=1,
+            preset=resolve_preset(preset, _cuda_available()),
+            image_size=image_size,
+            batch_size=batch_size,
+            width=width,
+            model_options=parse_model_options(model_option or [], chosen),
+        )
+        checks = check_models(
+            cfg.models,
+            image_size=cfg.image_size,
+            batch_size=cfg.batch_size,
+            run_width=cfg.width,
+            model_options=cfg.model_options,
+        )
+    except CovbenchError as exc:
+        raise _fail(exc) from None
+    console.print(f"contract check at {cfg.image_size}x{cfg.image_size}, batch {cfg.batch_size}, on the CPU:")
+    for name, c in checks.items():
+        outputs = f"{len(c.output_shapes)} x {tuple(c.output_shapes[0])}"
+        console.print(
+            f"  [bold]{escape(name)}[/]  {escape(c.entry_point)} ({c.distribution} {c.version})".rstrip()
+            + f"\n    width {c.width or '-'}, {c.parameters:,} parameters, "
+            f"{c.flops_per_image / 1e9:.3f} GFLOPs per image, "
+            f"{c.train_flops_per_batch / 1e9:.2f} GFLOPs per training batch, "
+            f"{c.activation_bytes_per_batch / 2**20:.1f} MiB activations per batch, "
+            f"training outputs {outputs}",
+            highlight=False,
+        )
+    console.print(f"ok: {len(checks)} model(s) meet the covbench model contract", highlight=False)
 
 
 def main() -> None:

@@ -23,6 +23,14 @@ class Preset:
     lr_schedule: str = "constant"
     phantom: dict[str, Any] = field(default_factory=dict)  # size of the built-in synthetic data
     description: str = ""
+    augment: bool = False  # random flips of training batches (not in the paper's protocol)
+    # Per-dataset changes: real 2D slices need more pixels and width than the coarse phantom.
+    for_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def specialise(self, dataset: str) -> Preset:
+        """This preset as it applies to `dataset` (its `for_dataset` entry merged in)."""
+        changes = self.for_dataset.get(dataset)
+        return replace(self, **changes) if changes else self
 
 
 PRESETS: dict[str, Preset] = {
@@ -44,7 +52,7 @@ PRESETS: dict[str, Preset] = {
         lr=2e-3,
         width=8,
         lr_schedule="cosine",
-        phantom={"n_patients": 20, "size": 128, "n_slices": 16},
+        phantom={"n_patients": 12, "size": 128, "n_slices": 20},
         description="the paper protocol shrunk to finish 3 models x 5 seeds in minutes on 2 CPU cores",
     ),
     "smoke": Preset(
@@ -89,11 +97,14 @@ class RunConfig:
     folds: int = 1
     loss: str = "dice"
     lr_schedule: str = "constant"
+    augment: bool = False
     threshold: float = 0.5
     phantom: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     deterministic: bool = True
+    amp: str = "auto"  # bf16 autocast: "auto" (on CUDA only), "bf16", "off" (covbench.train.resolve_amp)
+    compile: bool = False  # torch.compile each model (minutes of compilation per trial on a GPU)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +141,7 @@ def build_config(
     **extra: Any,
 ) -> RunConfig:
     """Merge a preset with CLI overrides and check them; every problem names its option."""
+    preset = preset.specialise(extra.get("dataset", "phantom"))
     if n_seeds < 1:
         raise CovbenchError(f"--seeds must be a positive number of seeds, got {n_seeds}")
     for opt, value in {"--epochs": epochs, "--batch-size": batch_size, "--width": width}.items():
@@ -150,6 +162,7 @@ def build_config(
         lr=lr or preset.lr,
         width=width or preset.width,
         lr_schedule=preset.lr_schedule,
+        augment=preset.augment,
         phantom=dict(preset.phantom),
     )
     return replace(cfg, **extra) if extra else cfg

@@ -61,10 +61,13 @@ def info(
         raise _fail(exc) from None
     sizes = ", ".join(f"{h}x{w}" for h, w in d["sizes"][:6]) + (" ..." if len(d["sizes"]) > 6 else "")
     console.print(f"[bold]{d['dataset']}[/] {d['data_dir'] or '(built in)'}")
-    console.print(
-        f"cases {d['cases']}, slices {d['slices']} ({d['slices_with_lung']} with lung), "
-        f"lesion in {100 * d['lesion_slice_share']:.1f} % of them"
-    )
+    share = f"lesion in {100 * d['lesion_slice_share']:.1f} % of"
+    if d["lung_masks"]:
+        console.print(
+            f"cases {d['cases']}, slices {d['slices']} ({d['slices_with_lung']} with lung, {share} them)"
+        )
+    else:
+        console.print(f"cases {d['cases']}, slices {d['slices']} ({share} them; no lung masks)")
     console.print(f"sizes (H x W): {sizes}")
     lo, hi = d["spacing_min"], d["spacing_max"]
     console.print(

@@ -1,8 +1,13 @@
-"""Model and dataset registries, filled from the entry-point groups `covbench.models` and
-`covbench.datasets`.
+"""Model and dataset registries, filled from the entry-point groups `covbench.models`,
+`covbench.families` and `covbench.datasets`.
 
 The project registers its own architectures through the same entry points a third-party package
 uses, so there is exactly one way in. Entry points are loaded lazily, once per process.
+
+A *family* (group `covbench.families`) names many models at once: `smp:UnetPlusPlus:resnet34` is
+resolved by the family `smp` into an ordinary `ModelSpec` whose name is the whole string. Families
+are a separate group because their entry point resolves to a `ModelFamily`, not a `ModelSpec`, and
+because `--models all` must not expand them into thousands of members.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from covbench.errors import CovbenchError
 
 MODEL_GROUP = "covbench.models"
+FAMILY_GROUP = "covbench.families"
 DATASET_GROUP = "covbench.datasets"
 REFERENCE_WIDTH = 64  # `--width` is given in channels of a model whose paper width is 64
 
@@ -32,7 +38,7 @@ class ModelSpec:
     build: Callable[..., Any]  # build(in_channels=1, classes=1, width=paper_width, **options)
     title: str  # human name for tables
     reference: str  # literature reference (authors, venue, year)
-    paper_width: int  # channels of the first level at the paper's size
+    paper_width: int  # channels of the first level at the paper's size; 0 = no width knob (families)
     paper_params: int | None = None  # parameter count at paper width, 1 in / 1 out channel
     deep_supervision: bool = False  # forward returns a list of logits in training mode
     options: Mapping[str, Any] = field(default_factory=dict)  # documented default options
@@ -51,9 +57,34 @@ class ModelSpec:
         """The width this model gets for a run-level `--width`: runs scale every model by the same
         fraction, `width / 64` of its paper width (so U-Net and Res-UNet get `width` first-level
         channels, U-Net++ with paper width 32 gets half), keeping the paper's relative sizes."""
-        if width is None:
+        if width is None or not self.paper_width:
             return self.paper_width
         return max(1, round(width * self.paper_width / REFERENCE_WIDTH))
+
+    def run_arguments(self, run_width: int | None, options: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        """(width, options) a run builds this model with: a `width` model option wins over the
+        run-level `--width`; shared by the trial and the contract check so both build the same net."""
+        options = dict(options)
+        if "width" in options and not self.paper_width:
+            raise CovbenchError(
+                f"--model-option {self.name}.width: this model has no width knob (see its family's docs)"
+            )
+        width = options.pop("width", None) or self.scaled_width(run_width)
+        return width, options
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What a family plugin declares: one entry point that names many models, e.g. every
+    segmentation_models_pytorch architecture with every encoder (`smp:<Arch>:<encoder>`)."""
+
+    name: str  # prefix before the first ':' on the command line (`smp`)
+    title: str  # human name for `covbench models --all`
+    reference: str  # the library or paper the members come from
+    pattern: str  # how members are named, e.g. "smp:<Arch>:<encoder>"
+    resolve: Callable[[str], ModelSpec]  # text after "name:" -> spec named "name:text"; CovbenchError if bad
+    axes: Callable[[], Mapping[str, Iterable[str]]]  # the choices per naming part, for `models --all`
+    examples: tuple[str, ...] = ()  # full member names that work offline
 
 
 @dataclass(frozen=True)
@@ -78,12 +109,25 @@ class BrokenPlugin:
     error: str
 
 
-def _load_group(group: str, kind: type) -> tuple[dict[str, Any], dict[str, BrokenPlugin]]:
+@dataclass(frozen=True)
+class Origin:
+    """Where a registered object came from, for error messages and the run folder."""
+
+    entry_point: str  # "module:attr" (plus "[member]" for a family member)
+    distribution: str  # the installed distribution that declared it
+    version: str = ""
+
+
+Group = tuple[dict[str, Any], dict[str, BrokenPlugin], dict[str, Origin]]
+
+
+def _load_group(group: str, kind: type) -> Group:
     loaded: dict[str, Any] = {}
-    origin: dict[str, str] = {}
+    origin: dict[str, Origin] = {}
     broken: dict[str, BrokenPlugin] = {}
     for ep in entry_points(group=group):
         dist = ep.dist.name if ep.dist is not None else "<unknown>"
+        version = ep.dist.version if ep.dist is not None else ""
         try:
             obj = ep.load()
             if not isinstance(obj, kind):
@@ -95,28 +139,38 @@ def _load_group(group: str, kind: type) -> tuple[dict[str, Any], dict[str, Broke
             continue
         if ep.name in loaded:
             warnings.warn(
-                f"{group}: {ep.name!r} from {dist} overrides the one from {origin[ep.name]}",
+                f"{group}: {ep.name!r} from {dist} overrides the one from {origin[ep.name].distribution}",
                 stacklevel=2,
             )
         loaded[ep.name] = obj
-        origin[ep.name] = dist
-    return loaded, broken
+        origin[ep.name] = Origin(ep.value, dist, version)
+    return loaded, broken, origin
 
 
 @cache
-def _models() -> tuple[dict[str, ModelSpec], dict[str, BrokenPlugin]]:
+def _models() -> Group:
     return _load_group(MODEL_GROUP, ModelSpec)
 
 
 @cache
-def _datasets() -> tuple[dict[str, DatasetSpec], dict[str, BrokenPlugin]]:
+def _families() -> Group:
+    return _load_group(FAMILY_GROUP, ModelFamily)
+
+
+@cache
+def _datasets() -> Group:
     return _load_group(DATASET_GROUP, DatasetSpec)
+
+
+_members: dict[str, ModelSpec] = {}  # resolved family members, by full name
 
 
 def reload() -> None:
     """Forget loaded entry points (after installing a plugin in the same process)."""
     _models.cache_clear()
+    _families.cache_clear()
     _datasets.cache_clear()
+    _members.clear()
 
 
 def list_models(pattern: str = "*", exclude: Iterable[str] = ()) -> list[str]:
@@ -130,7 +184,14 @@ def broken_models() -> dict[str, BrokenPlugin]:
 
 
 def get_model(name: str) -> ModelSpec:
-    specs, broken = _models()
+    """The spec of a registered model or of a family member (`family:member`)."""
+    if ":" in name:
+        return _get_member(name)
+    specs, broken, _ = _models()
+    if name not in specs and name not in broken:
+        # A package installed after the first lookup (a long-lived Ray worker, a notebook).
+        reload()
+        specs, broken, _ = _models()
     if name in specs:
         return specs[name]
     if name in broken:
@@ -138,7 +199,58 @@ def get_model(name: str) -> ModelSpec:
         raise CovbenchError(
             f"model plugin {name!r} ({b.entry_point}, from {b.distribution}) failed to load: {b.error}"
         )
-    raise CovbenchError(f"unknown model {name!r}; available: {', '.join(list_models()) or 'none'}")
+    families = ", ".join(f.pattern for f in (_families()[0].values()))
+    raise CovbenchError(
+        f"unknown model {name!r}; available: {', '.join(list_models()) or 'none'}"
+        + (f" (and family members {families})" if families else "")
+    )
+
+
+def _get_member(name: str) -> ModelSpec:
+    if name in _members:
+        return _members[name]
+    family_name, member = name.split(":", 1)
+    family = get_family(family_name)
+    spec = family.resolve(member)
+    if spec.name != name:
+        raise CovbenchError(f"model family {family_name!r} resolved {name!r} to a spec named {spec.name!r}")
+    _members[name] = spec
+    return spec
+
+
+def list_families() -> list[str]:
+    return sorted(_families()[0])
+
+
+def broken_families() -> dict[str, BrokenPlugin]:
+    return dict(_families()[1])
+
+
+def get_family(name: str) -> ModelFamily:
+    families, broken, _ = _families()
+    if name in families:
+        return families[name]
+    if name in broken:
+        b = broken[name]
+        raise CovbenchError(
+            f"model family {name!r} ({b.entry_point}, from {b.distribution}) failed to load: {b.error}"
+        )
+    raise CovbenchError(
+        f"unknown model family {name!r} (in {name + ':...'!r}); "
+        f"available: {', '.join(list_families()) or 'none'}"
+    )
+
+
+def model_origin(name: str) -> Origin:
+    """Entry point and distribution that declared a model (a member's is its family's)."""
+    if ":" in name:
+        family = name.split(":", 1)[0]
+        o = _families()[2].get(family, Origin("?", "<unknown>"))
+        return Origin(f"{o.entry_point} [{name}]", o.distribution, o.version)
+    specs, broken, origins = _models()
+    if name in broken:
+        return Origin(broken[name].entry_point, broken[name].distribution)
+    return origins.get(name, Origin("?", "<unknown>"))
 
 
 def list_datasets() -> list[str]:
@@ -146,7 +258,7 @@ def list_datasets() -> list[str]:
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    specs, broken = _datasets()
+    specs, broken, _ = _datasets()
     if name in specs:
         return specs[name]
     if name in broken:

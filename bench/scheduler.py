@@ -3,15 +3,32 @@
 `RayExecutor` runs every trial by default, CPU presets and tests included, so the code path
 researchers use on a GPU cluster is the one CI exercises. `InProcessExecutor` has the same verbs
 and exists only to step through a trial under a debugger (`covbench run --debug`).
+
+Why plain Ray tasks and not Ray Tune: a trial here is a fixed (model, seed, fold) with nothing to
+search, so Tune's search/stop machinery would only add a second results store beside the run
+folder. Tasks give what is needed - resources per trial, retries of dead workers
+(`max_retries`), streaming results (`ray.wait`) - and resume is the run folder's job (a trial
+folder with a record is done; one with a checkpoint continues).
+
+How "running" is known: each task, on entering its worker, writes a small heartbeat file (path
+given at `submit`, inside the trial's own folder). The driver polls those files while it waits,
+so the progress display counts trials that really started, and a retried attempt is seen as one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import platform
+import time
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from covbench.errors import CovbenchError
+from covbench.store import read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -24,72 +41,223 @@ class Resources:
 
 @dataclass
 class Finished:
-    """A trial that left the scheduler: `result` on success, `error` (a string) on failure."""
+    """A trial that left the scheduler: `result` on success, `error` (a string) on failure.
+    `placement` says where and when the (last) attempt ran; see `_placement`."""
 
     tag: Any
     result: Any = None
     error: str | None = None
+    placement: dict[str, Any] = field(default_factory=dict)
+    submitted: float = 0.0
+    collected: float = 0.0
+
+
+def choose_gpus_per_trial(requested: float | None, cluster_gpus: float) -> float:
+    """GPUs each trial asks for: 1 where the cluster has GPUs, 0 where it has none.
+
+    A GPU request on a cluster without GPUs would queue forever, so it is refused; Ray accepts
+    fractions below 1 (several trials share a GPU) or whole numbers, nothing in between.
+    """
+    if requested is None:
+        return 1.0 if cluster_gpus >= 1 else 0.0
+    if requested < 0:
+        raise CovbenchError(f"--gpus-per-trial must be 0 or more, got {requested}")
+    if requested > 0 and cluster_gpus == 0:
+        raise CovbenchError(
+            f"--gpus-per-trial {requested:g} but the Ray cluster has no GPUs (a trial would wait forever)"
+        )
+    if requested > 1 and requested != int(requested):
+        raise CovbenchError(
+            f"--gpus-per-trial must be a fraction below 1 or a whole number, got {requested:g}"
+        )
+    if requested > cluster_gpus:
+        raise CovbenchError(
+            f"--gpus-per-trial {requested:g} is more than the cluster's {cluster_gpus:g} GPUs"
+        )
+    return float(requested)
+
+
+def slots(resources: dict[str, float], per_trial: Resources) -> int:
+    """How many trials fit at once (the estimate the progress display uses before heartbeats)."""
+    fits = resources["cpus"] / per_trial.cpus if per_trial.cpus > 0 else float("inf")
+    if per_trial.gpus > 0:
+        fits = min(fits, resources["gpus"] / per_trial.gpus)
+    return max(1, int(fits + 1e-9))
+
+
+def _read_heartbeat(path: Path | None) -> dict[str, Any] | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        return read_json(path)
+    except (OSError, ValueError):  # replaced while we read it: look again next poll
+        return None
+
+
+def _placement(gpu_ids: list[Any]) -> dict[str, Any]:
+    return {
+        "gpu_ids": [str(g) for g in gpu_ids],
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "host": platform.node(),
+        "pid": os.getpid(),
+    }
+
+
+def _run_attempt(
+    token: str, heartbeat: str | None, fn: Callable[..., Any], *args: Any
+) -> tuple[Any, dict[str, Any]]:
+    """What a Ray worker runs: announce the attempt, call `fn`, return its result with placement.
+
+    The attempt number survives a dead worker because it lives in the heartbeat file, keyed by the
+    submission `token` (a file left by an earlier run has another token and counts as nothing)."""
+    import ray
+
+    started = time.time()
+    info = _placement(ray.get_gpu_ids())
+    info["node_id"] = ray.get_runtime_context().get_node_id()
+    path = Path(heartbeat) if heartbeat else None
+    previous = _read_heartbeat(path)
+    attempt = previous["attempt"] + 1 if previous and previous.get("token") == token else 1
+    info.update(token=token, attempt=attempt, worker_started=started)
+    if path is not None:
+        write_json(path, info)
+    result = fn(*args)
+    info["worker_finished"] = time.time()
+    return result, info
+
+
+def _error_text(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    lines = [line for line in f"{type(cause).__name__}: {cause}".strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(cause).__name__)[:500]
+
+
+@dataclass
+class _Pending:
+    tag: Any
+    token: str
+    heartbeat: Path | None
+    submitted: float
+    attempt_seen: int = 0
 
 
 class RayExecutor:
-    """Start (or join) Ray, ship shared data once, run trials as Ray tasks, stream results back."""
+    """Start (or join) Ray, ship shared data once, run trials as Ray tasks, stream results back.
+
+    Args:
+        address: 'auto', 'ray://host:port' or a GCS address; None reads `RAY_ADDRESS`, and without
+            it a local Ray instance is started with this machine's CPUs and GPUs.
+        num_cpus, num_gpus: size of a local instance (ignored when joining a cluster). Tests give
+            fake GPUs this way; Ray then hands out their ids exactly as it would real ones.
+    """
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):
         import ray
 
         self._ray = ray
         self.started_here = False
+        self.address: str | None = None
         if not ray.is_initialized():
             address = address or os.environ.get("RAY_ADDRESS")
             kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
             if address:
                 kwargs["address"] = address
+                self.address = address
             else:
                 kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False)
                 if num_gpus is not None:
                     kwargs["num_gpus"] = num_gpus
-            ray.init(**kwargs)
+            try:
+                ray.init(**kwargs)
+            except ConnectionError as exc:
+                raise CovbenchError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
             self.started_here = True
-        self._pending: dict[Any, Any] = {}
-        self._remote: dict[Callable[..., Any], Any] = {}
+        self._pending: dict[Any, _Pending] = {}
+        self._remote = ray.remote(_run_attempt)
 
     def resources(self) -> dict[str, float]:
         """Total CPUs and GPUs of the cluster (a machine without GPUs reports none)."""
         total = self._ray.cluster_resources()
         return {"cpus": float(total.get("CPU", 0)), "gpus": float(total.get("GPU", 0))}
 
+    def nodes(self) -> list[dict[str, Any]]:
+        """Alive nodes with their resources, for the run manifest."""
+        return [
+            {
+                "host": n.get("NodeManagerHostname"),
+                "ip": n.get("NodeManagerAddress"),
+                "resources": n.get("Resources"),
+            }
+            for n in self._ray.nodes()
+            if n.get("Alive")
+        ]
+
     def put(self, obj: Any) -> Any:
         """Place `obj` in the object store once; tasks receive a zero-copy view of its arrays."""
         return self._ray.put(obj)
 
     def submit(
-        self, tag: Any, fn: Callable[..., Any], *args: Any, resources: Resources, max_retries: int = 2
+        self,
+        tag: Any,
+        fn: Callable[..., Any],
+        *args: Any,
+        resources: Resources,
+        max_retries: int = 2,
+        heartbeat: Path | None = None,
     ) -> None:
         """Queue `fn(*args)` as a task; a dead worker is retried `max_retries` times, an exception
-        raised by `fn` is not (a retry would not fix a bug)."""
-        if fn not in self._remote:
-            self._remote[fn] = self._ray.remote(fn)
-        task = self._remote[fn].options(
+        raised by `fn` is not (a retry would not fix a bug). `heartbeat` is a file the task writes
+        when an attempt starts (see the module docstring)."""
+        token = uuid.uuid4().hex
+        task = self._remote.options(
             num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=max_retries, retry_exceptions=False
         )
-        self._pending[task.remote(*args)] = tag
+        ref = task.remote(token, str(heartbeat) if heartbeat else None, fn, *args)
+        self._pending[ref] = _Pending(tag, token, heartbeat, time.time())
 
     def pending(self) -> int:
         return len(self._pending)
 
-    def as_completed(self) -> Iterator[Finished]:
-        """Yield each submitted task as soon as it finishes, in completion order."""
+    def _finish(self, ref: Any) -> Finished:
+        p = self._pending.pop(ref)
+        try:
+            result, placement = self._ray.get(ref)
+            out = Finished(p.tag, result=result, placement=placement)
+        except Exception as exc:  # the task's own error, or a worker that died too often
+            out = Finished(p.tag, error=_error_text(exc), placement=_read_heartbeat(p.heartbeat) or {})
+        out.submitted, out.collected = p.submitted, time.time()
+        return out
+
+    def _poll_started(self, on_started: Callable[[Any, dict[str, Any]], None]) -> None:
+        for p in self._pending.values():
+            beat = _read_heartbeat(p.heartbeat)
+            if beat and beat.get("token") == p.token and beat.get("attempt", 0) > p.attempt_seen:
+                p.attempt_seen = beat["attempt"]
+                on_started(p.tag, beat)
+
+    def as_completed(
+        self,
+        on_started: Callable[[Any, dict[str, Any]], None] | None = None,
+        poll_seconds: float = 0.5,
+    ) -> Iterator[Finished]:
+        """Yield each submitted task as soon as it finishes, in completion order; between
+        completions, call `on_started(tag, heartbeat)` for every attempt that began."""
         while self._pending:
-            done, _ = self._ray.wait(list(self._pending), num_returns=1)
-            ref = done[0]
-            tag = self._pending.pop(ref)
-            try:
-                yield Finished(tag, result=self._ray.get(ref))
-            except Exception as exc:  # the task's own error, or a worker that died too often
-                cause = getattr(exc, "cause", None) or exc
-                yield Finished(tag, error=f"{type(cause).__name__}: {cause}".strip().splitlines()[-1][:500])
+            done, _ = self._ray.wait(list(self._pending), num_returns=1, timeout=poll_seconds)
+            if on_started is not None:
+                self._poll_started(on_started)
+            if done:
+                yield self._finish(done[0])
+
+    def drain_ready(self) -> list[Finished]:
+        """The tasks that have already finished, without waiting (used on Ctrl-C)."""
+        if not self._pending:
+            return []
+        done, _ = self._ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)
+        return [self._finish(ref) for ref in done]
 
     def cancel_all(self) -> None:
+        """Kill every task still queued or running; their trial folders keep the last checkpoint."""
         for ref in list(self._pending):
             self._ray.cancel(ref, force=True)
         self._pending.clear()
@@ -104,31 +272,52 @@ class InProcessExecutor:
     """Same verbs, no Ray: each trial runs in this process when its result is asked for."""
 
     def __init__(self, **_: Any):
-        self._queue: list[tuple[Any, Callable[..., Any], tuple[Any, ...]]] = []
+        self._queue: list[tuple[Any, Callable[..., Any], tuple[Any, ...], float]] = []
+        self.address = None
 
     def resources(self) -> dict[str, float]:
         import torch
 
         return {"cpus": float(os.cpu_count() or 1), "gpus": float(torch.cuda.device_count())}
 
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{"host": platform.node(), "ip": None, "resources": self.resources()}]
+
     def put(self, obj: Any) -> Any:
         return obj
 
     def submit(
-        self, tag: Any, fn: Callable[..., Any], *args: Any, resources: Resources, max_retries: int = 0
+        self,
+        tag: Any,
+        fn: Callable[..., Any],
+        *args: Any,
+        resources: Resources,
+        max_retries: int = 0,
+        heartbeat: Path | None = None,
     ) -> None:
-        self._queue.append((tag, fn, args))
+        self._queue.append((tag, fn, args, time.time()))
 
     def pending(self) -> int:
         return len(self._queue)
 
-    def as_completed(self) -> Iterator[Finished]:
+    def as_completed(
+        self, on_started: Callable[[Any, dict[str, Any]], None] | None = None, poll_seconds: float = 0.5
+    ) -> Iterator[Finished]:
         while self._queue:
-            tag, fn, args = self._queue.pop(0)
+            tag, fn, args, submitted = self._queue.pop(0)
+            info = {**_placement([]), "attempt": 1, "worker_started": time.time()}
+            if on_started is not None:
+                on_started(tag, info)
             try:
-                yield Finished(tag, result=fn(*args))
+                out = Finished(tag, result=fn(*args), placement=info)
+                info["worker_finished"] = time.time()
             except Exception as exc:
-                yield Finished(tag, error=f"{type(exc).__name__}: {exc}")
+                out = Finished(tag, error=f"{type(exc).__name__}: {exc}", placement=info)
+            out.submitted, out.collected = submitted, time.time()
+            yield out
+
+    def drain_ready(self) -> list[Finished]:
+        return []
 
     def cancel_all(self) -> None:
         self._queue.clear()

@@ -1,16 +1,23 @@
 """The training loop of one trial: soft Dice loss, Adam, best checkpoint by validation Dice.
 
 Kept free of Ray and of the run folder layout so that it can be timed against a hand-written
-loop (benchmarks) and debugged in-process.
+loop (benchmarks/bench_training.py) and debugged in-process.
+
+On a CUDA device the loop switches on what a GPU needs to run near its limit (see
+docs/performance.md): bf16 autocast, channels-last tensors, data moved to the GPU once when it
+fits, validation Dice computed on the device without a host sync per batch, and optionally
+`torch.compile`. On a CPU every one of these stays off unless asked for (tests ask, so each path
+runs in CI): channels-last float32 crashes torch 2.14's CPU backward of a strided 1x1 convolution
+(Res-UNet's shortcut) and bf16 changes the arithmetic; docs/performance.md has the measurements.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,23 +25,25 @@ import numpy as np
 import torch
 from torch import nn
 
+AMP_MODES = ("auto", "bf16", "off")
+RESIDENT_FRACTION = 0.5  # data goes to the GPU once when it takes at most this share of free memory
+
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, numpy and torch; ask for deterministic kernels where they exist."""
+    """Seed Python, numpy and torch; ask for deterministic kernels where they exist, and let cuDNN
+    autotune its convolution algorithms otherwise (faster, but the choice may vary run to run)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """1 - soft Dice over the whole batch (the paper's Dice loss). Batch-level sums keep the loss
-    defined on lesion-free slices, where a per-slice Dice would divide by ~0."""
-    prob = torch.sigmoid(logits)
+    defined on lesion-free slices, where a per-slice Dice would divide by ~0. Computed in float32
+    even under bf16 autocast: a bf16 sum over a batch of 224x224 maps would lose the small terms."""
+    prob = torch.sigmoid(logits.float())
     inter = (prob * target).sum()
     return 1.0 - (2.0 * inter + eps) / (prob.sum() + target.sum() + eps)
 
@@ -54,15 +63,93 @@ def slice_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
 
 
+def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `amp` on `device`: "auto" is bf16 on a CUDA GPU that supports it and
+    off elsewhere; "bf16" (or True) forces bf16 on any device (CPU autocast too, for tests);
+    "off" (False, None) keeps float32."""
+    if amp is True or amp == "bf16":
+        return torch.bfloat16
+    if amp in (False, None, "off"):
+        return None
+    if amp == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    raise ValueError(f"unknown amp mode {amp!r}; use one of {AMP_MODES}")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
+    """Autocast to `dtype` on `device`, or nothing when `dtype` is None."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def fits_on_device(nbytes: int, device: torch.device, fraction: float = RESIDENT_FRACTION) -> bool:
+    """Whether `nbytes` of data may live on `device` for the whole trial. CPU tensors are already
+    there; on a GPU the data may take `fraction` of the memory free now (the pre-processed
+    COVID-19-CT-Seg at 224 px is ~0.85 GB as float32 images + masks, small next to an 80 GB card,
+    while the activations of a batch of 32 need several GB)."""
+    if device.type != "cuda":
+        return True
+    free, _total = torch.cuda.mem_get_info(device)
+    return nbytes <= fraction * free
+
+
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Probabilities (N, 1, H, W) on the CPU for float images (N, 1, H, W)."""
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    *,
+    amp: str | bool | None = "auto",
+    channels_last: bool | None = None,
+) -> torch.Tensor:
+    """Probabilities (N, 1, H, W) in float32 on the CPU for float images (N, 1, H, W); bf16 and
+    channels-last on a CUDA device unless told otherwise."""
     model.eval()
-    out = [
-        torch.sigmoid(model(images[i : i + batch_size].to(device, non_blocking=True)).float()).cpu()
-        for i in range(0, len(images), batch_size)
-    ]
+    dtype = resolve_amp(amp, device)
+    cl = device.type == "cuda" if channels_last is None else channels_last
+    out = []
+    for i in range(0, len(images), batch_size):
+        with autocast(device, dtype):
+            logits = model(_to_device(images[i : i + batch_size], device, cl))
+        out.append(torch.sigmoid(logits.float()).cpu())
     return torch.cat(out) if out else torch.empty_like(images)
+
+
+@torch.no_grad()
+def validation_dice(
+    model: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    *,
+    threshold: float = 0.5,
+    dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> float:
+    """Mean per-slice Dice of thresholded predictions. The sum stays on the device, so a GPU
+    syncs once per validation instead of once per batch, and no probability map is copied back."""
+    if len(images) == 0:
+        return 0.0
+    model.eval()
+    total = torch.zeros((), device=device)
+    for i in range(0, len(images), batch_size):
+        x = _to_device(images[i : i + batch_size], device, channels_last)
+        y = masks[i : i + batch_size].to(device, non_blocking=True)
+        with autocast(device, dtype):
+            logits = model(x)
+        pred = (torch.sigmoid(logits.float()) >= threshold).float()
+        total += slice_dice(pred, y).sum()
+    return float(total) / len(images)
 
 
 def make_schedule(name: str, lr: float, epochs: int) -> Callable[[int], float]:
@@ -74,6 +161,15 @@ def make_schedule(name: str, lr: float, epochs: int) -> Callable[[int], float]:
     if name == "cosine":
         return lambda epoch: 0.5 * lr * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
     raise ValueError(f"unknown lr schedule {name!r}; use 'constant' or 'cosine'")
+
+
+def _compiled(model: nn.Module, compile: bool | str) -> nn.Module:
+    """`torch.compile(model)` when asked (a string names the backend, e.g. "eager" in tests);
+    the compiled wrapper shares the model's parameters, so optimizer and state_dict are unchanged."""
+    if not compile:
+        return model
+    backend = compile if isinstance(compile, str) else "inductor"
+    return torch.compile(model, backend=backend)  # type: ignore[return-value]
 
 
 @dataclass
@@ -104,51 +200,89 @@ def train_model(
     start_epoch: int = 0,
     optimizer_state: dict[str, Any] | None = None,
     best: tuple[float, int, dict[str, torch.Tensor] | None] = (-1.0, -1, None),
+    amp: str | bool | None = "auto",
+    channels_last: bool | None = None,
+    compile: bool | str = False,
+    resident: bool | None = None,
+    eval_batch_size: int | None = None,
 ) -> TrainResult:
     """Train for `epochs` epochs (from `start_epoch` when resuming) and keep the weights of the
     epoch with the best mean validation Dice. `on_epoch` receives each epoch's log row together
-    with the live model/optimizer, so a caller can checkpoint."""
+    with the live model/optimizer, so a caller can checkpoint.
+
+    Device options (None/"auto" = on for CUDA, off for CPU): `amp` ("auto", "bf16", "off"),
+    `channels_last`, `resident` (move the train/val tensors to the device once, when
+    `fits_on_device`; otherwise each batch is copied from the host), `compile` (off by
+    default: it costs minutes of compilation per model), `eval_batch_size` (2x the batch on a
+    CPU, 4x on a GPU). Each log row splits the epoch into `train_s` and `val_s`.
+    """
+    cuda = device.type == "cuda"
+    dtype = resolve_amp(amp, device)
+    cl = cuda if channels_last is None else channels_last
     model.to(device)
+    if cl:
+        model.to(memory_format=torch.channels_last)
+    forward = _compiled(model, compile)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     schedule = make_schedule(lr_schedule, lr, epochs)
+    eval_bs = eval_batch_size or batch_size * (4 if cuda else 2)
+
+    if cuda:
+        nbytes = sum(t.numel() * t.element_size() for t in (train_x, train_y, val_x, val_y))
+        on_gpu = fits_on_device(nbytes, device) if resident is None else resident
+        if on_gpu:
+            # one copy for the whole trial instead of one per batch and epoch; otherwise each batch
+            # is gathered on the host and copied (synchronously: a gathered batch is not pinned)
+            train_x, val_x = (_to_device(t, device, cl) for t in (train_x, val_x))
+            train_y, val_y = (t.to(device) for t in (train_y, val_y))
+
     best_dice, best_epoch, best_state = best
     history: list[dict[str, float]] = []
     n = len(train_x)
     t0 = time.perf_counter()
     for epoch in range(start_epoch, epochs):
+        t_epoch = time.perf_counter()
         # One generator per epoch, derived from the seed: resuming at epoch k replays the same order.
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        order = order.to(train_x.device)
         for group in optimizer.param_groups:
             group["lr"] = schedule(epoch)
         model.train()
-        total, seen = 0.0, 0
+        total = torch.zeros((), device=device)  # summed on the device: no host sync per step
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size]
-            x = train_x[idx].to(device, non_blocking=True)
+            x = _to_device(train_x[idx], device, cl)
             y = train_y[idx].to(device, non_blocking=True)
+            with autocast(device, dtype):
+                output = forward(x)
+            loss = supervised_loss(output, y)
             optimizer.zero_grad(set_to_none=True)
-            loss = supervised_loss(model(x), y)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
-            seen += len(idx)
-        prob = predict(model, val_x, batch_size * 2, device)
-        val_dice = float(slice_dice((prob >= threshold).float(), val_y).mean()) if len(val_x) else 0.0
+            total += loss.detach() * len(idx)
+        train_loss = float(total) / max(n, 1)
+        t_val = time.perf_counter()
+        val_dice = validation_dice(
+            forward, val_x, val_y, eval_bs, device, threshold=threshold, dtype=dtype, channels_last=cl
+        )
+        now = time.perf_counter()
         row = {
             "epoch": epoch + 1,
-            "train_loss": total / max(seen, 1),
+            "train_loss": train_loss,
             "val_dice": val_dice,
-            "seconds": time.perf_counter() - t0,
+            "seconds": now - t0,
+            "train_s": t_val - t_epoch,
+            "val_s": now - t_val,
         }
         if val_dice > best_dice:
             best_dice, best_epoch = val_dice, epoch + 1
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         row.update(best_val_dice=best_dice, best_epoch=best_epoch)
         history.append(row)
         if on_epoch is not None:
             on_epoch({"row": row, "model": model, "optimizer": optimizer, "best_state": best_state})
     if best_state is None:  # zero epochs asked for: the untrained weights are the best we have
-        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     return TrainResult(best_state, best_dice, best_epoch, epochs, time.perf_counter() - t0, history)

@@ -3,15 +3,27 @@
 A trial is a plain function of (TrialSpec, TrialData) so the scheduler can run it in a Ray
 worker or in-process. It writes only inside its own trial folder; the driver writes the
 record that marks it done.
+
+Test hooks (read by the driver from its environment and carried in `TrialSpec.test_hooks`, so they
+reach Ray workers that were started before the variable was set; never part of the config key):
+
+- `COVBENCH_TEST_KILL_ONCE=<marker file>`: the first trial attempt that finishes an epoch while the
+  marker does not exist creates it and SIGKILLs its own worker process, right after saving the epoch
+  checkpoint. Exactly one kill per marker file: the retry finds the marker and carries on, resuming
+  from the checkpoint. Only meaningful under Ray (in-process it would kill the driver).
+- `COVBENCH_TEST_FAIL=<fnmatch pattern>`: every attempt of a trial whose name matches raises
+  `RuntimeError` before training, i.e. a trial that always fails.
 """
 
 from __future__ import annotations
 
 import csv
+import fnmatch
 import os
 import platform
+import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +44,7 @@ class TrialSpec:
     config: dict[str, Any]  # RunConfig.to_dict()
     trial_dir: str
     threads: int = 1
+    test_hooks: dict[str, str] = field(default_factory=dict)  # see the module docstring
 
     @property
     def name(self) -> str:
@@ -78,24 +91,66 @@ def _checkpoint_path(spec: TrialSpec) -> Path:
 
 
 def _load_checkpoint(spec: TrialSpec) -> dict[str, Any] | None:
+    """The last epoch checkpoint of this trial, or None when there is none for this config."""
     path = _checkpoint_path(spec)
     if not path.exists():
         return None
     # Only files covbench wrote itself, and never with pickle: weights_only refuses arbitrary objects.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("config_key") != spec.config.get("_key"):
+        return None  # left by another configuration: start over rather than mix the two
+    return state
+
+
+def _trim_log(path: Path, last_epoch: int) -> None:
+    """Drop epoch rows after the checkpoint (a kill between the log row and the checkpoint would
+    otherwise leave a row the resumed run writes again)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or all(int(r["epoch"]) <= last_epoch for r in rows):
+        return
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if int(r["epoch"]) <= last_epoch)
+    os.replace(tmp, path)
+
+
+def _kill_once(hooks: dict[str, str]) -> None:
+    """`COVBENCH_TEST_KILL_ONCE`: die like an OOM-killed worker, once per marker file."""
+    marker = hooks.get("COVBENCH_TEST_KILL_ONCE")
+    if not marker:
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_fold_trial(spec: TrialSpec, slices: SliceSet, parts: dict[str, np.ndarray]) -> TrialResult:
+    """`run_trial` with the slices (shipped once per run) and this fold's indices passed apart,
+    so K folds share one copy of the data in the object store."""
+    return run_trial(spec, TrialData(slices, parts["train"], parts["val"], parts["test"]))
 
 
 def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
     cfg = spec.config
     started = time.time()
+    pattern = spec.test_hooks.get("COVBENCH_TEST_FAIL")
+    if pattern and fnmatch.fnmatchcase(spec.name, pattern):
+        raise RuntimeError(f"COVBENCH_TEST_FAIL={pattern}: trial {spec.name} fails on purpose")
     torch.set_num_threads(max(1, spec.threads))
     seed_everything(spec.seed, cfg.get("deterministic", True))
     trial_dir = Path(spec.trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
 
     model_spec = registry.get_model(spec.model)
-    options = dict(cfg.get("model_options", {}).get(spec.model, {}))
-    width = options.pop("width", None) or model_spec.scaled_width(cfg.get("width"))
+    options = cfg.get("model_options", {}).get(spec.model, {})
+    width, options = model_spec.run_arguments(cfg.get("width"), options)
     model = model_spec.create(in_channels=1, classes=1, width=width, **options)
     n_params = registry.count_parameters(model)
     device = pick_device()
@@ -113,6 +168,8 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
         best = (float(resume["best_val_dice"]), int(resume["best_epoch"]), resume["best_state"])
 
     log_path = trial_dir / "epochs.csv"
+    if resume is not None:
+        _trim_log(log_path, start_epoch)
     log_mode = "a" if resume is not None and log_path.exists() else "w"
     log_file = log_path.open(log_mode, newline="")
     writer: csv.DictWriter | None = None
@@ -133,10 +190,12 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
             "best_val_dice": row["best_val_dice"],
             "best_epoch": row["best_epoch"],
             "best_state": event["best_state"],
+            "config_key": cfg.get("_key"),
         }
         tmp = _checkpoint_path(spec).with_suffix(".pt.tmp")
         torch.save(state, tmp)
         os.replace(tmp, _checkpoint_path(spec))
+        _kill_once(spec.test_hooks)
 
     try:
         result = train_model(
@@ -156,6 +215,8 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
             start_epoch=start_epoch,
             optimizer_state=optimizer_state,
             best=best,
+            amp=cfg.get("amp", "auto"),
+            compile=bool(cfg.get("compile", False)),
         )
     finally:
         log_file.close()
@@ -203,7 +264,7 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
         "width": width,
         "options": options,
         "device": _device_label(device),
-        "threads": spec.threads,
+        "threads": torch.get_num_threads(),
         "epochs": result.epochs_run,
         "resumed_from_epoch": start_epoch,
         "best_epoch": result.best_epoch,

@@ -8,6 +8,9 @@ Reads the release layout (the extracted archives)::
     DATA_DIR/Lung_and_Infection_Mask/<mask>.nii[.gz]  {0, 1, 2 lungs, 3 infection} (used when one
                                                       of the two above is missing)
 
+Each folder may also be left as the zip archive Zenodo serves (`Infection_Mask.zip`, ...): its
+members are read in place, without extracting.
+
 Pairing rule: `coronacases_org_001` <-> `coronacases_001`,
 `radiopaedia_org_covid-19-pneumonia-4_85506_1-dcm` <-> `radiopaedia_4_85506_1`. The mask name is the
 case id; the part before the first `_` is the source. Coronacases volumes are in HU ("hu"); Radiopaedia
@@ -20,8 +23,10 @@ posterior, W patient right -> left (radiological display), with spacing in the s
 
 from __future__ import annotations
 
+import gzip
 import re
 import warnings
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,40 +69,69 @@ def source_of(case_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class ZipMember:
+    """A NIfTI file inside one of the record's zip archives, read without extracting it."""
+
+    archive: Path
+    member: str
+
+    @property
+    def name(self) -> str:
+        return self.member.rsplit("/", 1)[-1]
+
+    def __str__(self) -> str:
+        return f"{self.archive}:{self.member}"
+
+
+@dataclass(frozen=True)
 class CaseFiles:
     case_id: str
-    image: Path
-    lesion: Path | None  # Infection_Mask file
-    lung: Path | None  # Lung_Mask file
-    combined: Path | None  # Lung_and_Infection_Mask file
+    image: Path | ZipMember
+    lesion: Path | ZipMember | None  # Infection_Mask file
+    lung: Path | ZipMember | None  # Lung_Mask file
+    combined: Path | ZipMember | None  # Lung_and_Infection_Mask file
 
-    def paths(self) -> tuple[Path, ...]:
+    def paths(self) -> tuple[Path | ZipMember, ...]:
         return tuple(p for p in (self.image, self.lesion, self.lung, self.combined) if p is not None)
 
 
-def _nifti_files(folder: Path) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    if not folder.is_dir():
+def _nifti_files(folder: Path) -> dict[str, Path | ZipMember]:
+    """{stem: file} of the folder, or of `<folder>.zip` when only the archive is there."""
+    files: dict[str, Path | ZipMember] = {}
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            stem = strip_suffix(p.name)
+            if stem is not None and p.is_file() and not p.name.startswith("."):
+                files.setdefault(stem, p)  # .nii.gz sorts before .nii: prefer the compressed file
         return files
-    for p in sorted(folder.iterdir()):
-        stem = strip_suffix(p.name)
-        if stem is not None and p.is_file() and not p.name.startswith("."):
-            files.setdefault(stem, p)  # .nii.gz sorts before .nii: prefer the compressed file
+    archive = folder.with_name(folder.name + ".zip")
+    if archive.is_file():
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                names = sorted(i.filename for i in zf.infolist() if not i.is_dir())
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CovbenchError(f"{archive}: not a readable zip archive ({exc})") from None
+        for name in names:
+            base = name.rsplit("/", 1)[-1]
+            stem = strip_suffix(base)
+            if stem is not None and not name.startswith("__MACOSX") and not base.startswith("."):
+                files.setdefault(stem, ZipMember(archive, name))
     return files
 
 
 def find_cases(data_dir: Path) -> tuple[list[CaseFiles], list[CovbenchError]]:
-    """Pair images with their masks. Returns the complete cases and one error per unpaired image."""
+    """Pair images with their masks. Returns the complete cases and one error per unpaired image.
+    Each sub-folder may also be its zip archive as downloaded (`Infection_Mask.zip`...)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise CovbenchError(f"{data_dir}: data folder does not exist")
     image_dir = data_dir / IMAGE_DIR
-    if not image_dir.is_dir():
+    images = _nifti_files(image_dir)
+    if not image_dir.is_dir() and not image_dir.with_name(IMAGE_DIR + ".zip").is_file():
         raise CovbenchError(
-            f"{image_dir}: folder missing; expected the extracted COVID-19-CT-Seg archives "
+            f"{image_dir}: folder missing; expected the COVID-19-CT-Seg archives or their folders "
             f"({IMAGE_DIR}/, {LESION_DIR}/, {LUNG_DIR}/) - see `covbench data download covid-ct-seg`"
         )
-    images = _nifti_files(image_dir)
     if not images:
         raise CovbenchError(f"{image_dir}: no .nii or .nii.gz files")
     lesions = _nifti_files(data_dir / LESION_DIR)
@@ -116,11 +150,21 @@ def find_cases(data_dir: Path) -> tuple[list[CaseFiles], list[CovbenchError]]:
     return cases, errors
 
 
-def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+def _open(path: Path | ZipMember):
+    if isinstance(path, ZipMember):
+        with zipfile.ZipFile(path.archive) as zf:
+            data = zf.read(path.member)
+        if path.member.endswith(".gz"):
+            data = gzip.decompress(data)
+        return nib.Nifti1Image.from_bytes(data)
+    return nib.load(str(path))
+
+
+def read_volume(path: Path | ZipMember) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     """Read a NIfTI volume in the `Case` orientation: (array (Z, H, W), spacing (Z, H, W) in mm,
     affine of the canonical (RAS+) image, for comparing image and mask geometry)."""
     try:
-        img = nib.load(str(path))
+        img = _open(path)
         if len(img.shape) > 3 and all(s == 1 for s in img.shape[3:]):
             img = img.slicer[(..., *([0] * (len(img.shape) - 3)))]
         if len(img.shape) != 3:
@@ -142,13 +186,19 @@ def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.
     return vol, (zk, zj, zi), canon.affine
 
 
-def _check_labels(arr: np.ndarray, labels: tuple[int, ...], path: Path) -> None:
-    bad = ~np.isin(arr, labels)
-    if bad.any():
-        found = np.unique(arr[bad])[:5]
-        raise CovbenchError(
-            f"{path}: mask values {', '.join(f'{v:g}' for v in found)} outside the labels {list(labels)}"
-        )
+def _check_labels(arr: np.ndarray, labels: tuple[int, ...], path) -> None:
+    """Every voxel is one of `labels` (0..k). min/max first: a full `np.isin` costs seconds on a CT."""
+    k = max(labels)
+    fractional = arr.dtype.kind == "f" and not np.array_equal(arr, np.floor(arr))
+    if arr.min() >= 0 and arr.max() <= k and not fractional:
+        return
+    bad = (arr < 0) | (arr > k)
+    if fractional:
+        bad |= arr != np.floor(arr)
+    found = np.unique(arr[bad])[:5]
+    raise CovbenchError(
+        f"{path}: mask values {', '.join(f'{v:g}' for v in found)} outside the labels {list(labels)}"
+    )
 
 
 def _check_geometry(ref: tuple[np.ndarray, np.ndarray, Path], other: tuple[np.ndarray, np.ndarray, Path]):
@@ -174,51 +224,65 @@ def intensity_of(source: str, image: np.ndarray) -> str:
     return "window255" if float(image.min()) >= 0 and float(image.max()) <= 255 else "hu"
 
 
+def _binary(mask: np.ndarray) -> np.ndarray:
+    """A checked label volume (view) -> contiguous uint8 {0, 1}, in one copy plus one in-place pass."""
+    out = np.ascontiguousarray(mask, dtype=np.uint8)  # labels are small non-negative integers here
+    np.minimum(out, 1, out=out)
+    return out
+
+
 def read_case(files: CaseFiles) -> Case:
-    """Read and check one case: geometry, labels, finite intensities."""
-    image, spacing, aff = read_volume(files.image)
-    image = image.astype(np.float32)
-    if not np.isfinite(image).all():
-        n = int((~np.isfinite(image)).sum())
-        raise CovbenchError(f"{files.image}: {n} NaN or infinite voxels")
+    """Read and check one case: geometry, labels, finite intensities.
+
+    Each volume is copied once, from the reoriented view straight into a C-contiguous array."""
+    view, spacing, aff = read_volume(files.image)
+    if view.dtype.kind == "f":
+        finite = np.isfinite(view)
+        if not finite.all():
+            raise CovbenchError(f"{files.image}: {int(finite.size - finite.sum())} NaN or infinite voxels")
+        del finite
+    image = np.ascontiguousarray(view, dtype=np.float32)
+    del view
     ref = (image, aff, files.image)
     lesion = lung = None
     if files.combined is not None and (files.lesion is None or files.lung is None):
         comb, _, aff_c = read_volume(files.combined)
         _check_geometry(ref, (comb, aff_c, files.combined))
         _check_labels(comb, COMBINED_LABELS, files.combined)
-        lesion = (comb == 3).astype(np.uint8)
-        lung = (comb > 0).astype(np.uint8)  # lesions lie inside the lungs
+        lesion = np.ascontiguousarray(comb == 3, dtype=np.uint8)
+        lung = _binary(comb)  # lesions lie inside the lungs
     if files.lesion is not None:
         les, _, aff_l = read_volume(files.lesion)
         _check_geometry(ref, (les, aff_l, files.lesion))
         _check_labels(les, LESION_LABELS, files.lesion)
-        lesion = (les > 0).astype(np.uint8)
+        lesion = _binary(les)
     if files.lung is not None:
         lu, _, aff_u = read_volume(files.lung)
         _check_geometry(ref, (lu, aff_u, files.lung))
         _check_labels(lu, LUNG_LABELS, files.lung)
-        lung = (lu > 0).astype(np.uint8)  # 1 = left, 2 = right lung: one lung region is enough here
+        lung = _binary(lu)  # 1 = left, 2 = right lung: one lung region is enough here
     if lung is not None and not lung.any():
         raise CovbenchError(f"{files.lung or files.combined}: lung mask is empty")
     assert lesion is not None  # find_cases guarantees a lesion source
     source = source_of(files.case_id)
     return Case(
         case_id=files.case_id,
-        image=np.ascontiguousarray(image),
-        lesion=np.ascontiguousarray(lesion),
-        lung=None if lung is None else np.ascontiguousarray(lung),
+        image=image,
+        lesion=lesion,
+        lung=lung,
         spacing=spacing,
         source=source,
         intensity=intensity_of(source, image),
-        files=tuple(str(p) for p in files.paths()),
+        # real files only (a zip member counts as its archive), so fingerprints can read them
+        files=tuple(dict.fromkeys(str(p.archive if isinstance(p, ZipMember) else p) for p in files.paths())),
     )
 
 
 def case_files(data_dir: Path, **_: object) -> list[Path]:
-    """Every file `load` would read, for the data fingerprint."""
+    """Every file `load` would read (the archive for members of a zip), for the data fingerprint."""
     cases, _ = find_cases(Path(data_dir))
-    return [p for c in cases for p in c.paths()]
+    found = {p.archive if isinstance(p, ZipMember) else p for c in cases for p in c.paths()}
+    return sorted(found)
 
 
 def load(data_dir: Path, *, skip_bad: bool = False, bad: list[str] | None = None) -> Iterator[Case]:

@@ -38,6 +38,7 @@ def describe(
     spacing_min = np.full(3, np.inf)
     spacing_max = np.zeros(3)
     n_cases = n_slices = n_lung = n_lesion = 0
+    lung_masks = False
     parts: dict[str, int] = {}
     for case in spec.load(None if data_dir is None else Path(data_dir), **kwargs):
         n_cases += 1
@@ -45,6 +46,7 @@ def describe(
         n_slices += z
         has_lesion = case.lesion.any(axis=(1, 2))
         ref = case.lung.any(axis=(1, 2)) if case.lung is not None else np.ones(z, bool)
+        lung_masks |= case.lung is not None
         n_lung += int(ref.sum())
         n_lesion += int((has_lesion & ref).sum())
         sizes.add(tuple(case.image.shape[1:]))
@@ -67,6 +69,7 @@ def describe(
         "data_dir": None if data_dir is None else str(data_dir),
         "cases": n_cases,
         "slices": n_slices,
+        "lung_masks": lung_masks,
         "slices_with_lung": n_lung,
         "lesion_slice_share": n_lesion / max(n_lung, 1),
         "sizes": sorted(sizes),

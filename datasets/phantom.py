@@ -38,7 +38,7 @@ from scipy import ndimage
 from covbench.datasets import covid_ct_seg
 from covbench.registry import DatasetSpec
 
-GENERATOR_VERSION = 1  # bump when the phantom content changes, so caches are regenerated
+GENERATOR_VERSION = 2  # bump when the phantom content changes, so caches are regenerated
 IMAGE_DIR, LESION_DIR, LUNG_DIR = covid_ct_seg.IMAGE_DIR, covid_ct_seg.LESION_DIR, covid_ct_seg.LUNG_DIR
 WINDOW = (-1250.0, 250.0)
 
@@ -65,7 +65,7 @@ def _soft(r: np.ndarray, width: float) -> np.ndarray:
 
 
 def _span(lo: float, hi: float, size: int) -> slice:
-    """Pixel index range covering normalised coordinates [lo, hi] (pixel centres at (i + 0.5) / size * 2 - 1)."""
+    """Pixel index range covering normalised coordinates [lo, hi] (pixel i is at (i + 0.5) / size * 2 - 1)."""
     i0 = int(np.floor((lo + 1) / 2 * size - 0.5))
     i1 = int(np.ceil((hi + 1) / 2 * size - 0.5)) + 1
     return slice(min(max(i0, 0), size - 1), max(min(i1, size), 1))
@@ -153,12 +153,12 @@ def _patient(rng: np.random.Generator, size: int, n_slices: int):
     reach = 1.0 + 0.18 * float(np.abs(coarse).max()) + 0.5  # r beyond this: no mask, weight < 1e-3
     lesion = np.zeros_like(lung)
     lz, lh, lw = np.nonzero(is_lung)
-    n_les = int(rng.integers(3, 7))
+    n_les = int(rng.integers(2, 6))
     for k in range(n_les):
         j = rng.integers(len(lz))
         cz, cy, cx = float(lz[j]), lin[lh[j]], lin[lw[j]]
-        kind = rng.uniform()  # small 35 %, medium 40 %, large 25 % (radius as a fraction of the FOV)
-        rad = rng.uniform(*((0.025, 0.05) if kind < 0.35 else (0.05, 0.1) if kind < 0.75 else (0.1, 0.18)))
+        kind = rng.uniform()  # small 30 %, medium 40 %, large 30 % (radius as a fraction of the FOV)
+        rad = rng.uniform(*((0.04, 0.07) if kind < 0.3 else (0.07, 0.12) if kind < 0.7 else (0.12, 0.2)))
         ry, rx = rad * rng.uniform(0.7, 1.3), rad * rng.uniform(0.7, 1.3)
         rz = rng.uniform(1.0, 2.0) + rad * n_slices * rng.uniform(0.4, 0.9)
         z0, z1 = max(int(np.floor(cz - reach * rz)), 0), min(int(np.ceil(cz + reach * rz)) + 1, n_slices)
@@ -172,7 +172,7 @@ def _patient(rng: np.random.Generator, size: int, n_slices: int):
             + ((yy[rows][None] - cy) / ry) ** 2
             + ((xx[:, cols][None] - cx) / rx) ** 2
         )
-        field = np.einsum("hi,zij,wj->zhw", _interp(rows, size), coarse[z0:z1], _interp(cols, size))
+        field = _interp(rows, size) @ coarse[z0:z1] @ _interp(cols, size).T  # (Z, rows, cols)
         r = r + 0.18 * field * (k % 3 - 1 or 1)  # a different deformation per lesion, smooth in 3D
         w = _soft(r, 0.06) * is_lung[box]
         ggo = rng.uniform() < 0.6

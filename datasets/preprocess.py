@@ -77,24 +77,37 @@ class PreprocessConfig:
         return cls(**d)
 
 
+def _round_u8(y: np.ndarray) -> np.ndarray:
+    """Clip to 0..255 and round, in place on a float32 temporary, then cast."""
+    np.clip(y, 0, 255, out=y)
+    np.rint(y, out=y)
+    return y.astype(np.uint8)
+
+
 def to_uint8(image: np.ndarray, intensity: str, window: tuple[float, float] | None) -> np.ndarray:
-    """Window and scale to uint8 0..255, identically for HU and already-windowed ("window255") data."""
+    """Window and scale to uint8 0..255, identically for HU and already-windowed ("window255") data.
+
+    One float32 temporary the size of the input (in-place arithmetic after that)."""
     if intensity not in INTENSITIES:
         raise CovbenchError(f"unknown intensity convention {intensity!r}; expected one of {INTENSITIES}")
-    x = np.asarray(image, dtype=np.float32)
     if intensity == "display" or window is None:
         if intensity == "hu":  # no window asked for: scale the source window so uint8 still fits
             window = SOURCE_WINDOW
         else:
-            return np.rint(np.clip(x, 0, 255)).astype(np.uint8)
+            return _round_u8(np.array(image, dtype=np.float32))
     lo, hi = window
     if intensity == "window255":
         if (lo, hi) == SOURCE_WINDOW:  # the same window: no round trip through HU, exact
-            return np.rint(np.clip(x, 0, 255)).astype(np.uint8)
+            return _round_u8(np.array(image, dtype=np.float32))
         # back to HU; values outside [-1250, 250] were clipped by the data's authors
-        x = x * np.float32((SOURCE_WINDOW[1] - SOURCE_WINDOW[0]) / 255.0) + np.float32(SOURCE_WINDOW[0])
-    y = (x - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-    return np.rint(np.clip(y, 0, 255)).astype(np.uint8)
+        y = np.array(image, dtype=np.float32)
+        y *= np.float32((SOURCE_WINDOW[1] - SOURCE_WINDOW[0]) / 255.0)
+        y += np.float32(SOURCE_WINDOW[0])
+    else:
+        y = np.array(image, dtype=np.float32)
+    y -= np.float32(lo)
+    y *= np.float32(255.0 / (hi - lo))
+    return _round_u8(y)
 
 
 _SLICE_STRUCT = np.zeros((3, 3, 3), bool)
@@ -136,20 +149,22 @@ def preprocess_case(case: Case, cfg: PreprocessConfig = PreprocessConfig()) -> S
             f"{_case_name(case)}: image {case.image.shape} and lesion {case.lesion.shape} "
             "must have the same (Z, H, W) shape"
         )
-    u8 = to_uint8(case.image, case.intensity, cfg.window)
-    if case.lung is not None:
-        lung = case.lung.astype(bool)
-        body = None
+    z_all, h, w = case.image.shape
+    if case.lung is not None:  # selection from the mask alone: only kept slices are windowed
+        lung_pixels = np.count_nonzero(case.lung.reshape(z_all, -1), axis=1)
+        body = u8_all = None
     else:
-        body, lung = estimate_body_lung(u8)
+        u8_all = to_uint8(case.image, case.intensity, cfg.window)
+        body, lung_est = estimate_body_lung(u8_all)
+        lung_pixels = np.count_nonzero(lung_est.reshape(z_all, -1), axis=1)
 
-    keep = np.ones(u8.shape[0], bool)
+    keep = np.ones(z_all, bool)
     # A lone 2D slice without a lung mask was selected by whoever curated the collection; the
     # enclosed-air estimate is unreliable on such tightly cropped display images, so it stays.
-    if cfg.select_slices and not (case.lung is None and u8.shape[0] == 1):
-        keep &= lung.sum(axis=(1, 2)) >= cfg.min_lung_pixels
+    if cfg.select_slices and not (case.lung is None and z_all == 1):
+        keep &= lung_pixels >= cfg.min_lung_pixels
     if cfg.lesion_only:
-        keep &= case.lesion.any(axis=(1, 2))
+        keep &= case.lesion.reshape(z_all, -1).any(axis=1)
     idx = np.nonzero(keep)[0]
     if idx.size == 0:
         what = "lung" + (" and lesion" if cfg.lesion_only else "")
@@ -158,19 +173,24 @@ def preprocess_case(case: Case, cfg: PreprocessConfig = PreprocessConfig()) -> S
             f"{_case_name(case)}: no slices left after selection (no slice with {what}; {where})"
         )
 
-    h, w = u8.shape[1:]
     if cfg.crop_to_lung:
-        region = lung[idx] if body is None else body[idx]
+        region = (case.lung[idx] if body is None else body[idx]).any(axis=0)[None]
         r0, r1, c0, c1 = _box(region, cfg.crop_margin)
     else:
         r0, r1, c0, c1 = 0, h, 0, w
+    if u8_all is not None:
+        u8 = u8_all[idx]
+    else:  # window slice by slice: no full-volume float temporaries
+        u8 = np.empty((idx.size, h, w), np.uint8)
+        for n, z in enumerate(idx):
+            u8[n] = to_uint8(case.image[z], case.intensity, cfg.window)
     size = cfg.image_size
     clahe = cv2.createCLAHE(clipLimit=cfg.clahe_clip, tileGridSize=(cfg.clahe_grid, cfg.clahe_grid))
     images = np.empty((idx.size, size, size), np.uint8)
     masks = np.empty((idx.size, size, size), np.uint8)
     lesion = case.lesion
     for n, z in enumerate(idx):
-        sl = clahe.apply(u8[z]) if cfg.clahe else u8[z]
+        sl = clahe.apply(u8[n]) if cfg.clahe else u8[n]
         images[n] = cv2.resize(sl[r0:r1, c0:c1], (size, size), interpolation=cv2.INTER_AREA)
         m = np.ascontiguousarray(lesion[z, r0:r1, c0:c1], dtype=np.uint8)
         masks[n] = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST)

@@ -3,16 +3,24 @@
 Aggregation (stated in every table caption): for each test case, average over seeds; then mean
 ± SD (ddof=1) over cases. This matches how Salehi et al. report Table 1 (spread over test
 slices). The seed view is the mean over seeds of each seed's case-mean, ± the SD between seeds.
+
+The case is a test slice (`unit="slice"`, the rows of cases.csv) or a test patient
+(`unit="patient"`): every metric recomputed on the volume reassembled from that patient's test
+slices, with the slice thickness as third spacing, so ASSD/HD95/NSD are 3D surface distances.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from covbench.metrics import METRICS
+from covbench.errors import CovbenchError
+from covbench.metrics import METRICS, empty_case, segmentation_metrics
+from covbench.store import read_json
 
 CASE_KEYS = ["model", "fold", "case"]
 
@@ -29,7 +37,7 @@ def _stats(values: pd.Series) -> dict[str, float | int]:
     n = int(finite.size)
     return {
         "mean": float(finite.mean()) if n else math.nan,
-        "sd": float(finite.std(ddof=1)) if n > 1 else (0.0 if n == 1 else math.nan),
+        "sd": float(finite.std(ddof=1)) if n > 1 else math.nan,  # one value has no spread to report
         "n": n,
         "n_undefined": int(v.size - n),
     }
@@ -60,3 +68,103 @@ def empty_case_counts(rows: pd.DataFrame) -> dict[str, dict[str, int]]:
         return {}
     table = rows.groupby(["model", "empty_case"]).size().unstack(fill_value=0)
     return {str(m): {str(k): int(v) for k, v in r.items()} for m, r in table.iterrows()}
+
+
+UNITS = ("slice", "patient")
+SURFACE_METRICS = ("assd", "hd95", "nsd")
+
+
+def load_test_slices(run_dir: Path) -> dict[str, np.ndarray]:
+    """The run's pre-processed test slices (written once by `covbench run`)."""
+    path = Path(run_dir) / "test_slices.npz"
+    if not path.exists():
+        raise CovbenchError(
+            f"{path} not found: this run predates saved test slices; re-run it with this covbench "
+            "version for patient-level metrics and overlays, or use --unit slice"
+        )
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def load_predictions(trial_dir: Path, slices: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A trial's test probabilities in [0, 1] (stored as uint8) and their rows in test_slices.npz."""
+    path = trial_dir / "predictions.npz"
+    if not path.exists():
+        raise CovbenchError(f"{path} not found: the trial finished without saving its predictions")
+    with np.load(path) as data:
+        prob, index = data["prob"], data["index"]
+    rows = np.searchsorted(slices["index"], index)
+    if (rows >= slices["index"].size).any() or not np.array_equal(
+        slices["index"][rows.clip(max=slices["index"].size - 1)], index
+    ):
+        raise CovbenchError(f"{path}: predicts slices that are not in the run's test_slices.npz")
+    return prob.astype(np.float32) / 255.0, rows
+
+
+@dataclass
+class Volume:
+    """One test patient reassembled from its slices, in slice order."""
+
+    patient: str
+    rows: np.ndarray  # positions in the trial's predictions
+    spacing: tuple[float, float, float]  # (slice thickness or NaN, row, col) in mm
+    gaps: int  # missing slice numbers between the first and last test slice
+
+
+def volumes(slices: dict[str, np.ndarray], rows: np.ndarray) -> list[Volume]:
+    """Group one trial's test slices (`rows` of test_slices.npz) by patient. Slices dropped by
+    pre-processing (no lung) leave gaps; the volume stacks the kept slices and counts the gaps."""
+    out = []
+    patients = slices["patient"][rows]
+    for patient in sorted(set(patients.tolist())):
+        mine = np.flatnonzero(patients == patient)
+        mine = mine[np.argsort(slices["slice_index"][rows[mine]], kind="stable")]
+        z = slices["slice_index"][rows[mine]]
+        thickness = float(slices["thickness"][rows[mine[0]]]) if "thickness" in slices else math.nan
+        row_mm, col_mm = (float(v) for v in slices["spacing"][rows[mine]].mean(axis=0))
+        out.append(Volume(str(patient), mine, (thickness, row_mm, col_mm), int(z[-1] - z[0] + 1 - z.size)))
+    return out
+
+
+def patient_rows(run_dir: Path, threshold: float = 0.5) -> pd.DataFrame:
+    """One row per (model, seed, fold, test patient), from the saved 8-bit probabilities.
+
+    Dice, sensitivity, specificity, precision and MAE are those of the whole volume (confusion
+    counts and absolute errors pooled over the patient's test slices: exact, no spacing needed).
+    ASSD, HD95 and NSD need the slice thickness for 3D distances; a run folder without it gets
+    NaN for them (reported as n/a), never a 2D stand-in.
+    """
+    run_dir = Path(run_dir)
+    slices = load_test_slices(run_dir)
+    target = slices["mask"].astype(bool)
+    out = []
+    for record_path in sorted((run_dir / "trials").glob("*/record.json")):
+        record = read_json(record_path)
+        if record.get("status") != "done":
+            continue
+        prob, rows = load_predictions(record_path.parent, slices)
+        for vol in volumes(slices, rows):
+            p, t = prob[vol.rows], target[rows[vol.rows]]
+            pred = p >= threshold
+            has_thickness = math.isfinite(vol.spacing[0]) and vol.spacing[0] > 0
+            spacing = vol.spacing if has_thickness else (1.0, *vol.spacing[1:])
+            metrics = segmentation_metrics(pred, t, spacing=spacing, prob=p)
+            if not has_thickness:
+                metrics.update({m: math.nan for m in SURFACE_METRICS})
+            out.append(
+                {
+                    "model": record["model"],
+                    "seed": int(record["seed"]),
+                    "fold": int(record["fold"]),
+                    "case": vol.patient,
+                    "patient": vol.patient,
+                    "n_slices": int(vol.rows.size),
+                    "slice_gaps": vol.gaps,
+                    "surface_3d": has_thickness,
+                    "empty_case": empty_case(pred, t),
+                    **metrics,
+                }
+            )
+    if not out:
+        raise CovbenchError(f"{run_dir}: no finished trial to compute patient-level metrics from")
+    return pd.DataFrame(out)

@@ -1,26 +1,37 @@
 """Significance across models on paired per-case values (Demšar 2006): Friedman over all models,
-then pairwise Wilcoxon signed-rank tests with Holm's step-down correction."""
+then pairwise Wilcoxon signed-rank tests with Holm's step-down correction. Each pair also gets an
+effect size (matched-pairs rank-biserial correlation, Kerby 2014) and a percentile-bootstrap 95%
+confidence interval of the mean difference, because a p-value alone says nothing about how large
+a difference is."""
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+ALPHA = 0.05
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SEED = 0  # fixed: the same run folder always gives the same report
 
 
 @dataclass
 class PairTest:
     a: str
     b: str
-    statistic: float
+    statistic: float  # Wilcoxon W = min(W+, W-), scipy's two-sided statistic
     p_value: float
-    p_adjusted: float
-    n: int
+    p_adjusted: float  # Holm over all pairs of this metric
+    n: int  # paired cases, zero differences included
     mean_difference: float  # mean(a - b)
+    rank_biserial: float = math.nan  # (W+ - W-) / (W+ + W-) over non-zero differences; > 0: a larger
+    ci_low: float = math.nan  # bootstrap 95% CI of mean(a - b)
+    ci_high: float = math.nan
 
 
 @dataclass
@@ -30,11 +41,18 @@ class MetricTests:
     friedman_statistic: float | None
     friedman_p: float | None
     pairs: list[PairTest]
+    mean_ranks: dict[str, float] = field(default_factory=dict)  # 1 = best, ties averaged
+    best: str | None = None
+    tied_with_best: list[str] = field(default_factory=list)  # not significantly different from best
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["pairs"] = [asdict(p) for p in self.pairs]
         return d
+
+    def pair(self, a: str, b: str) -> PairTest | None:
+        """The test of a vs b in either order."""
+        return next((p for p in self.pairs if {p.a, p.b} == {a, b}), None)
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -52,30 +70,146 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
+def rank_biserial(diff: np.ndarray) -> float:
+    """Matched-pairs rank-biserial correlation of paired differences (Kerby 2014).
+
+    Zero differences are dropped (as Wilcoxon's "wilcox" zero method does), |d| is ranked with
+    ties averaged, and r = (sum of ranks of positive d - sum of ranks of negative d) / all ranks:
+    +1 when every non-zero difference is positive, 0 when none is non-zero.
+    """
+    d = np.asarray(diff, dtype=float)
+    d = d[d != 0]
+    if d.size == 0:
+        return 0.0
+    ranks = stats.rankdata(np.abs(d))
+    return float((ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum())
+
+
+def bootstrap_ci(
+    diff: np.ndarray, level: float = 0.95, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float]:
+    """Percentile-bootstrap CI of mean(diff), resampling cases with replacement (seeded)."""
+    d = np.asarray(diff, dtype=float)
+    if d.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(samples, d.size))].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(means, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
 def paired_matrix(per_case: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Cases x models, keeping only cases every model has a finite value for."""
     wide = per_case.pivot_table(index=["fold", "case"], columns="model", values=metric, aggfunc="mean")
     return wide.replace([np.inf, -np.inf], np.nan).dropna()
 
 
-def compare_models(per_case: pd.DataFrame, metric: str) -> MetricTests:
+def mean_ranks(wide: pd.DataFrame, higher_is_better: bool) -> dict[str, float]:
+    """Average rank of each model over cases (1 = best on a case; ties share the average rank)."""
+    if wide.empty:
+        return {}
+    values = wide.to_numpy(dtype=float)
+    ranks = stats.rankdata(-values if higher_is_better else values, axis=1)
+    return {str(m): float(r) for m, r in zip(wide.columns, ranks.mean(axis=0), strict=True)}
+
+
+def _friedman(wide: pd.DataFrame) -> tuple[float, float]:
+    values = wide.to_numpy(dtype=float)
+    if np.all(values == values[:, :1]):  # every case ties all models: no evidence of a difference
+        return 0.0, 1.0
+    res = stats.friedmanchisquare(*values.T)
+    return float(res.statistic), float(res.pvalue)
+
+
+def _wilcoxon(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    diff = x - y
+    if diff.size == 0 or np.all(diff == 0):
+        return math.nan, 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # scipy: "sample size too small" / exact with ties
+        res = stats.wilcoxon(x, y, zero_method="wilcox")
+    return float(res.statistic), float(res.pvalue)
+
+
+def compare_models(
+    per_case: pd.DataFrame,
+    metric: str,
+    higher_is_better: bool | None = None,
+    means: dict[str, float] | None = None,
+    alpha: float = ALPHA,
+) -> MetricTests:
+    """All tests of one metric. With `higher_is_better` the result also names the best model
+    (by `means`, default the paired means) and the models whose Holm-adjusted p vs the best is
+    >= `alpha`."""
     wide = paired_matrix(per_case, metric)
-    models = list(wide.columns)
+    models = [str(m) for m in wide.columns]
     f_stat = f_p = None
     if len(models) >= 3 and len(wide) >= 2:
-        res = stats.friedmanchisquare(*[wide[m].to_numpy() for m in models])
-        f_stat, f_p = float(res.statistic), float(res.pvalue)
+        f_stat, f_p = _friedman(wide)
     pairs: list[PairTest] = []
     for a, b in itertools.combinations(models, 2):
-        diff = wide[a].to_numpy() - wide[b].to_numpy()
-        if len(diff) == 0 or np.all(diff == 0):
-            stat, p = math.nan, 1.0
-        else:
-            res = stats.wilcoxon(wide[a], wide[b], zero_method="wilcox")
-            stat, p = float(res.statistic), float(res.pvalue)
+        x, y = wide[a].to_numpy(dtype=float), wide[b].to_numpy(dtype=float)
+        diff = x - y
+        stat, p = _wilcoxon(x, y)
+        lo, hi = bootstrap_ci(diff)
         pairs.append(
-            PairTest(a, b, stat, p, math.nan, len(diff), float(diff.mean()) if len(diff) else math.nan)
+            PairTest(
+                a,
+                b,
+                stat,
+                p,
+                math.nan,
+                len(diff),
+                float(diff.mean()) if len(diff) else math.nan,
+                rank_biserial(diff) if len(diff) else math.nan,
+                lo,
+                hi,
+            )
         )
     for pair, adj in zip(pairs, holm([p.p_value for p in pairs]), strict=True):
         pair.p_adjusted = adj
-    return MetricTests(metric, len(wide), f_stat, f_p, pairs)
+    result = MetricTests(metric, len(wide), f_stat, f_p, pairs)
+    if higher_is_better is not None:
+        result.mean_ranks = mean_ranks(wide, higher_is_better)
+        if means is None:
+            means = {m: float(wide[m].mean()) for m in models}
+        result.best, result.tied_with_best = best_and_ties(means, result, higher_is_better, alpha)
+    return result
+
+
+def best_and_ties(
+    means: dict[str, float], tests: MetricTests, higher_is_better: bool, alpha: float = ALPHA
+) -> tuple[str | None, list[str]]:
+    """The best model by mean, and the others whose Holm-adjusted Wilcoxon p against it is >= alpha
+    (or that could not be tested against it)."""
+    finite = {m: v for m, v in means.items() if v is not None and math.isfinite(v)}
+    if len(finite) < 2:  # nothing to rank
+        return None, []
+    best = (max if higher_is_better else min)(sorted(finite), key=lambda m: finite[m])
+    ties = []
+    for model in sorted(finite):
+        if model == best:
+            continue
+        pair = tests.pair(best, model)
+        if pair is None or math.isnan(pair.p_adjusted) or pair.p_adjusted >= alpha:
+            ties.append(model)
+    return best, ties
+
+
+def cliques(tests: MetricTests, order: list[str], alpha: float = ALPHA) -> list[tuple[int, int]]:
+    """Maximal runs order[i..j] (j > i) in which no pair differs significantly (Holm-adjusted
+    Wilcoxon), for the bars of a critical-difference diagram; `order` is sorted by mean rank."""
+
+    def same(a: str, b: str) -> bool:
+        p = tests.pair(a, b)
+        return p is None or math.isnan(p.p_adjusted) or p.p_adjusted >= alpha
+
+    runs: list[tuple[int, int]] = []
+    for i in range(len(order)):
+        j = i
+        while j + 1 < len(order) and all(same(order[k], order[j + 1]) for k in range(i, j + 1)):
+            j += 1
+        if j > i and not any(lo <= i and j <= hi for lo, hi in runs):
+            runs.append((i, j))
+    return runs

@@ -19,6 +19,16 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder on PYTHONPATH from before any Ray start, so Ray workers (which inherit the
+    environment, not the driver's sys.path) import a plugin a test installs there with
+    `pip install --target`. Empty unless a test installs into it; tests/test_plugins.py does."""
+    path = tmp_path_factory.mktemp("plugin-site")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(path), os.environ.get("PYTHONPATH")]))
+    return path
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A fixed-size local Ray cluster, started once; executors reuse it instead of starting theirs."""

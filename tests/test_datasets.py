@@ -389,3 +389,42 @@ def test_dataset_specs_registered():
     reload()
     assert get_dataset("covid-ct-seg").needs_data_dir
     assert not get_dataset("phantom").needs_data_dir
+
+
+def test_reads_the_zip_archives_directly(phantom_dir, tmp_path):
+    import zipfile
+
+    for sub in (IMG, LES, LUNG):
+        with zipfile.ZipFile(tmp_path / f"{sub}.zip", "w") as zf:
+            for p in sorted((phantom_dir / sub).iterdir()):
+                zf.write(p, f"{sub}/{p.name}" if sub == IMG else p.name)
+    from_zip = list(covid_ct_seg.load(tmp_path))
+    from_dir = list(covid_ct_seg.load(phantom_dir))
+    assert [c.case_id for c in from_zip] == [c.case_id for c in from_dir]
+    for a, b in zip(from_zip, from_dir, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.lung, b.lung)
+        assert a.spacing == b.spacing and all(Path(f).is_file() for f in a.files)
+    assert sorted(p.name for p in covid_ct_seg.case_files(tmp_path)) == sorted(
+        f"{s}.zip" for s in (IMG, LES, LUNG)
+    )
+    assert fingerprint_files(covid_ct_seg.case_files(tmp_path))
+
+
+def test_fingerprint_memo_trusts_only_settled_files(tmp_path):
+    import json
+    import os
+    import time
+
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"x" * 10)
+    old = time.time() - 100
+    os.utime(f, (old, old))
+    memo = tmp_path / "memo.json"
+    fp = fingerprint_files([f], memo=memo)
+    assert json.loads(memo.read_text())[str(f.resolve())][2]  # settled: memoised
+    f.write_bytes(b"y" * 10)  # same size, new mtime: hashed again
+    fresh = fingerprint_files([f], memo=memo)
+    assert fresh != fp
+    entry = json.loads(memo.read_text())[str(f.resolve())]
+    assert entry[1] != f.stat().st_mtime_ns  # a file changed just now is not memoised (racy mtime)

@@ -1,0 +1,242 @@
+"""`covbench compare BASELINE CURRENT`: did any tracked metric get worse by more than its noise?
+
+Each side is a `summary.json` or a run folder holding one. For every (model, metric) of either
+side: baseline and current mean, the delta, a tolerance, a paired Wilcoxon p-value when both sides
+stored per-case values for the same cases, and a verdict. The direction of "worse" comes from
+`covbench.metrics.HIGHER_IS_BETTER`.
+
+Tolerance per metric = max(absolute floor, 2 x the SD between seeds), the seed SD taken from the
+baseline (from the current side when the baseline has one seed); `--tolerance dice=0.02`
+replaces it. A (model, metric) missing from the current side fails the comparison (a metric that
+silently disappears is how a regression hides); one missing from the baseline is reported as new.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from covbench.errors import CovbenchError
+from covbench.manifest import now_iso
+from covbench.metrics import HIGHER_IS_BETTER, METRICS
+from covbench.reports.table import COLUMNS
+from covbench.store import read_json, write_json
+
+#: Absolute tolerance floors: a change smaller than these is never called a regression.
+FLOORS: dict[str, float] = {
+    "dice": 0.01,
+    "nsd": 0.01,
+    "sensitivity": 0.01,
+    "specificity": 0.01,
+    "precision": 0.01,
+    "mae": 0.005,  # fraction of pixels
+    "assd": 0.5,  # mm
+    "hd95": 1.0,  # mm
+}
+SEED_SD_FACTOR = 2.0
+
+IMPROVED, WITHIN, REGRESSED, MISSING, NEW = "improved", "within tolerance", "REGRESSED", "MISSING", "new"
+
+
+@dataclass
+class Row:
+    model: str
+    metric: str
+    baseline: float | None
+    current: float | None
+    tolerance: float
+    p_value: float | None
+    verdict: str
+
+    @property
+    def delta(self) -> float | None:
+        if self.baseline is None or self.current is None:
+            return None
+        return self.current - self.baseline
+
+
+@dataclass
+class Comparison:
+    baseline: str
+    current: str
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Row]:
+        """Rows that make the comparison fail: regressions and metrics the current side lost."""
+        return [r for r in self.rows if r.verdict in (REGRESSED, MISSING)]
+
+    def markdown(self) -> str:
+        def num(x: float | None, fmt: str = ".4f") -> str:
+            return "n/a" if x is None or not math.isfinite(x) else format(x, fmt)
+
+        lines = [
+            f"Baseline: `{self.baseline}`  ",
+            f"Current: `{self.current}`",
+            "",
+            "| Model | Metric | Baseline | Current | Delta | Tolerance | p-value | Verdict |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in self.rows:
+            arrow = "↑" if HIGHER_IS_BETTER.get(r.metric, True) else "↓"
+            verdict = f"**{r.verdict}**" if r in self.failed else r.verdict
+            cells = [r.model, f"{COLUMNS.get(r.metric, r.metric)} {arrow}", num(r.baseline), num(r.current)]
+            cells += [num(r.delta, "+.4f"), num(r.tolerance), num(r.p_value, ".3g"), verdict]
+            lines.append("| " + " | ".join(cells) + " |")
+        failed = self.failed
+        lines += [
+            "",
+            f"{len(failed)} of {len(self.rows)} checks failed."
+            if failed
+            else f"All {len(self.rows)} checks passed.",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def summary_path(path: Path, option: str) -> Path:
+    """A summary.json, or the one inside a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "summary.json"
+        if not path.exists():
+            raise CovbenchError(
+                f"{option} {path.parent}: no summary.json; run `covbench report {path.parent}` first"
+            )
+    elif not path.exists():
+        raise CovbenchError(f"{option} {path}: no such file or run folder")
+    return path
+
+
+def load_summary(path: Path, option: str = "summary") -> dict:
+    p = summary_path(path, option)
+    try:
+        data = read_json(p)
+    except (OSError, ValueError) as exc:
+        raise CovbenchError(f"{option} {p}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+        raise CovbenchError(f"{option} {p}: not a covbench summary (no 'models')")
+    return data
+
+
+def parse_tolerances(items: list[str] | None) -> dict[str, float]:
+    """["dice=0.02", "assd=1"] -> {"dice": 0.02, "assd": 1.0}; errors name the option."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        metric, sep, value = item.partition("=")
+        metric = metric.strip().lower()
+        if not sep:
+            raise CovbenchError(f"--tolerance {item!r}: expected METRIC=VALUE, e.g. dice=0.02")
+        if metric not in METRICS:
+            raise CovbenchError(
+                f"--tolerance {item!r}: unknown metric {metric!r}; choose from {', '.join(METRICS)}"
+            )
+        try:
+            tol = float(value)
+        except ValueError:
+            raise CovbenchError(f"--tolerance {item!r}: {value!r} is not a number") from None
+        if not (math.isfinite(tol) and tol >= 0):
+            raise CovbenchError(f"--tolerance {item!r}: must be a non-negative number")
+        out[metric] = tol
+    return out
+
+
+def parse_metrics(text: str | None) -> list[str] | None:
+    """ "dice,assd" -> ["dice", "assd"]; None -> every metric."""
+    if text is None:
+        return None
+    chosen = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown or not chosen:
+        raise CovbenchError(
+            f"--metrics {text!r}: unknown {unknown or 'empty list'}; choose from {', '.join(METRICS)}"
+        )
+    return chosen
+
+
+def _value(entry: dict | None, key: str) -> float | None:
+    v = (entry or {}).get(key)
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+def tolerance(metric: str, base: dict | None, cur: dict | None, overrides: dict[str, float]) -> float:
+    if metric in overrides:
+        return overrides[metric]
+    sd = _value(base, "seed_sd")
+    if sd is None:
+        sd = _value(cur, "seed_sd")
+    return max(FLOORS.get(metric, 0.0), SEED_SD_FACTOR * sd if sd is not None else 0.0)
+
+
+def paired_p(base: dict, cur: dict, model: str, metric: str) -> float | None:
+    """Wilcoxon signed-rank p over the cases both sides hold, or None when they hold none."""
+    a = (base.get("per_case") or {}).get(model, {}).get(metric)
+    b = (cur.get("per_case") or {}).get(model, {}).get(metric)
+    if not a or not b:
+        return None
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    x = np.array([a[k] for k in common])
+    y = np.array([b[k] for k in common])
+    if np.all(x == y):
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # small samples / ties: scipy warns, the p stands
+        return float(stats.wilcoxon(x, y, zero_method="wilcox").pvalue)
+
+
+def compare(
+    baseline: dict,
+    current: dict,
+    tolerances: dict[str, float] | None = None,
+    metrics: list[str] | None = None,
+    names: tuple[str, str] = ("baseline", "current"),
+) -> Comparison:
+    """Compare two summaries; the CLI turns `Comparison.failed` into exit code 1."""
+    overrides = tolerances or {}
+    if baseline.get("unit", "slice") != current.get("unit", "slice"):
+        raise CovbenchError(
+            f"cannot compare a {baseline.get('unit', 'slice')}-level baseline with a "
+            f"{current.get('unit', 'slice')}-level summary"
+        )
+    base_models, cur_models = baseline["models"], current["models"]
+    result = Comparison(*names)
+    for model in sorted(set(base_models) | set(cur_models)):
+        b_entry, c_entry = base_models.get(model, {}), cur_models.get(model, {})
+        tracked = [m for m in METRICS if m in b_entry or m in c_entry]
+        for metric in [m for m in tracked if metrics is None or m in metrics]:
+            b, c = b_entry.get(metric), c_entry.get(metric)
+            bv, cv = _value(b, "mean"), _value(c, "mean")
+            tol = tolerance(metric, b, c, overrides)
+            if cv is None and bv is not None:
+                verdict = MISSING
+            elif bv is None:
+                verdict = NEW
+            else:
+                gain = (cv - bv) * (1 if HIGHER_IS_BETTER.get(metric, True) else -1)
+                verdict = REGRESSED if gain < -tol else IMPROVED if gain > tol else WITHIN
+            p = paired_p(baseline, current, model, metric) if bv is not None and cv is not None else None
+            result.rows.append(Row(model, metric, bv, cv, tol, p, verdict))
+    if not result.rows:
+        raise CovbenchError("the two summaries share no model and metric to compare")
+    return result
+
+
+def update_baseline(baseline_path: Path, current: dict, current_path: Path) -> Path:
+    """Replace the baseline file with the current summary, recording where it came from."""
+    baseline_path = Path(baseline_path)
+    if baseline_path.is_dir():
+        raise CovbenchError(f"--update: {baseline_path} is a folder; name the baseline summary file")
+    source = Path(current_path)
+    run_dir = source if source.is_dir() else source.parent
+    env_path = run_dir / "environment.json"
+    env = read_json(env_path) if env_path.exists() else {}
+    data = dict(current)
+    data["baseline_of"] = {"run": run_dir.name, "git": env.get("git"), "updated": now_iso()}
+    write_json(baseline_path, data)
+    return baseline_path

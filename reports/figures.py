@@ -1,0 +1,218 @@
+"""Report figures (PNG + SVG): boxplots per metric and model (Figure 5 of Salehi et al.), a
+critical-difference diagram (mean ranks, Wilcoxon-Holm cliques), and qualitative overlays of the
+best, median and worst test slices (Figure 6).
+
+Uses matplotlib's object API (`Figure`, no pyplot): no global backend or figure state, so it is
+safe in any process and never opens a window.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from covbench.metrics import HIGHER_IS_BETTER
+from covbench.reports.aggregate import load_predictions, load_test_slices
+from covbench.reports.stats import ALPHA, MetricTests, cliques
+from covbench.reports.table import COLUMNS
+from covbench.store import atomic_path, trial_name
+
+PALETTE = ["#1b6ca8", "#e07b39", "#3a9b5c", "#b5446e", "#7b6cb0", "#8c6d31", "#4d4d4d", "#17becf"]
+
+
+def model_colors(models: list[str]) -> dict[str, str]:
+    """One colour per model, by sorted name, so every figure of a report agrees."""
+    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(sorted(models))}
+
+
+def save(fig: Figure, stem: Path) -> list[Path]:
+    """`stem`.png and `stem`.svg, each written atomically; SVG without a date so reruns diff clean."""
+    paths = []
+    for ext, kw in (("png", {"dpi": 150}), ("svg", {"metadata": {"Date": None}})):
+        path = stem.with_suffix(f".{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, bbox_inches="tight", **kw)
+        paths.append(path)
+    return paths
+
+
+def _direction(metric: str) -> str:
+    return "higher is better" if HIGHER_IS_BETTER.get(metric, True) else "lower is better"
+
+
+def boxplots(per_case: pd.DataFrame, models: list[str], stem: Path, unit: str = "slice") -> list[Path]:
+    """One panel per metric; a box per model over the test cases (each averaged over seeds), with
+    the cases drawn as points because test sets can be small."""
+    metrics = [m for m in COLUMNS if m in per_case.columns]
+    cols = 4
+    rows = math.ceil(len(metrics) / cols)
+    fig = Figure(figsize=(3.2 * cols, 3.0 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    colors = model_colors(models)
+    rng = np.random.default_rng(0)  # jitter only; fixed so reruns draw the same figure
+    for ax, metric in zip(axes, metrics, strict=False):
+        data = []
+        for model in models:
+            v = per_case.loc[per_case["model"] == model, metric].to_numpy(dtype=float)
+            data.append(v[np.isfinite(v)])
+        positions = np.arange(1, len(models) + 1)
+        box = ax.boxplot(
+            [d if d.size else [np.nan] for d in data],
+            positions=positions,
+            widths=0.55,
+            patch_artist=True,
+            showfliers=False,
+            medianprops={"color": "black"},
+        )
+        for k, patch in enumerate(box["boxes"]):
+            patch.set_facecolor(colors[models[k]])
+            patch.set_alpha(0.45)
+        for k, d in enumerate(data):
+            ax.scatter(
+                positions[k] + rng.uniform(-0.15, 0.15, d.size),
+                d,
+                s=8,
+                color=colors[models[k]],
+                alpha=0.8,
+                linewidths=0,
+                zorder=3,
+            )
+        ax.set_xticks(
+            positions,
+            models,
+            rotation=30 if len(models) > 3 else 0,
+            ha="right" if len(models) > 3 else "center",
+        )
+        ax.set_title(f"{COLUMNS[metric]}\n({_direction(metric)})", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    n = per_case["case"].nunique() if "case" in per_case else 0
+    fig.suptitle(f"Per-{unit} values over {n} test {unit}s (each averaged over seeds)", fontsize=11)
+    return save(fig, stem)
+
+
+def cd_diagram(tests: MetricTests, stem: Path, unit: str = "slice") -> list[Path]:
+    """Critical-difference diagram (Demšar 2006): models on a mean-rank axis (1 = best), joined by
+    a bar when no pair in the group differs (Holm-adjusted Wilcoxon, the table's test)."""
+    ranks = tests.mean_ranks
+    order = sorted(ranks, key=lambda m: (ranks[m], m))
+    k = len(order)
+    fig = Figure(figsize=(7.5, 1.6 + 0.32 * k), layout="constrained")
+    ax = fig.add_subplot()
+    lo, hi = 1, max(k, 2)
+    ax.set_xlim(lo - 0.3, hi + 0.3)
+    ax.hlines(0, lo, hi, color="black", lw=1)
+    for r in range(lo, hi + 1):
+        ax.vlines(r, 0, 0.08, color="black", lw=1)
+        ax.text(r, 0.12, str(r), ha="center", va="bottom", fontsize=9)
+    half = math.ceil(k / 2)
+    colors = model_colors(order)
+    for i, model in enumerate(order):
+        left = i < half
+        y = -0.35 - 0.3 * (i if left else k - 1 - i)
+        x_text = lo - 0.2 if left else hi + 0.2
+        ax.plot([ranks[model], ranks[model], x_text], [0, y, y], color=colors[model], lw=1.2)
+        ax.text(
+            x_text,
+            y,
+            f"{model} ({ranks[model]:.2f})",
+            ha="right" if left else "left",
+            va="center",
+            fontsize=9,
+        )
+    for j, (a, b) in enumerate(cliques(tests, order)):
+        y = -0.15 - 0.1 * j
+        ax.hlines(y, ranks[order[a]] - 0.03, ranks[order[b]] + 0.03, color="black", lw=3.5)
+    ax.set_ylim(-0.45 - 0.3 * half, 0.4)
+    ax.axis("off")
+    p = tests.friedman_p
+    friedman = f"Friedman p = {p:.3g}" if p is not None else "Friedman n/a (fewer than 3 models)"
+    title = COLUMNS.get(tests.metric, tests.metric)
+    fig.suptitle(
+        f"{title}: mean rank over {tests.n_cases} test {unit}s (1 = best); {friedman}\n"
+        f"bars join models not significantly different (Wilcoxon, Holm, α = {ALPHA})",
+        fontsize=9,
+    )
+    # Outer labels extend past the axis; widen the canvas rather than clip them.
+    fig.set_size_inches(7.5 + 0.08 * max(len(m) for m in order), fig.get_figheight())
+    return save(fig, stem)
+
+
+def pick_cases(rows: pd.DataFrame, metric: str = "dice") -> dict[str, str]:
+    """Best, median and worst test slice with a lesion by `metric` averaged over models and seeds."""
+    lesion = rows[rows["empty_case"].isin(["normal", "missed"])] if "empty_case" in rows else rows
+    score = (
+        lesion.groupby("case")[metric]
+        .mean()
+        .dropna()
+        .sort_values(ascending=not HIGHER_IS_BETTER.get(metric, True), kind="stable")
+    )
+    if score.empty:
+        return {}
+    median = score.iloc[(score - score.median()).abs().to_numpy().argmin()]
+    median_case = score.index[(score == median).to_numpy().argmax()]
+    return {"best": str(score.index[0]), "median": str(median_case), "worst": str(score.index[-1])}
+
+
+def qualitative(
+    run_dir: Path, rows: pd.DataFrame, models: list[str], stem: Path, threshold: float = 0.5
+) -> list[Path]:
+    """Rows: best / median / worst slice; columns: CT, ground truth, each model's prediction
+    (lowest seed). Ground truth in green outline, prediction filled red."""
+    run_dir = Path(run_dir)
+    seed = int(rows["seed"].min())
+    rows = rows[rows["seed"] == seed]  # pick by the Dice the panels show
+    chosen = pick_cases(rows)
+    if not chosen:
+        return []
+    slices = load_test_slices(run_dir)
+    keys = np.char.add(
+        np.char.add(slices["patient"].astype(str), ":"), np.char.zfill(slices["slice_index"].astype(str), 4)
+    )
+    preds = {}
+    for model in models:
+        folds = sorted(set(rows.loc[rows["model"] == model, "fold"].astype(int)))
+        if not folds:
+            continue
+        pred = np.zeros(slices["mask"].shape, bool)  # every fold's test slices (k-fold covers all)
+        for fold in folds:
+            prob, where = load_predictions(run_dir / "trials" / trial_name(model, seed, fold), slices)
+            pred[where] = prob >= threshold
+        preds[model] = pred
+    cols = 2 + len(preds)
+    fig = Figure(figsize=(2.1 * cols, 2.3 * len(chosen) + 0.5), layout="constrained")
+    axes = fig.subplots(len(chosen), cols, squeeze=False)
+    for r, (label, case) in enumerate(chosen.items()):
+        i = int(np.flatnonzero(keys == case)[0])
+        image, mask = slices["image"][i], slices["mask"][i].astype(bool)
+        panels = [("CT", None), ("ground truth", mask)] + [(m, p[i]) for m, p in preds.items()]
+        for c, (title, overlay) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            if c >= 1 and mask.any():
+                ax.contour(mask, levels=[0.5], colors="#39d353", linewidths=1.0)
+            if c >= 2 and overlay is not None and overlay.any():
+                rgba = np.zeros((*overlay.shape, 4))
+                rgba[overlay] = (0.9, 0.1, 0.1, 0.5)
+                ax.imshow(rgba, interpolation="nearest")
+            if c >= 2:
+                d = rows.loc[
+                    (rows["model"] == title) & (rows["seed"] == seed) & (rows["case"] == case), "dice"
+                ]
+                title = f"{title}\nDice {d.iloc[0]:.2f}" if len(d) and np.isfinite(d.iloc[0]) else title
+            elif c == 0:
+                title = f"{label}: {case}"
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(
+        f"Best, median and worst test slices with lesion by Dice (mean over models), seed {seed}\n"
+        f"green outline: ground truth; red: prediction (threshold {threshold})",
+        fontsize=9,
+    )
+    return save(fig, stem)

@@ -1,0 +1,182 @@
+"""Trials over devices: GPU choice, placement on (fake) GPUs, packing, threads.
+
+The GPU tests give a separate local Ray instance fake GPUs (`ray.init(num_gpus=4)`) in a
+subprocess, so the session's CPU-only Ray instance stays untouched. Ray hands out fake GPU ids and
+sets CUDA_VISIBLE_DEVICES exactly as it does for real ones; torch then finds no CUDA and trains on
+the CPU, which is what lets this run on a machine without GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from covbench.config import PRESETS, build_config
+from covbench.errors import CovbenchError
+from covbench.runner import plain_arrays, prepare_data
+from covbench.scheduler import RayExecutor, Resources, choose_gpus_per_trial, slots
+
+
+def test_cpu_only_machine_never_requests_gpus():
+    assert choose_gpus_per_trial(None, 0.0) == 0.0
+    assert choose_gpus_per_trial(0, 0.0) == 0.0
+    with pytest.raises(CovbenchError, match="--gpus-per-trial 1 but the Ray cluster has no GPUs"):
+        choose_gpus_per_trial(1, 0.0)
+
+
+def test_gpu_default_and_fractions():
+    assert choose_gpus_per_trial(None, 8.0) == 1.0
+    assert choose_gpus_per_trial(0.5, 1.0) == 0.5
+    assert choose_gpus_per_trial(2, 8.0) == 2.0
+    with pytest.raises(CovbenchError, match="fraction below 1 or a whole number, got 1.5"):
+        choose_gpus_per_trial(1.5, 8.0)
+    with pytest.raises(CovbenchError, match="more than the cluster's 4 GPUs"):
+        choose_gpus_per_trial(8, 4.0)
+    with pytest.raises(CovbenchError, match="--gpus-per-trial must be 0 or more"):
+        choose_gpus_per_trial(-1, 4.0)
+
+
+def test_slots():
+    assert slots({"cpus": 16, "gpus": 4}, Resources(1, 1)) == 4
+    assert slots({"cpus": 16, "gpus": 4}, Resources(1, 0.5)) == 8
+    assert slots({"cpus": 2, "gpus": 0}, Resources(1, 0)) == 2
+    assert slots({"cpus": 2, "gpus": 0}, Resources(4, 0)) == 1
+
+
+def test_session_ray_has_no_gpus_and_a_task_sees_none(ray_session, tmp_path):
+    ex = RayExecutor()
+    assert not ex.started_here and ex.resources()["gpus"] == 0
+    ex.submit("t", sorted, [3, 1, 2], resources=Resources(1, 0), heartbeat=tmp_path / "beat.json")
+    seen = []
+    (finished,) = list(ex.as_completed(on_started=lambda tag, beat: seen.append((tag, beat["attempt"]))))
+    assert finished.result == [1, 2, 3] and finished.error is None
+    assert finished.placement["gpu_ids"] == [] and finished.placement["attempt"] == 1
+    assert seen == [("t", 1)]  # the heartbeat was seen: "running" is observed, not guessed
+    assert json.loads((tmp_path / "beat.json").read_text())["token"] == finished.placement["token"]
+
+
+def test_shared_slices_reach_workers_zero_copy(ray_session):
+    """The run's slices go to the object store once; a worker gets read-only views of them, not a
+    copy (a numpy memmap from the data cache would be pickled whole, hence `plain_arrays`)."""
+    cfg = build_config(models=["unet"], n_seeds=1, preset=PRESETS["smoke"])
+    slices = plain_arrays(prepare_data(cfg).slices)
+    ex = RayExecutor()
+    ref = ex.put(slices)
+    for i in range(2):  # two trials, one object
+        ex.submit(
+            i, operator.attrgetter("images.flags.writeable", "images.shape"), ref, resources=Resources(1)
+        )
+    results = [f.result for f in ex.as_completed()]
+    assert results == [(False, slices.images.shape)] * 2
+
+
+FAKE_GPUS = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    import ray
+    ray.init(num_cpus=8, num_gpus=4, include_dashboard=False, log_to_driver=False)
+    from covbench.scheduler import RayExecutor, Resources
+
+    def hold(barrier, n):
+        # Wait until n tasks hold their slot at the same time (at most 120 s), then let go.
+        start = time.time()
+        Path(barrier, str(time.time_ns())).touch()
+        while len(list(Path(barrier).iterdir())) < n and time.time() - start < 120:
+            time.sleep(0.05)
+        return start, time.time(), len(list(Path(barrier).iterdir()))
+
+    out = {}
+    ex = RayExecutor()
+    out["resources"] = ex.resources()
+    t0 = time.time()
+    for name, gpus, n in (("whole", 1, 4), ("half", 0.5, 8)):
+        barrier = Path(sys.argv[1] + "-" + name)
+        barrier.mkdir(parents=True)
+        for i in range(n):
+            ex.submit(i, hold, str(barrier), n, resources=Resources(cpus=1, gpus=gpus))
+        out[name] = [
+            {"gpu_ids": f.placement["gpu_ids"], "cuda": f.placement["cuda_visible_devices"],
+             "start": f.result[0], "end": f.result[1], "together": f.result[2]}
+            for f in ex.as_completed()
+        ]
+    out["seconds_placement"] = time.time() - t0
+
+    # Whole trials through the real runner: 1 model x 4 seeds, 1 GPU each. One CPU each: this
+    # machine may have 2 real cores, and 4 trials x 2 torch threads would crawl (threads following
+    # --cpus-per-trial is checked in test_resume.py).
+    from covbench.config import PRESETS, build_config
+    from covbench.runner import execute
+    cfg = build_config(models=["unet"], n_seeds=4, preset=PRESETS["smoke"], epochs=1)
+    run_dir = Path(sys.argv[1])
+    outcome = execute(cfg, run_dir, gpus_per_trial=1, cpus_per_trial=1)
+    out["failed"] = outcome.failed
+    out["records"] = [json.loads(p.read_text()) for p in sorted(run_dir.glob("trials/*/record.json"))]
+    out["environment"] = json.loads((run_dir / "environment.json").read_text())
+    out["seconds_runner"] = time.time() - t0 - out["seconds_placement"]
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+def _max_overlap(items: list[dict], start: str, end: str) -> int:
+    events = sorted([(i[start], 1) for i in items] + [(i[end], -1) for i in items])
+    now = best = 0
+    for _, step in events:
+        now += step
+        best = max(best, now)
+    return best
+
+
+@pytest.fixture(scope="module")
+def fake_gpu_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("fakegpu") / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", FAKE_GPUS, str(run_dir)], capture_output=True, text=True, timeout=300
+    )
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert proc.returncode == 0 and line, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(line[len("RESULT") :])
+
+
+@pytest.mark.slow
+def test_four_concurrent_trials_get_four_distinct_gpus(fake_gpu_run):
+    whole = fake_gpu_run["whole"]
+    assert fake_gpu_run["resources"]["gpus"] == 4
+    assert all(t["together"] == 4 for t in whole)  # all four held their GPU at the same time
+    ids = [t["gpu_ids"] for t in whole]
+    assert all(len(i) == 1 for i in ids) and len({i[0] for i in ids}) == 4
+    assert all(t["cuda"] == t["gpu_ids"][0] for t in whole)  # each task sees only its own GPU
+
+
+@pytest.mark.slow
+def test_half_gpu_trials_pack_two_per_gpu(fake_gpu_run):
+    half = fake_gpu_run["half"]
+    assert all(t["together"] == 8 for t in half)  # eight on four GPUs at once
+    per_gpu: dict[str, int] = {}
+    for t in half:
+        assert len(t["gpu_ids"]) == 1
+        per_gpu[t["gpu_ids"][0]] = per_gpu.get(t["gpu_ids"][0], 0) + 1
+    assert sorted(per_gpu.values()) == [2, 2, 2, 2]
+
+
+@pytest.mark.slow
+def test_runner_records_its_gpu_per_trial(fake_gpu_run):
+    records = fake_gpu_run["records"]
+    assert not fake_gpu_run["failed"] and len(records) == 4
+    assert fake_gpu_run["environment"]["resources_per_trial"] == {"cpus": 1.0, "gpus": 1.0}
+    for r in records:
+        assert len(r["gpu_ids"]) == 1 and r["cuda_visible_devices"] == r["gpu_ids"][0]
+        assert r["threads"] == 1  # torch threads follow --cpus-per-trial
+        assert r["device"].startswith("cpu")  # fake GPUs: torch finds no CUDA and says so
+    # trials that overlapped in time never shared a GPU
+    for i, a in enumerate(records):
+        for b in records[i + 1 :]:
+            if a["worker_started"] < b["worker_finished"] and b["worker_started"] < a["worker_finished"]:
+                assert a["gpu_ids"] != b["gpu_ids"]
+    assert _max_overlap(records, "worker_started", "worker_finished") >= 2

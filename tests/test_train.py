@@ -1,0 +1,198 @@
+"""The training loop: reproducibility, learning, deep supervision, and the GPU-only code paths
+(bf16 autocast, channels-last, torch.compile, batched validation) exercised on the CPU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from covbench.registry import get_model
+from covbench.train import (
+    fits_on_device,
+    predict,
+    resolve_amp,
+    seed_everything,
+    slice_dice,
+    soft_dice_loss,
+    supervised_loss,
+    train_model,
+    validation_dice,
+)
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread, as a trial with --cpus-per-trial 1 runs: on a shared 2-core machine two
+    OpenMP threads spin against other processes and one epoch of a tiny model takes seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def blobs(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A learnable toy problem: bright discs on a noisy background; the mask is the disc."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    images, masks = [], []
+    for _ in range(n):
+        cy, cx = (torch.rand(2, generator=g) * (size - 12) + 6).tolist()
+        r = float(torch.rand(1, generator=g) * 4 + 3)
+        m = (((yy - cy) ** 2 + (xx - cx) ** 2) <= r * r).float()
+        images.append((0.2 + 0.6 * m + 0.1 * torch.rand(size, size, generator=g)).clamp(0, 1))
+        masks.append(m)
+    return torch.stack(images)[:, None], torch.stack(masks)[:, None]
+
+
+def build(name: str = "unet", width: int = 4, seed: int = 0) -> torch.nn.Module:
+    seed_everything(seed)
+    return get_model(name).create(in_channels=1, classes=1, width=width)
+
+
+def fit(model: torch.nn.Module, epochs: int = 1, n: int = 16, **kw):
+    x, y = blobs(n)
+    vx, vy = blobs(8, seed=1)
+    opts = {"epochs": epochs, "batch_size": 4, "lr": 2e-3, "seed": 0, "device": CPU, **kw}
+    return train_model(model, x, y, vx, vy, **opts)
+
+
+def test_same_seed_gives_identical_weights_after_one_epoch():
+    a = fit(build(seed=3))
+    b = fit(build(seed=3))
+    c = fit(build(seed=4))
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    assert all(torch.equal(a.best_state[k], b.best_state[k]) for k in a.best_state)
+    assert not all(torch.equal(a.best_state[k], c.best_state[k]) for k in a.best_state)
+
+
+def test_loss_decreases_on_a_learnable_problem():
+    result = fit(build(width=4), epochs=8, n=32, lr=1e-2)
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < 0.6 * losses[0]
+    assert result.best_val_dice > 0.7
+    assert 1 <= result.best_epoch <= 8
+    assert all(row["train_s"] > 0 and row["val_s"] > 0 for row in result.history)
+
+
+def test_deep_supervision_loss_is_the_mean_over_heads():
+    torch.manual_seed(0)
+    target = (torch.rand(2, 1, 16, 16) > 0.7).float()
+    heads = [torch.randn(2, 1, 16, 16) for _ in range(4)]
+    expected = sum(soft_dice_loss(h, target) for h in heads) / 4
+    assert torch.allclose(supervised_loss(heads, target), expected)
+    assert torch.allclose(supervised_loss(tuple(heads), target), expected)
+    assert torch.equal(supervised_loss(heads[0], target), soft_dice_loss(heads[0], target))
+
+
+def test_deep_supervised_model_trains_and_validates_on_averaged_heads():
+    model = build("unetpp", width=4)
+    result = fit(model, epochs=1)
+    assert math.isfinite(result.history[0]["train_loss"])
+    assert 0.0 <= result.best_val_dice <= 1.0
+
+
+def test_validation_dice_equals_dice_of_predict():
+    model = build()
+    vx, vy = blobs(10, seed=2)
+    prob = predict(model, vx, 4, CPU)
+    expected = float(slice_dice((prob >= 0.5).float(), vy).mean())
+    assert validation_dice(model, vx, vy, 3, CPU) == pytest.approx(expected, abs=1e-6)
+    assert validation_dice(model, vx[:0], vy[:0], 3, CPU) == 0.0
+
+
+def test_bf16_autocast_path_runs_on_cpu_and_keeps_float32_weights():
+    model = build()
+    seen: list[torch.dtype] = []
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    result = fit(model, epochs=2, amp="bf16")
+    assert torch.bfloat16 in seen  # the convolutions really ran in bf16
+    assert all(math.isfinite(row["train_loss"]) for row in result.history)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    prob = predict(model, blobs(3)[0], 2, CPU, amp="bf16")
+    assert prob.dtype == torch.float32 and prob.shape == (3, 1, 32, 32)
+    assert float(prob.min()) >= 0 and float(prob.max()) <= 1
+
+
+def test_channels_last_path_runs_on_cpu_and_matches_contiguous():
+    a, b = build(seed=5), build(seed=5)
+    ra = fit(a, channels_last=True)
+    rb = fit(b, channels_last=False)
+    conv = next(m for m in a.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] == 3)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    # the same arithmetic in another memory layout: equal up to summation order
+    assert ra.history[0]["train_loss"] == pytest.approx(rb.history[0]["train_loss"], rel=1e-3)
+    x = blobs(4)[0]
+    assert torch.allclose(predict(a, x, 2, CPU, channels_last=True), predict(a, x, 2, CPU), atol=1e-5)
+
+
+def test_compile_path_runs_with_the_eager_backend():
+    torch._dynamo.reset()
+    result = fit(build(), compile="eager")
+    assert math.isfinite(result.history[0]["train_loss"])
+    assert result.best_state  # state_dict keys are the model's, not the compiled wrapper's
+    assert not any(k.startswith("_orig_mod") for k in result.best_state)
+
+
+def test_resume_continues_the_same_run():
+    full = fit(build(seed=7), epochs=2)
+    model = build(seed=7)
+    saved: dict = {}
+
+    def keep(event):
+        saved.update(
+            model={k: v.clone() for k, v in event["model"].state_dict().items()},
+            optimizer=event["optimizer"].state_dict(),
+            best=(event["row"]["best_val_dice"], event["row"]["best_epoch"], event["best_state"]),
+        )
+
+    fit(model, epochs=1, on_epoch=keep)
+    resumed_model = build(seed=99)
+    resumed_model.load_state_dict(saved["model"])
+    resumed = fit(
+        resumed_model, epochs=2, start_epoch=1, optimizer_state=saved["optimizer"], best=saved["best"]
+    )
+    assert resumed.history[0]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-6)
+
+
+def test_amp_modes_and_device_fit():
+    assert resolve_amp("auto", CPU) is None
+    assert resolve_amp("off", CPU) is None and resolve_amp(False, CPU) is None
+    assert resolve_amp("bf16", CPU) is torch.bfloat16 and resolve_amp(True, CPU) is torch.bfloat16
+    with pytest.raises(ValueError, match="amp mode"):
+        resolve_amp("fp8", CPU)
+    assert fits_on_device(10**12, CPU)  # CPU tensors are already where they are used
+
+
+def test_data_goes_to_the_gpu_only_when_it_fits(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000, 4000))
+    gpu = torch.device("cuda:0")
+    assert fits_on_device(500, gpu) and not fits_on_device(501, gpu)
+    assert fits_on_device(900, gpu, fraction=0.9)
+
+
+def test_zero_epochs_returns_the_initial_weights():
+    model = build()
+    result = fit(model, epochs=0)
+    assert result.best_epoch == -1 and result.history == []
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in result.best_state.items())
+
+
+def test_training_benchmark_runs_both_loops_on_the_same_work():
+    """benchmarks/bench_training.py stays runnable: both loops, tiny data, one alternating pair."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training.py"
+    spec = importlib.util.spec_from_file_location("bench_training", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    x, y = blobs(8)
+    vx, vy = blobs(4, seed=1)
+    r = bench.measure("unet", (x, y, vx, vy), 4, epochs=1, repeats=1, batch_size=4, lr=1e-3)
+    assert r["images"] == 8 and r["width"] == 4
+    assert r["cpu_ratio_median"] > 0 and 0 < r["val_share_covbench"] < 1 and 0 < r["val_share_hand"] < 1
