@@ -31,6 +31,7 @@ from covbench.scheduler import (
     InProcessExecutor,
     RayExecutor,
     Resources,
+    check_address,
     choose_gpus_per_trial,
     slots,
 )
@@ -288,6 +289,8 @@ def execute(
     for name in cfg.models:
         registry.get_model(name)  # unknown names fail before any work
     check_folds(cfg)
+    if not debug:
+        check_address(address)
     if cpus_per_trial <= 0:
         raise CovbenchError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
     if max_retries < 0:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -77,6 +78,25 @@ def choose_gpus_per_trial(requested: float | None, cluster_gpus: float) -> float
     return float(requested)
 
 
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Fail in seconds on a cluster address nothing listens on (Ray itself retries for minutes).
+
+    'auto' and 'local' are left to Ray, which fails fast when it finds no running instance."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise CovbenchError(f"--address {address}: expected 'auto', host:port or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise CovbenchError(
+            f"--address {address}: no Ray cluster reachable at {host}:{port} ({exc})"
+        ) from None
+
+
 def slots(resources: dict[str, float], per_trial: Resources) -> int:
     """How many trials fit at once (the estimate the progress display uses before heartbeats)."""
     fits = resources["cpus"] / per_trial.cpus if per_trial.cpus > 0 else float("inf")
@@ -113,7 +133,12 @@ def _run_attempt(
     import ray
 
     started = time.time()
-    info = _placement(ray.get_gpu_ids())
+    gpu_ids = ray.get_gpu_ids()
+    if not gpu_ids:
+        # Ray leaves CUDA_VISIBLE_DEVICES unset for a task that asked for no GPU, so torch would see
+        # (and use) every GPU of the node: hide them, a trial uses only what it was granted.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    info = _placement(gpu_ids)
     info["node_id"] = ray.get_runtime_context().get_node_id()
     path = Path(heartbeat) if heartbeat else None
     previous = _read_heartbeat(path)

@@ -217,6 +217,7 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
             best=best,
             amp=cfg.get("amp", "auto"),
             compile=bool(cfg.get("compile", False)),
+            augment=bool(cfg.get("augment", False)),
         )
     finally:
         log_file.close()

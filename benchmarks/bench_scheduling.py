@@ -14,6 +14,9 @@ Per trial (seconds, from record.json):
 - queue = worker start - submit: waiting for a free slot, starting a worker process (and
   importing torch) the first time a slot is used, and fetching the arguments (the shared slices
   come from the object store, once per node);
+- start latency = worker start - max(submit, the moment a slot freed up): the k-th trial to start
+  (k > slots) took the slot of the (k - slots)-th trial to finish; this isolates Ray's dispatch
+  (plus a worker process start, the first time a slot is used) from waiting for a free slot;
 - return = driver collect - worker finish: result transfer plus the driver's polling interval;
 - driver-observed overhead = (collect - submit) - wall - queue: what scheduling adds to a trial
   once it has a slot (wrapper + return).
@@ -48,6 +51,17 @@ def concurrency(spans: list[tuple[float, float]]) -> tuple[int, float, float]:
         best = max(best, now)
     span = events[-1][0] - events[0][0]
     return best, area / span if span > 0 else float(best), span
+
+
+def start_latency(records: list[dict], n_slots: int) -> list[float]:
+    """Seconds from "a slot is free" (or submission, if later) to the worker starting the trial."""
+    by_start = sorted(records, key=lambda r: r["worker_started"])
+    finishes = sorted(r["worker_finished"] for r in records)
+    out = []
+    for k, r in enumerate(by_start):
+        free = finishes[k - n_slots] if k >= n_slots else r["submitted"]
+        out.append(r["worker_started"] - max(r["submitted"], free))
+    return out
 
 
 def _row(name: str, values: list[float]) -> str:
@@ -91,6 +105,8 @@ def main() -> None:
     wrapper = [r["started"] - r["worker_started"] for r in records]
     queue = [r["queue_seconds"] for r in records]
     ret = [r["return_seconds"] for r in records]
+    latency = start_latency(records, int(marks["slots"]))
+    first = sorted(records, key=lambda r: r["worker_started"])[: int(marks["slots"])]
     driver = [r["collected"] - r["submitted"] - r["wall_seconds"] - r["queue_seconds"] for r in records]
     peak, mean, span = concurrency([(r["worker_started"], r["worker_finished"]) for r in records])
     env = json.loads((out / "environment.json").read_text())
@@ -112,6 +128,8 @@ def main() -> None:
     print("  " + _row("in-trial overhead", in_trial))
     print("  " + _row("wrapper (heartbeat)", wrapper))
     print("  " + _row("queue (slot + worker)", queue))
+    print("  " + _row("start latency (all)", latency))
+    print("  " + _row("start latency (warm slot)", latency[len(first) :] or [0.0]))
     print("  " + _row("return to driver", ret))
     print("  " + _row("driver-observed overhead", driver))
     print(

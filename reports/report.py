@@ -45,14 +45,18 @@ def load_records(run_dir: Path) -> list[dict]:
     return [read_json(p) for p in sorted((run_dir / "trials").glob("*/record.json"))]
 
 
-def trial_extras(records: list[dict]) -> dict[str, dict]:
-    """Parameters (M) and training time per trial (mean, SD over seeds) per model."""
+def trial_extras(records: list[dict], checks: dict | None = None) -> dict[str, dict]:
+    """Parameters (M), forward GFLOPs per image (from the run's contract check, `models.json`) and
+    training time per trial (mean, SD over seeds) per model."""
     extra: dict[str, dict] = {}
+    checked = (checks or {}).get("models", {})
     for model in sorted({r["model"] for r in records}):
         rs = [r for r in records if r["model"] == model]
         times = np.array([float(r["train_seconds"]) for r in rs])
+        flops = checked.get(model, {}).get("flops_per_image")
         extra[model] = {
             "params_m": rs[0]["parameters"] / 1e6,
+            "gflops": flops / 1e9 if flops is not None else math.nan,
             "train_seconds": (float(times.mean()), float(times.std(ddof=1)) if times.size > 1 else math.nan),
         }
     return extra
@@ -244,7 +248,8 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
         "warnings": warnings,
         "per_case": _per_case_values(per_case),
     }
-    extra = trial_extras(records)
+    models_json = run_dir / "models.json"
+    extra = trial_extras(records, read_json(models_json) if models_json.exists() else None)
     table = build_table(summary, caption, extra=extra)
     seed_table = build_table(summary, seed_caption, view="seed", extra=extra)
     sfx = suffix(unit)

@@ -24,7 +24,11 @@ COLUMNS: dict[str, str] = {
     "hd95": "HD95 (mm)",
     "nsd": "NSD",
 }
-EXTRA_COLUMNS: dict[str, str] = {"params_m": "Params (M)", "train_seconds": "Train time (s)"}
+EXTRA_COLUMNS: dict[str, str] = {
+    "params_m": "Params (M)",
+    "gflops": "GFLOPs/img",
+    "train_seconds": "Train time (s)",
+}
 VIEWS = {"case": ("mean", "sd"), "seed": ("seed_mean", "seed_sd")}
 MARK_LEGEND = (
     "Lower is better for ASSD, MAE and HD95, higher for the others. Bold: best mean; †: not significantly "
@@ -71,7 +75,7 @@ def build_table(
     digits: int = 2,
 ) -> Table:
     """Table 1 from `summary["models"]` (+ `summary["tests"]` for the marks in the case view);
-    `extra` = {model: {"params_m": float, "train_seconds": (mean, sd)}}."""
+    `extra` = {model: {"params_m": float, "gflops": float, "train_seconds": (mean, sd)}}."""
     keys = VIEWS[view]
     models = summary["models"]
     tests = summary.get("tests", {}) if view == "case" else {}
@@ -98,11 +102,14 @@ def build_table(
         params = ex.get("params_m")
         train = ex.get("train_seconds")
         cells.append(Cell(f"{params:.{2 if params >= 1 else 3}f}" if _finite(params) else "n/a"))
+        gflops = ex.get("gflops")
+        cells.append(Cell(f"{gflops:.3g}" if _finite(gflops) else "n/a"))
         cells.append(
             Cell(cell({"mean": train[0], "sd": train[1]}, 0 if train[0] >= 10 else 1) if train else "n/a")
         )
         record.update(
             params_m=params,
+            gflops=gflops,
             train_seconds_mean=train[0] if train else None,
             train_seconds_sd=train[1] if train else None,
         )

@@ -31,7 +31,7 @@ from covbench import registry
 from covbench.config import PRESETS, build_config
 from covbench.datasets.splits import split_indices
 from covbench.runner import prepare_data
-from covbench.train import predict, seed_everything, train_model
+from covbench.train import predict, resolve_amp, seed_everything, train_model
 from covbench.trial import _tensors
 
 REFERENCE_MODELS = ("unet", "unetpp", "resunet")
@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(
         f"gpu_check on {name}; torch {torch.__version__}, cuda {torch.version.cuda}; preset {preset.name}: "
         f"image {cfg.image_size}, batch {cfg.batch_size}, lr {cfg.lr}, width {cfg.width or 'paper'}; "
-        f"amp bf16 on CUDA, channels-last, deterministic={deterministic}, compile={args.compile}"
+        f"autocast {resolve_amp('auto', device) or 'off'}, channels-last {device.type == 'cuda'}, "
+        f"deterministic={deterministic}, compile={args.compile}"
     )
     print(
         f"data: phantom {prepared.n_cases} cases -> {len(tx)} train / {len(vx)} val / {len(test_x)} test "

@@ -100,6 +100,11 @@ def test_bad_model_options_name_the_option(item, message):
     [
         (["--models", "unet", "--model-option", "unet.nope=1"], "failed the contract check at build"),
         (["--models", "unet", "--model-option", "resunet.width=8"], "is not selected by --models"),
+        (  # a combination smp accepts by name but that can't run at this size; brackets survive
+            ["--models", "smp:DPT:tu-vit_tiny_patch16_224"],
+            "FAMILY [smp:DPT:tu-vit_tiny_patch16_224], from covbench 0.1.0) failed the contract check at "
+            "training forward: AssertionError: Input height (32) doesn't match model (224)",
+        ),
         (
             ["--models", "smp:Unet:resnet18", "--model-option", "smp:Unet:resnet18.width=8"],
             "--model-option smp:Unet:resnet18.width: this model has no width knob",

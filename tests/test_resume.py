@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from covbench.cli import app
 from covbench.config import PRESETS, build_config
-from covbench.runner import execute
+from covbench.errors import CovbenchError
+from covbench.runner import check_data_key, check_run_dir, execute
 
 runner = CliRunner()
 KEY = ["model", "seed", "fold", "case"]
@@ -201,3 +202,12 @@ def test_bad_run_options_exit_2(ray_session, tmp_path, args, message):
 def test_resume_needs_a_run_folder(tmp_path):
     result = runner.invoke(app, ["run", "--resume", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "no config.json there" in result.output
+
+
+def test_same_config_on_different_data_is_refused(tmp_path):
+    cfg = build_config(models=["unet"], n_seeds=1, preset=PRESETS["smoke"])
+    (tmp_path / "config.json").write_text(json.dumps({**cfg.to_dict(), "_key": f"{cfg.key()}-aaaaaaaaaaaa"}))
+    check_run_dir(tmp_path, cfg)  # same configuration: fine
+    check_data_key(tmp_path, f"{cfg.key()}-aaaaaaaaaaaa")
+    with pytest.raises(CovbenchError, match="different data .fingerprint aaaaaaaaaaaa, now bbbbbbbbbbbb"):
+        check_data_key(tmp_path, f"{cfg.key()}-bbbbbbbbbbbb")

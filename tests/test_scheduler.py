@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import operator
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,7 @@ import pytest
 from covbench.config import PRESETS, build_config
 from covbench.errors import CovbenchError
 from covbench.runner import plain_arrays, prepare_data
-from covbench.scheduler import RayExecutor, Resources, choose_gpus_per_trial, slots
+from covbench.scheduler import RayExecutor, Resources, check_address, choose_gpus_per_trial, slots
 
 
 def test_cpu_only_machine_never_requests_gpus():
@@ -95,7 +96,7 @@ FAKE_GPUS = textwrap.dedent(
     ex = RayExecutor()
     out["resources"] = ex.resources()
     t0 = time.time()
-    for name, gpus, n in (("whole", 1, 4), ("half", 0.5, 8)):
+    for name, gpus, n in (("whole", 1, 4), ("half", 0.5, 8), ("none", 0, 2)):
         barrier = Path(sys.argv[1] + "-" + name)
         barrier.mkdir(parents=True)
         for i in range(n):
@@ -166,6 +167,11 @@ def test_half_gpu_trials_pack_two_per_gpu(fake_gpu_run):
 
 
 @pytest.mark.slow
+def test_trials_without_a_gpu_see_none_on_a_gpu_machine(fake_gpu_run):
+    assert [(t["gpu_ids"], t["cuda"]) for t in fake_gpu_run["none"]] == [([], "")] * 2
+
+
+@pytest.mark.slow
 def test_runner_records_its_gpu_per_trial(fake_gpu_run):
     records = fake_gpu_run["records"]
     assert not fake_gpu_run["failed"] and len(records) == 4
@@ -180,3 +186,20 @@ def test_runner_records_its_gpu_per_trial(fake_gpu_run):
             if a["worker_started"] < b["worker_finished"] and b["worker_started"] < a["worker_finished"]:
                 assert a["gpu_ids"] != b["gpu_ids"]
     assert _max_overlap(records, "worker_started", "worker_finished") >= 2
+
+
+def test_unreachable_cluster_address_fails_in_seconds(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    check_address(None)
+    check_address("auto")  # left to Ray, which fails fast when no instance runs
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        check_address(f"127.0.0.1:{port}")
+        check_address(f"ray://127.0.0.1:{port}")
+    with pytest.raises(CovbenchError, match=f"--address 127.0.0.1:{port}: no Ray cluster reachable"):
+        check_address(f"127.0.0.1:{port}")
+    monkeypatch.setenv("RAY_ADDRESS", "nonsense")
+    with pytest.raises(CovbenchError, match="--address nonsense: expected 'auto', host:port"):
+        check_address(None)
