@@ -8,6 +8,7 @@ import importlib
 
 import pytest
 import torch
+
 from covbench.registry import broken_models, count_parameters, get_model, list_models
 
 MODELS = list_models()

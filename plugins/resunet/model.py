@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import torch
-from covbench.registry import ModelSpec
 from torch import nn
 
-from .blocks import ResidualUnit, UpBlock, check_input_shape, init_weights
+from covbench.plugins.common import check_input_shape, init_weights
+from covbench.registry import ModelSpec
+
+from .blocks import ResidualUnit, UpBlock
 
 INTERPOLATION_MODES = ("nearest", "bilinear")
 
