@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -406,10 +406,6 @@ def execute(
         if env_written:
             _finalize(run_dir, outcome, t0)
     return outcome
-
-
-def with_overrides(cfg: RunConfig, **changes: Any) -> RunConfig:
-    return replace(cfg, **changes)
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
