@@ -38,7 +38,7 @@ from scipy import ndimage
 from covbench.datasets import covid_ct_seg
 from covbench.registry import DatasetSpec
 
-GENERATOR_VERSION = 2  # bump when the phantom content changes, so caches are regenerated
+GENERATOR_VERSION = 3  # bump when the phantom content changes, so caches are regenerated
 IMAGE_DIR, LESION_DIR, LUNG_DIR = covid_ct_seg.IMAGE_DIR, covid_ct_seg.LESION_DIR, covid_ct_seg.LUNG_DIR
 WINDOW = (-1250.0, 250.0)
 
