@@ -1,9 +1,24 @@
-"""Helpers every reference architecture shares: the input-size check and the weight init."""
+"""What the reference architectures share: the double 3x3 convolution of U-Net and of every
+U-Net++ node, the input-size check and the weight init."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+class DoubleConv(nn.Sequential):
+    """Two 3x3 convolutions (padding 1), each followed by BatchNorm when asked and ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool) -> None:
+        layers: list[nn.Module] = []
+        for c_in in (in_channels, out_channels):
+            # A bias right before BatchNorm is cancelled by its mean subtraction, so it is dropped.
+            layers.append(nn.Conv2d(c_in, out_channels, 3, padding=1, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(out_channels))
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
 
 
 def check_input_shape(x: torch.Tensor, divisor: int, model: str) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from covbench.plugins.common import check_input_shape, init_weights
+from covbench.plugins.common import DoubleConv, check_input_shape, init_weights
 from covbench.registry import ModelSpec
 
-from .blocks import DoubleConv, UpBlock
+from .blocks import UpBlock
 
 
 class UNet(nn.Module):

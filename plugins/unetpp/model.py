@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from covbench.plugins.common import check_input_shape, init_weights
+from covbench.plugins.common import DoubleConv, check_input_shape, init_weights
 from covbench.registry import ModelSpec
-
-from .blocks import ConvBlock
 
 INFERENCE_MODES = ("average", "prune")
 
@@ -88,7 +86,7 @@ class UNetPlusPlus(nn.Module):
         channels = [width * 2**i for i in range(self.depth + 1)]
         # backbone X^{0..4,0}
         self.encoder = nn.ModuleList(
-            ConvBlock(c_in, c_out, batch_norm)
+            DoubleConv(c_in, c_out, batch_norm)
             for c_in, c_out in zip([in_channels, *channels[:-1]], channels, strict=True)
         )
         self.pool = nn.MaxPool2d(2)
@@ -99,7 +97,7 @@ class UNetPlusPlus(nn.Module):
             for i in range(self.depth + 1 - j):
                 key = f"x{i}_{j}"
                 self.up[key] = nn.ConvTranspose2d(channels[i + 1], channels[i], kernel_size=2, stride=2)
-                self.nodes[key] = ConvBlock((j + 1) * channels[i], channels[i], batch_norm)
+                self.nodes[key] = DoubleConv((j + 1) * channels[i], channels[i], batch_norm)
         # 1x1 heads on X^{0,1..4} (deep supervision) or on X^{0,4} only
         n_heads = self.depth if deep_supervision else 1
         self.heads = nn.ModuleList(nn.Conv2d(channels[0], classes, kernel_size=1) for _ in range(n_heads))
