@@ -192,18 +192,23 @@ def get_model(name: str) -> ModelSpec:
         # A package installed after the first lookup (a long-lived Ray worker, a notebook).
         reload()
         specs, broken, _ = _models()
-    if name in specs:
-        return specs[name]
+    families = ", ".join(f.pattern for f in (_families()[0].values()))
+    return _lookup(
+        "model plugin", "model", name, specs, broken,
+        f"{', '.join(list_models()) or 'none'}" + (f" (and family members {families})" if families else ""),
+    )  # fmt: skip
+
+
+def _lookup(kind: str, short: str, name: str, found: dict, broken: dict[str, BrokenPlugin], available: str):
+    """The entry `name`, or a CovbenchError saying why not: which plugin failed to load (with its
+    entry point and distribution), or which names exist."""
+    if name in found:
+        return found[name]
     if name in broken:
         b = broken[name]
-        raise CovbenchError(
-            f"model plugin {name!r} ({b.entry_point}, from {b.distribution}) failed to load: {b.error}"
-        )
-    families = ", ".join(f.pattern for f in (_families()[0].values()))
-    raise CovbenchError(
-        f"unknown model {name!r}; available: {', '.join(list_models()) or 'none'}"
-        + (f" (and family members {families})" if families else "")
-    )
+        origin = f"{b.entry_point}, from {b.distribution}"
+        raise CovbenchError(f"{kind} {name!r} ({origin}) failed to load: {b.error}")
+    raise CovbenchError(f"unknown {short} {name!r}; available: {available}")
 
 
 def _get_member(name: str) -> ModelSpec:
@@ -228,17 +233,10 @@ def broken_families() -> dict[str, BrokenPlugin]:
 
 def get_family(name: str) -> ModelFamily:
     families, broken, _ = _families()
-    if name in families:
-        return families[name]
-    if name in broken:
-        b = broken[name]
-        raise CovbenchError(
-            f"model family {name!r} ({b.entry_point}, from {b.distribution}) failed to load: {b.error}"
-        )
-    raise CovbenchError(
-        f"unknown model family {name!r} (in {name + ':...'!r}); "
-        f"available: {', '.join(list_families()) or 'none'}"
-    )
+    return _lookup(
+        "model family", "model family", name, families, broken,
+        f"{', '.join(list_families()) or 'none'} (in {name + ':...'!r})",
+    )  # fmt: skip
 
 
 def model_origin(name: str) -> Origin:
@@ -259,14 +257,7 @@ def list_datasets() -> list[str]:
 
 def get_dataset(name: str) -> DatasetSpec:
     specs, broken, _ = _datasets()
-    if name in specs:
-        return specs[name]
-    if name in broken:
-        b = broken[name]
-        raise CovbenchError(
-            f"dataset plugin {name!r} ({b.entry_point}, from {b.distribution}) failed: {b.error}"
-        )
-    raise CovbenchError(f"unknown dataset {name!r}; available: {', '.join(list_datasets()) or 'none'}")
+    return _lookup("dataset plugin", "dataset", name, specs, broken, ", ".join(list_datasets()) or "none")
 
 
 def count_parameters(module: Any) -> int:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from plugin_packages import pip_install, write_plugin
 from typer.testing import CliRunner
 
 from covbench import registry
@@ -19,14 +18,6 @@ from covbench.errors import CovbenchError
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "attention-unet"
-
-
-def _pip_install(project: Path, target: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
-        + ["--target", str(target), str(project)],
-        check=True,
-    )
 
 
 def _flat(text: str) -> str:
@@ -181,33 +172,12 @@ def test_models_check_reports_a_bad_option_with_exit_2():
 # --- a broken plugin never starts a run ----------------------------------------------------------
 
 
-def _write_plugin(root: Path, dist: str, module: str, entry: str, body: str) -> Path:
-    project = root / dist
-    (project / module).mkdir(parents=True)
-    (project / module / "__init__.py").write_text(textwrap.dedent(body))
-    (project / "pyproject.toml").write_text(
-        textwrap.dedent(f"""
-        [build-system]
-        requires = ["setuptools"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "{dist}"
-        version = "0.0.1"
-        [project.entry-points."covbench.models"]
-        {entry} = "{module}:SPEC"
-        [tool.setuptools]
-        packages = ["{module}"]
-    """)
-    )
-    return project
-
-
 @pytest.fixture
 def broken_plugins(tmp_path, monkeypatch):
     """Two plugins: one whose module fails to import, one that imports but returns two channels."""
     site = tmp_path / "site"
-    _pip_install(
-        _write_plugin(
+    pip_install(
+        write_plugin(
             tmp_path,
             "covbench-import-broken",
             "import_broken",
@@ -216,8 +186,8 @@ def broken_plugins(tmp_path, monkeypatch):
         ),
         site,
     )
-    _pip_install(
-        _write_plugin(
+    pip_install(
+        write_plugin(
             tmp_path,
             "covbench-shape-broken",
             "shape_broken",
@@ -286,7 +256,7 @@ def attention_unet(plugin_site, tmp_path_factory):
     project = tmp_path_factory.mktemp("src") / "attention-unet"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
     before = set(plugin_site.iterdir())
-    _pip_install(project, plugin_site)
+    pip_install(project, plugin_site)
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(plugin_site))
         registry.reload()

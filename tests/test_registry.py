@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
+from plugin_packages import pip_install, write_plugin
 
 from covbench import registry
 from covbench.errors import CovbenchError
@@ -29,50 +25,11 @@ def test_unknown_model_lists_the_valid_names():
         registry.get_model("nope")
 
 
-def _install(pkg: Path, target: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(pkg),
-        ],
-        check=True,
-    )
-
-
-def _write_plugin(root: Path, dist: str, module: str, body: str) -> Path:
-    pkg = root / dist
-    (pkg / module).mkdir(parents=True)
-    (pkg / module / "__init__.py").write_text(textwrap.dedent(body))
-    (pkg / "pyproject.toml").write_text(
-        textwrap.dedent(f"""
-        [build-system]
-        requires = ["setuptools"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "{dist}"
-        version = "0.0.1"
-        [project.entry-points."covbench.models"]
-        tiny-toy = "{module}:SPEC"
-        [tool.setuptools]
-        packages = ["{module}"]
-    """)
-    )
-    return pkg
-
-
 @pytest.fixture
 def installed_plugin(tmp_path, monkeypatch):
     def install(dist: str, module: str, body: str) -> None:
         site = tmp_path / f"site-{dist}"
-        _install(_write_plugin(tmp_path, dist, module, body), site)
+        pip_install(write_plugin(tmp_path, dist, module, "tiny-toy", body), site)
         monkeypatch.syspath_prepend(str(site))
         registry.reload()
 
