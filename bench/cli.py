@@ -115,7 +115,7 @@ def _cuda_available() -> bool:
 # Options that decide a run's numbers: `--resume DIR` takes them from DIR/config.json instead.
 _CONFIG_OPTIONS = (
     "models", "seeds", "preset", "epochs", "image_size", "batch_size", "lr", "width",
-    "dataset", "data_dir", "split", "folds", "model_option",
+    "augment", "loss", "val_fraction", "dataset", "data_dir", "split", "folds", "model_option",
 )  # fmt: skip
 
 
@@ -136,6 +136,11 @@ def run(
     width: Annotated[
         int | None, typer.Option(help="scale every model to WIDTH/64 of its paper width (default: preset)")
     ] = None,
+    augment: Annotated[
+        str | None,
+        typer.Option(help="training augmentation: none (the paper's), flip or affine (default: preset)"),
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="dice (the paper's) or dice_bce (default: preset)")] = None,
     dataset: Annotated[str, typer.Option(help="dataset adapter (see `covbench data list`)")] = "phantom",
     data_dir: Annotated[Path | None, typer.Option(help="where the dataset lies")] = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/<timestamp>)")] = None,
@@ -148,7 +153,16 @@ def run(
     debug: Annotated[bool, typer.Option(help="run trials in this process, without Ray (for pdb)")] = False,
     split: Annotated[
         str | None,
-        typer.Option(help="patient, kfold, ma2021, paper or predefined (default: the dataset's own)"),
+        typer.Option(
+            help="patient, kfold, ma2021, ma2021-limited, paper or predefined (default: the dataset's own)"
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="share of the non-test patients held out for validation (default: the split's own); "
+            "0 = none, the final epoch's weights are evaluated"
+        ),
     ] = None,
     folds: Annotated[
         int | None, typer.Option(help="number of folds for --split kfold (default 5); one trial per fold")
@@ -196,9 +210,12 @@ def run(
                 batch_size=batch_size,
                 lr=lr,
                 width=width,
+                augment=augment,
+                loss=loss,
                 dataset=dataset,
                 data_dir=str(data_dir) if data_dir else None,
                 split=split_name,
+                val_fraction=val_fraction,
                 folds=folds if folds is not None else (5 if split_name == "kfold" else 1),
                 model_options=parse_model_options(model_option or [], chosen),
             )
@@ -209,7 +226,8 @@ def run(
         console.print(
             f"covbench run → [bold]{run_dir}[/]  preset={cfg.preset} models={','.join(chosen)} "
             f"seeds={len(cfg.seeds)} epochs={cfg.epochs} size={cfg.image_size} width={cfg.width} "
-            f"split={cfg.split}" + (f" folds={cfg.folds}" if cfg.folds > 1 else "")
+            f"augment={cfg.augment} loss={cfg.loss} split={cfg.split}"
+            + (f" folds={cfg.folds}" if cfg.folds > 1 else "")
         )
         with _RunProgress() as progress:
             outcome = execute(

@@ -9,6 +9,11 @@ from typing import Any
 
 from covbench.errors import CovbenchError
 
+# Option values, kept here so that checking a command line does not import torch; the
+# implementations are covbench.augment and covbench.train.LOSSES (a test keeps them in step).
+AUGMENTS = ("none", "flip", "affine")
+LOSS_NAMES = ("dice", "dice_bce")
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -23,7 +28,9 @@ class Preset:
     lr_schedule: str = "constant"
     phantom: dict[str, Any] = field(default_factory=dict)  # size of the built-in synthetic data
     description: str = ""
-    augment: bool = False  # random flips of training batches (not in the paper's protocol)
+    augment: str = "none"  # covbench.augment mode: none, flip, affine (the paper uses none)
+    loss: str = "dice"  # covbench.train.LOSSES: dice (the paper's) or dice_bce
+    val_fraction: float | None = None  # `--val-fraction`; None = the split's own default
     # Per-dataset changes: real 2D slices need more pixels and width than the coarse phantom.
     for_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -52,7 +59,7 @@ PRESETS: dict[str, Preset] = {
         lr=2e-3,
         width=16,
         lr_schedule="cosine",
-        augment=True,
+        augment="flip",
         phantom={"n_patients": 16, "size": 128, "n_slices": 16},
         description="the paper protocol shrunk to finish 3 models x 5 seeds in minutes on 2 CPU cores",
         for_dataset={
@@ -69,7 +76,7 @@ PRESETS: dict[str, Preset] = {
         lr=2e-3,
         width=4,
         lr_schedule="cosine",
-        augment=True,
+        augment="flip",
         phantom={"n_patients": 5, "size": 64, "n_slices": 10},
         description="seconds per trial; for tests and CI",
     ),
@@ -102,9 +109,10 @@ class RunConfig:
     split: str = "patient"
     split_seed: int = 0
     folds: int = 1
+    val_fraction: float | None = None  # None = the split's default; 0 = no validation, final weights
     loss: str = "dice"
     lr_schedule: str = "constant"
-    augment: bool = False
+    augment: str | bool = "none"  # bool in configs written before the affine mode (True = flip)
     threshold: float = 0.5
     phantom: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -145,6 +153,9 @@ def build_config(
     batch_size: int | None = None,
     lr: float | None = None,
     width: int | None = None,
+    augment: str | None = None,
+    loss: str | None = None,
+    val_fraction: float | None = None,
     **extra: Any,
 ) -> RunConfig:
     """Merge a preset with CLI overrides and check them; every problem names its option."""
@@ -156,6 +167,12 @@ def build_config(
             raise CovbenchError(f"{opt} must be positive, got {value}")
     if lr is not None and not lr > 0:
         raise CovbenchError(f"--lr must be positive, got {lr}")
+    if augment is not None and augment not in AUGMENTS:
+        raise CovbenchError(f"--augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+    if loss is not None and loss not in LOSS_NAMES:
+        raise CovbenchError(f"--loss must be one of {', '.join(LOSS_NAMES)}, got {loss!r}")
+    if val_fraction is not None and not 0 <= val_fraction < 1:
+        raise CovbenchError(f"--val-fraction must be at least 0 and below 1, got {val_fraction}")
     size = image_size if image_size is not None else preset.image_size
     if size < 16 or size % 16:
         raise CovbenchError(f"--image-size must be a multiple of 16 and at least 16, got {size}")
@@ -169,7 +186,9 @@ def build_config(
         lr=lr or preset.lr,
         width=width or preset.width,
         lr_schedule=preset.lr_schedule,
-        augment=preset.augment,
+        augment=augment or preset.augment,
+        loss=loss or preset.loss,
+        val_fraction=val_fraction if val_fraction is not None else preset.val_fraction,
         phantom=dict(preset.phantom),
     )
     return replace(cfg, **extra) if extra else cfg

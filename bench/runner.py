@@ -82,7 +82,12 @@ def prepare_data(cfg: RunConfig) -> PreparedData:
     pre = PreprocessConfig(image_size=cfg.image_size, **cfg.preprocess)
     prepared = prepare_slices(spec, cfg.data_dir, pre, options=options)
     folds = make_splits(
-        cfg.split, prepared.slices, seed=cfg.split_seed, folds=cfg.folds, part_of=prepared.part_of
+        cfg.split,
+        prepared.slices,
+        seed=cfg.split_seed,
+        folds=cfg.folds,
+        part_of=prepared.part_of,
+        val_fraction=cfg.val_fraction,
     )
     cache = str(prepared.cache_path) if prepared.cache_path else None
     return PreparedData(prepared.slices, prepared.fingerprint, folds, prepared.n_cases, cache)

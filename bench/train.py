@@ -1,4 +1,4 @@
-"""The training loop of one trial: soft Dice loss, Adam, best checkpoint by validation Dice.
+"""The training loop of one trial: Dice loss, Adam, best checkpoint by validation Dice.
 
 Kept free of Ray and of the run folder layout so that it can be timed against a hand-written
 loop (benchmarks/bench_training.py) and debugged in-process.
@@ -23,7 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from covbench.augment import apply_augment, augment_mode, draw_augment
 
 AMP_MODES = ("auto", "bf16", "off")
 RESIDENT_FRACTION = 0.5  # data goes to the GPU once when it takes at most this share of free memory
@@ -48,11 +51,33 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     return 1.0 - (2.0 * inter + eps) / (prob.sum() + target.sum() + eps)
 
 
-def supervised_loss(output: torch.Tensor | list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    """Dice loss; a deep-supervised model's heads are averaged (Zhou et al. 2018)."""
+def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft Dice plus pixel-wise binary cross-entropy (the nnU-Net default pairing). The BCE term
+    gives every pixel a gradient, including on lesion-free slices where the batch Dice is flat."""
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
+    return soft_dice_loss(logits, target) + bce
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "dice": soft_dice_loss,  # the paper's
+    "dice_bce": dice_bce_loss,
+}
+
+
+def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; use one of {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+def supervised_loss(
+    output: torch.Tensor | list[torch.Tensor], target: torch.Tensor, loss: str = "dice"
+) -> torch.Tensor:
+    """The loss `loss` (see LOSSES); a deep-supervised model's heads are averaged (Zhou et al. 2018)."""
+    fn = loss_function(loss)
     if isinstance(output, list | tuple):
-        return torch.stack([soft_dice_loss(o, target) for o in output]).mean()
-    return soft_dice_loss(output, target)
+        return torch.stack([fn(o, target) for o in output]).mean()
+    return fn(output, target)
 
 
 def slice_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -152,17 +177,6 @@ def validation_dice(
     return float(total) / len(images)
 
 
-def random_flips(x: torch.Tensor, y: torch.Tensor, flips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flip each image and its mask left-right (`flips[:, 0]`) and up-down (`flips[:, 1]`).
-    The cheapest augmentation that keeps a small training set from being memorised; the CPU
-    presets use it, the paper's protocol does not."""
-    for axis, chosen in ((-1, flips[:, 0]), (-2, flips[:, 1])):
-        pick = chosen.view(-1, 1, 1, 1)
-        x = torch.where(pick, x.flip(axis), x)
-        y = torch.where(pick, y.flip(axis), y)
-    return x, y
-
-
 def make_schedule(name: str, lr: float, epochs: int) -> Callable[[int], float]:
     """Learning rate per epoch. `constant` is the paper's protocol; `cosine` (half-cosine decay to
     zero) lets the short CPU presets settle instead of ending on a noisy step. A pure function of
@@ -216,18 +230,24 @@ def train_model(
     compile: bool | str = False,
     resident: bool | None = None,
     eval_batch_size: int | None = None,
-    augment: bool = False,
+    augment: bool | str = False,
+    loss: str = "dice",
 ) -> TrainResult:
     """Train for `epochs` epochs (from `start_epoch` when resuming) and keep the weights of the
-    epoch with the best mean validation Dice. `on_epoch` receives each epoch's log row together
-    with the live model/optimizer, so a caller can checkpoint.
+    epoch with the best mean validation Dice; with no validation slices, the final weights (as
+    nnU-Net evaluates its final checkpoint), logged with a NaN validation Dice. `on_epoch`
+    receives each epoch's log row together with the live model/optimizer, so a caller can
+    checkpoint.
 
     Device options (None/"auto" = on for CUDA, off for CPU): `amp` ("auto", "bf16", "off"),
     `channels_last`, `resident` (move the train/val tensors to the device once, when
     `fits_on_device`; otherwise each batch is copied from the host), `compile` (off by
     default: it costs minutes of compilation per model), `eval_batch_size` (2x the batch on a
     CPU, 4x on a GPU). Each log row splits the epoch into `train_s` and `val_s`.
+    `augment` is a mode of covbench.augment (`True` = "flip"); `loss` a name in LOSSES.
     """
+    mode = augment_mode(augment)
+    loss_function(loss)  # an unknown name fails before the first epoch, not after it
     cuda = device.type == "cuda"
     dtype = resolve_amp(amp, device)
     cl = cuda if channels_last is None else channels_last
@@ -250,7 +270,8 @@ def train_model(
             train_x, val_x = (_to_device(t, device, cl) for t in (train_x, val_x))
             train_y, val_y = (t.to(device) for t in (train_y, val_y))
 
-    best_dice, best_epoch, best_state = best
+    validate = len(val_x) > 0  # without validation slices the final weights are the ones evaluated
+    best_dice, best_epoch, best_state = best if validate else (math.nan, start_epoch, None)
     history: list[dict[str, float]] = []
     n = len(train_x)
     t0 = time.perf_counter()
@@ -259,7 +280,7 @@ def train_model(
         # One generator per epoch, derived from the seed: resuming at epoch k replays the same order.
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(n, generator=gen)
-        flips = torch.rand(n, 2, generator=gen) < 0.5 if augment else None  # drawn after the order
+        draw = draw_augment(mode, n, gen)  # drawn after the order
         order = order.to(train_x.device)
         for group in optimizer.param_groups:
             group["lr"] = schedule(epoch)
@@ -269,20 +290,22 @@ def train_model(
             idx = order[i : i + batch_size]
             x = _to_device(train_x[idx], device, cl)
             y = train_y[idx].to(device, non_blocking=True)
-            if flips is not None:
-                x, y = random_flips(x, y, flips[order[i : i + batch_size].cpu()].to(x.device))
+            if draw is not None:
+                x, y = apply_augment(x, y, draw.take(idx.cpu(), x.device))
             with autocast(device, dtype):
                 output = forward(x)
-            loss = supervised_loss(output, y)
+            batch_loss = supervised_loss(output, y, loss)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            batch_loss.backward()
             optimizer.step()
-            total += loss.detach() * len(idx)
+            total += batch_loss.detach() * len(idx)
         train_loss = float(total) / max(n, 1)
         t_val = time.perf_counter()
-        val_dice = validation_dice(
-            forward, val_x, val_y, eval_bs, device, threshold=threshold, dtype=dtype, channels_last=cl
-        )
+        val_dice = math.nan
+        if validate:
+            val_dice = validation_dice(
+                forward, val_x, val_y, eval_bs, device, threshold=threshold, dtype=dtype, channels_last=cl
+            )
         now = time.perf_counter()
         row = {
             "epoch": epoch + 1,
@@ -292,13 +315,15 @@ def train_model(
             "train_s": t_val - t_epoch,
             "val_s": now - t_val,
         }
-        if val_dice > best_dice:
+        if validate and val_dice > best_dice:
             best_dice, best_epoch = val_dice, epoch + 1
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        elif not validate:
+            best_epoch = epoch + 1
         row.update(best_val_dice=best_dice, best_epoch=best_epoch)
         history.append(row)
         if on_epoch is not None:
             on_epoch({"row": row, "model": model, "optimizer": optimizer, "best_state": best_state})
-    if best_state is None:  # zero epochs asked for: the untrained weights are the best we have
+    if best_state is None:  # no validation, or zero epochs asked for: the weights as they are now
         best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     return TrainResult(best_state, best_dice, best_epoch, epochs, time.perf_counter() - t0, history)

@@ -217,7 +217,8 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
             best=best,
             amp=cfg.get("amp", "auto"),
             compile=bool(cfg.get("compile", False)),
-            augment=bool(cfg.get("augment", False)),
+            augment=cfg.get("augment", "none"),
+            loss=cfg.get("loss", "dice"),
         )
     finally:
         log_file.close()

@@ -40,9 +40,10 @@ def _stratified_order(source_of: dict[str, str], rng: np.random.Generator) -> li
 
 
 def _counts(n: int, fractions: Sequence[float]) -> list[int]:
-    """n * fractions rounded so the counts sum to n with at least one per part (needs n >= parts)."""
+    """n * fractions rounded so the counts sum to n with at least one per part whose fraction is
+    not 0 (needs n >= such parts)."""
     target = [f * n for f in fractions]
-    counts = [1] * len(fractions)
+    counts = [1 if f > 0 else 0 for f in fractions]
     for _ in range(n - len(counts)):
         i = max(range(len(counts)), key=lambda i: (target[i] - counts[i], -i))
         counts[i] += 1
@@ -90,7 +91,7 @@ PAPER_WARNING = (
     "split 'paper' is slice-level: slices of one patient land in both training and test, so its "
     "scores are optimistic and not comparable with patient-level splits"
 )
-STRATEGIES = ("patient", "kfold", "ma2021", "paper", "predefined")
+STRATEGIES = ("patient", "kfold", "ma2021", "ma2021-limited", "paper", "predefined")
 
 
 def _carve(ids: list[str], source_of: dict[str, str], rng: np.random.Generator, fraction: float):
@@ -123,27 +124,39 @@ def kfold_split(
 
 
 def ma2021_split(
-    patients: Sequence[str], sources: Sequence[str], *, seed: int = 0, val_fraction: float = 0.2
+    patients: Sequence[str],
+    sources: Sequence[str],
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    limited: bool = False,
 ) -> list[dict[str, list[str]]]:
-    """The five folds of Ma et al. 2021 (test cases fixed per fold, `MA2021_TEST_FOLDS`); validation
-    patients are carved from the other 16 by source. Needs COVID-19-CT-Seg case ids."""
+    """The five folds of Ma et al. 2021 over the 20 COVID-19-CT-Seg cases (`MA2021_TEST_FOLDS`).
+
+    By default each fold's four listed cases are its test set and the other 16 train (80/20
+    cross-validation). `limited` swaps the roles as in the benchmark's Task 1, "learning with
+    limited annotations": the four listed cases train and the other 16 are tested. Validation
+    cases are carved by source from the training cases either way."""
+    name = "ma2021-limited" if limited else "ma2021"
     source_of = _check_ids(patients, sources)
     known = {p for fold in MA2021_TEST_FOLDS for p in fold}
     unknown = sorted(set(source_of) - known)
     if unknown:
         raise CovbenchError(
-            "split 'ma2021' is defined for the 20 COVID-19-CT-Seg cases; "
+            f"split {name!r} is defined for the 20 COVID-19-CT-Seg cases; "
             f"unknown case ids: {', '.join(unknown[:4])}" + (" ..." if len(unknown) > 4 else "")
         )
     rng = np.random.default_rng(seed)
     folds = []
     for f, fold in enumerate(MA2021_TEST_FOLDS):
-        test = sorted(p for p in fold if p in source_of)
+        listed = sorted(p for p in fold if p in source_of)
+        others = [p for p in sorted(source_of) if p not in listed]
+        if not listed:
+            raise CovbenchError(f"split {name!r}: none of fold {f}'s cases is present ({', '.join(fold)})")
+        pool, test = (listed, others) if limited else (others, listed)
         if not test:
-            raise CovbenchError(
-                f"split 'ma2021': none of fold {f}'s test cases is present ({', '.join(fold)})"
-            )
-        rest, val = _carve([p for p in sorted(source_of) if p not in test], source_of, rng, val_fraction)
+            raise CovbenchError(f"split {name!r}: fold {f} has no test case left")
+        rest, val = _carve(pool, source_of, rng, val_fraction)
         folds.append({"train": rest, "val": val, "test": test})
     return folds
 
@@ -173,9 +186,12 @@ def predefined_split(
     return {k: sorted(v) for k, v in parts.items()}
 
 
-def paper_split(keys: Sequence[str], *, seed: int = 0, warn: bool = True) -> dict[str, list[str]]:
+def paper_split(
+    keys: Sequence[str], *, seed: int = 0, warn: bool = True, val_fraction: float | None = None
+) -> dict[str, list[str]]:
     """Random slice-level split in the paper's 1304 / 386 / 422 proportions (exactly those counts
-    for 2112 slices). Leaks patients between parts: warns, and the manifest records it."""
+    for 2112 slices). Leaks patients between parts: warns, and the manifest records it.
+    `val_fraction` re-divides the paper's 1690 non-test slices between train and validation."""
     keys = sorted(set(map(str, keys)))
     if len(keys) < 3:
         raise CovbenchError(f"split 'paper' needs at least 3 slices, got {len(keys)}")
@@ -183,8 +199,10 @@ def paper_split(keys: Sequence[str], *, seed: int = 0, warn: bool = True) -> dic
         import warnings
 
         warnings.warn(PAPER_WARNING, UserWarning, stacklevel=2)
-    total = sum(PAPER_COUNTS)
-    n_train, n_val, _ = _counts(len(keys), [c / total for c in PAPER_COUNTS])
+    fractions = [c / sum(PAPER_COUNTS) for c in PAPER_COUNTS]
+    if val_fraction is not None:
+        fractions = _with_val_fraction(fractions[2], val_fraction)
+    n_train, n_val, _ = _counts(len(keys), fractions)
     order = [keys[i] for i in np.random.default_rng(seed).permutation(len(keys))]
     return {
         "train": sorted(order[:n_train]),
@@ -198,6 +216,12 @@ def slice_keys(patient: np.ndarray, slice_index: np.ndarray) -> np.ndarray:
     return np.char.add(np.char.add(np.asarray(patient).astype(str), "#"), np.asarray(slice_index).astype(str))
 
 
+def _with_val_fraction(test_share: float, val_fraction: float) -> list[float]:
+    """Train / val / test shares when `val_fraction` of the non-test part goes to validation."""
+    rest = 1.0 - test_share
+    return [rest * (1.0 - val_fraction), rest * val_fraction, test_share]
+
+
 def make_splits(
     strategy: str,
     slices,
@@ -206,8 +230,14 @@ def make_splits(
     folds: int = 5,
     part_of: dict[str, str | None] | None = None,
     fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    val_fraction: float | None = None,
 ) -> list[dict]:
     """The split manifest(s) for a pre-processed `SliceSet`, one per fold, ready to save as JSON.
+
+    `val_fraction` (None = each split's default: `fractions[1]` for `patient`, 386 of 1690 for
+    `paper`, 0.2 elsewhere) is the share of the non-test patients (slices for `paper`) held out
+    for validation; 0 means no validation set (the trial then evaluates its final weights).
+    A dataset's own `val` part (`predefined`) is kept as it is.
 
     Each manifest: {"strategy", "seed", "fold", "unit": "patient" | "slice", "train", "val", "test"}
     (+ "warning" for `paper`). Use `split_indices(slices, manifest)` to get slice indices.
@@ -216,16 +246,22 @@ def make_splits(
     sources = [str(slices.source[i]) for i in first]
     patients = [str(p) for p in patients]
     base = {"strategy": strategy, "seed": seed, "unit": "patient"}
+    carve = 0.2 if val_fraction is None else val_fraction
     if strategy == "patient":
+        if val_fraction is not None:
+            fractions = _with_val_fraction(fractions[2], val_fraction)
         parts = [patient_split(patients, sources, seed=seed, fractions=fractions)]
     elif strategy == "kfold":
-        parts = kfold_split(patients, sources, k=folds, seed=seed)
-    elif strategy == "ma2021":
-        parts = ma2021_split(patients, sources, seed=seed)
+        parts = kfold_split(patients, sources, k=folds, seed=seed, val_fraction=carve)
+    elif strategy in ("ma2021", "ma2021-limited"):
+        limited = strategy == "ma2021-limited"
+        parts = ma2021_split(patients, sources, seed=seed, limited=limited, val_fraction=carve)
     elif strategy == "predefined":
-        parts = [predefined_split(part_of or {}, dict(zip(patients, sources, strict=True)), seed=seed)]
+        source_of = dict(zip(patients, sources, strict=True))
+        parts = [predefined_split(part_of or {}, source_of, seed=seed, val_fraction=carve)]
     elif strategy == "paper":
-        parts = [paper_split(slice_keys(slices.patient, slices.slice_index), seed=seed)]
+        keys = slice_keys(slices.patient, slices.slice_index)
+        parts = [paper_split(keys, seed=seed, val_fraction=val_fraction)]
         base = {**base, "unit": "slice", "warning": PAPER_WARNING}
     else:
         raise CovbenchError(f"unknown split {strategy!r}; choose one of: {', '.join(STRATEGIES)}")

@@ -22,6 +22,9 @@ runner = CliRunner()
         (["run", "--seeds", "-3"], "--seeds must be a positive number"),
         (["run", "--image-size", "50"], "--image-size must be a multiple of 16"),
         (["run", "--dataset", "nope"], "unknown dataset 'nope'"),
+        (["run", "--augment", "mixup"], "--augment must be one of none, flip, affine"),
+        (["run", "--loss", "focal"], "--loss must be one of dice, dice_bce"),
+        (["run", "--val-fraction", "1"], "--val-fraction must be at least 0 and below 1"),
     ],
 )
 def test_bad_options_give_one_line_and_exit_2(args, message, tmp_path):

@@ -33,9 +33,24 @@ def test_overrides_win_and_change_the_key():
         ({"epochs": 0}, "--epochs"),
         ({"lr": -1.0}, "--lr"),
         ({"image_size": 40}, "--image-size"),
+        ({"augment": "rotate"}, "--augment"),
+        ({"loss": "l2"}, "--loss"),
+        ({"val_fraction": -0.1}, "--val-fraction"),
     ],
 )
 def test_bad_overrides_name_the_option(kwargs, message):
     args = {"models": ["unet"], "n_seeds": 1, "preset": PRESETS["cpu"], **kwargs}
     with pytest.raises(CovbenchError, match=message):
         build_config(**args)
+
+
+def test_augment_and_loss_come_from_the_preset_unless_given_and_change_the_key():
+    base = build_config(models=["unet"], n_seeds=1, preset=PRESETS["smoke"])
+    assert (base.augment, base.loss) == ("flip", "dice")
+    paper = build_config(models=["unet"], n_seeds=1, preset=PRESETS["paper"])
+    assert (paper.augment, paper.loss) == ("none", "dice")  # the paper trains without augmentation
+    changed = build_config(
+        models=["unet"], n_seeds=1, preset=PRESETS["smoke"], augment="affine", loss="dice_bce"
+    )
+    assert (changed.augment, changed.loss) == ("affine", "dice_bce")
+    assert changed.key() != base.key()

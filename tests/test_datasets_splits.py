@@ -38,6 +38,26 @@ def test_ma2021_folds_match_the_paper():
         ma2021_split([*MA_IDS, "coronacases_011"], [*MA_SOURCES, "coronacases"])
 
 
+def test_ma2021_limited_trains_on_the_listed_four_and_tests_the_other_sixteen():
+    folds = ma2021_split(MA_IDS, MA_SOURCES, limited=True)
+    for fold, listed in zip(folds, MA2021_TEST_FOLDS, strict=True):
+        assert sorted(fold["train"] + fold["val"]) == sorted(listed)
+        assert len(fold["val"]) == 1 and len(fold["test"]) == 16 and _disjoint(fold)
+    slices = SliceSet(
+        images=np.zeros((20, 4, 4), np.uint8),
+        masks=np.zeros((20, 4, 4), np.uint8),
+        spacing=np.ones((20, 2), np.float32),
+        patient=np.array(MA_IDS),
+        slice_index=np.zeros(20, np.int32),
+        source=np.array(MA_SOURCES),
+    )
+    manifests = make_splits("ma2021-limited", slices)
+    assert [m["strategy"] for m in manifests] == ["ma2021-limited"] * 5
+    assert [len(m["test"]) for m in manifests] == [16] * 5
+    with pytest.raises(CovbenchError, match="split 'ma2021-limited' is defined for the 20"):
+        ma2021_split([*MA_IDS, "x_1"], [*MA_SOURCES, "x"], limited=True)
+
+
 def test_kfold_every_patient_tested_once_balanced():
     ids = [f"a{i}" for i in range(12)] + [f"b{i}" for i in range(8)]
     sources = ["a"] * 12 + ["b"] * 8
@@ -105,3 +125,30 @@ def test_make_splits_and_indices():
     part_of = {f"p{i}": ("test" if i < 3 else "train") for i in range(10)}
     (pre,) = make_splits("predefined", slices, part_of=part_of)
     assert pre["test"] == ["p0", "p1", "p2"]
+
+
+def test_val_fraction_reshapes_validation_and_zero_removes_it():
+    ids = [f"a{i}" for i in range(10)] + [f"b{i}" for i in range(10)]
+    slices = SliceSet(
+        images=np.zeros((20, 4, 4), np.uint8),
+        masks=np.zeros((20, 4, 4), np.uint8),
+        spacing=np.ones((20, 2), np.float32),
+        patient=np.array(ids),
+        slice_index=np.zeros(20, np.int32),
+        source=np.array([p[0] for p in ids]),
+    )
+    (default,) = make_splits("patient", slices)
+    assert [len(default[k]) for k in ("train", "val", "test")] == [12, 4, 4]
+    (none,) = make_splits("patient", slices, val_fraction=0.0)
+    assert [len(none[k]) for k in ("train", "val", "test")] == [16, 0, 4]
+    assert none["test"] == default["test"]  # the test patients do not depend on validation
+    (half,) = make_splits("patient", slices, val_fraction=0.5)
+    assert [len(half[k]) for k in ("train", "val", "test")] == [8, 8, 4]
+    for fold in make_splits("kfold", slices, folds=4, val_fraction=0.0):
+        assert fold["val"] == [] and len(fold["train"]) == 15
+    part_of = {p: ("test" if p.endswith("0") else "train") for p in ids}
+    (pre,) = make_splits("predefined", slices, part_of=part_of, val_fraction=0.0)
+    assert pre["val"] == [] and len(pre["train"]) == 18
+    with pytest.warns(UserWarning):
+        (paper,) = make_splits("paper", slices, val_fraction=0.0)
+    assert paper["val"] == [] and len(paper["train"]) + len(paper["test"]) == 20

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -196,3 +197,73 @@ def test_training_benchmark_runs_both_loops_on_the_same_work():
     r = bench.measure("unet", (x, y, vx, vy), 4, epochs=1, repeats=1, batch_size=4, lr=1e-3)
     assert r["images"] == 8 and r["width"] == 4
     assert r["cpu_ratio_median"] > 0 and 0 < r["val_share_covbench"] < 1 and 0 < r["val_share_hand"] < 1
+
+
+def test_dice_bce_adds_pixel_cross_entropy_and_unknown_losses_are_refused():
+    from covbench.config import LOSS_NAMES
+    from covbench.train import LOSSES, dice_bce_loss
+
+    assert set(LOSSES) == set(LOSS_NAMES)
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 1, 8, 8), (torch.rand(2, 1, 8, 8) > 0.5).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    assert torch.allclose(dice_bce_loss(logits, target), soft_dice_loss(logits, target) + bce)
+    assert torch.allclose(supervised_loss(logits, target, "dice_bce"), dice_bce_loss(logits, target))
+    with pytest.raises(ValueError, match="unknown loss 'focal'"):
+        fit(build(), epochs=1, loss="focal")
+
+
+@pytest.mark.parametrize("augment", ["flip", "affine"])
+def test_augmented_training_is_reproducible_and_differs_from_plain(augment):
+    a = fit(build(seed=5), augment=augment)
+    b = fit(build(seed=5), augment=augment)
+    plain = fit(build(seed=5), augment="none")
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    assert a.history[0]["train_loss"] != plain.history[0]["train_loss"]
+
+
+def test_old_boolean_augment_means_flip():
+    assert (
+        fit(build(seed=5), augment=True).history[0]["train_loss"]
+        == fit(build(seed=5), augment="flip").history[0]["train_loss"]
+    )
+
+
+def test_dice_bce_training_learns():
+    result = fit(build(width=4), epochs=8, n=32, lr=1e-2, loss="dice_bce", augment="affine")
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_a_trial_trains_with_the_configs_augment_and_loss(tmp_path, monkeypatch):
+    """The wiring from RunConfig through the trial into train_model (in-process, no Ray)."""
+    import covbench.trial
+    from covbench.config import PRESETS, build_config
+    from covbench.runner import execute
+
+    seen: list[dict] = []
+    real = covbench.trial.train_model
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(covbench.trial, "train_model", spy)
+    cfg = build_config(
+        models=["unet"], n_seeds=1, preset=PRESETS["smoke"], epochs=1, augment="affine", loss="dice_bce"
+    )
+    outcome = execute(cfg, tmp_path / "run", debug=True)
+    assert len(outcome.done) == 1
+    assert (seen[0]["augment"], seen[0]["loss"]) == ("affine", "dice_bce")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"] == "dice_bce"
+
+
+def test_without_validation_slices_the_final_weights_are_kept():
+    model = build(seed=2)
+    x, y = blobs(16)
+    empty = torch.zeros(0, 1, 32, 32)
+    result = train_model(model, x, y, empty, empty, epochs=2, batch_size=4, lr=2e-3, seed=0, device=CPU)
+    assert result.best_epoch == 2 and math.isnan(result.best_val_dice)
+    assert all(math.isnan(row["val_dice"]) for row in result.history)
+    final = model.state_dict()
+    assert all(torch.equal(result.best_state[k], final[k]) for k in final)
