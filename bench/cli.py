@@ -115,7 +115,7 @@ def _cuda_available() -> bool:
 # Options that decide a run's numbers: `--resume DIR` takes them from DIR/config.json instead.
 _CONFIG_OPTIONS = (
     "models", "seeds", "preset", "epochs", "image_size", "batch_size", "lr", "width",
-    "augment", "loss", "val_fraction", "dataset", "data_dir", "split", "folds", "model_option",
+    "augment", "loss", "val_fraction", "tta", "dataset", "data_dir", "split", "folds", "model_option",
 )  # fmt: skip
 
 
@@ -156,6 +156,10 @@ def run(
         typer.Option(
             help="patient, kfold, ma2021, ma2021-limited, paper or predefined (default: the dataset's own)"
         ),
+    ] = None,
+    tta: Annotated[
+        bool | None,
+        typer.Option("--tta/--no-tta", help="average test predictions over four flips (default: preset)"),
     ] = None,
     val_fraction: Annotated[
         float | None,
@@ -216,6 +220,7 @@ def run(
                 data_dir=str(data_dir) if data_dir else None,
                 split=split_name,
                 val_fraction=val_fraction,
+                tta=tta,
                 folds=folds if folds is not None else (5 if split_name == "kfold" else 1),
                 model_options=parse_model_options(model_option or [], chosen),
             )
@@ -226,7 +231,7 @@ def run(
         console.print(
             f"covbench run → [bold]{run_dir}[/]  preset={cfg.preset} models={','.join(chosen)} "
             f"seeds={len(cfg.seeds)} epochs={cfg.epochs} size={cfg.image_size} width={cfg.width} "
-            f"augment={cfg.augment} loss={cfg.loss} split={cfg.split}"
+            f"augment={cfg.augment} loss={cfg.loss} tta={cfg.tta} split={cfg.split}"
             + (f" folds={cfg.folds}" if cfg.folds > 1 else "")
         )
         with _RunProgress() as progress:

@@ -31,6 +31,7 @@ class Preset:
     augment: str = "none"  # covbench.augment mode: none, flip, affine (the paper uses none)
     loss: str = "dice"  # covbench.train.LOSSES: dice (the paper's) or dice_bce
     val_fraction: float | None = None  # `--val-fraction`; None = the split's own default
+    tta: bool = False  # flip test-time augmentation (covbench.train.predict)
     # Per-dataset changes: real 2D slices need more pixels and width than the coarse phantom.
     for_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -113,6 +114,7 @@ class RunConfig:
     loss: str = "dice"
     lr_schedule: str = "constant"
     augment: str | bool = "none"  # bool in configs written before the affine mode (True = flip)
+    tta: bool = False  # average the test predictions over four flips
     threshold: float = 0.5
     phantom: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -156,6 +158,7 @@ def build_config(
     augment: str | None = None,
     loss: str | None = None,
     val_fraction: float | None = None,
+    tta: bool | None = None,
     **extra: Any,
 ) -> RunConfig:
     """Merge a preset with CLI overrides and check them; every problem names its option."""
@@ -189,6 +192,7 @@ def build_config(
         augment=augment or preset.augment,
         loss=loss or preset.loss,
         val_fraction=val_fraction if val_fraction is not None else preset.val_fraction,
+        tta=tta if tta is not None else preset.tta,
         phantom=dict(preset.phantom),
     )
     return replace(cfg, **extra) if extra else cfg

@@ -225,7 +225,8 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
 
     t_eval = time.perf_counter()
     model.load_state_dict(result.best_state)
-    prob = predict(model, test_x, int(cfg["batch_size"]) * 2, device)[:, 0].numpy()
+    tta = bool(cfg.get("tta", False))
+    prob = predict(model, test_x, int(cfg["batch_size"]) * 2, device, tta=tta)[:, 0].numpy()
     pred = prob >= float(cfg.get("threshold", 0.5))
     target = test_y[:, 0].numpy().astype(bool)
     spacing = data.slices.spacing[data.test]

@@ -235,7 +235,7 @@ def test_dice_bce_training_learns():
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_a_trial_trains_with_the_configs_augment_and_loss(tmp_path, monkeypatch):
+def test_a_trial_trains_and_predicts_with_the_configs_augment_loss_and_tta(tmp_path, monkeypatch):
     """The wiring from RunConfig through the trial into train_model (in-process, no Ray)."""
     import covbench.trial
     from covbench.config import PRESETS, build_config
@@ -249,12 +249,27 @@ def test_a_trial_trains_with_the_configs_augment_and_loss(tmp_path, monkeypatch)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(covbench.trial, "train_model", spy)
+    predicted: list[bool] = []
+    real_predict = covbench.trial.predict
+
+    def spy_predict(*args, **kwargs):
+        predicted.append(kwargs.get("tta", False))
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(covbench.trial, "predict", spy_predict)
     cfg = build_config(
-        models=["unet"], n_seeds=1, preset=PRESETS["smoke"], epochs=1, augment="affine", loss="dice_bce"
+        models=["unet"],
+        n_seeds=1,
+        preset=PRESETS["smoke"],
+        epochs=1,
+        augment="affine",
+        loss="dice_bce",
+        tta=True,
     )
     outcome = execute(cfg, tmp_path / "run", debug=True)
     assert len(outcome.done) == 1
     assert (seen[0]["augment"], seen[0]["loss"]) == ("affine", "dice_bce")
+    assert predicted == [True]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"] == "dice_bce"
 
 
@@ -267,3 +282,17 @@ def test_without_validation_slices_the_final_weights_are_kept():
     assert all(math.isnan(row["val_dice"]) for row in result.history)
     final = model.state_dict()
     assert all(torch.equal(result.best_state[k], final[k]) for k in final)
+
+
+def test_flip_tta_averages_the_four_views_flipped_back():
+    model = build(seed=1)
+    x, _ = blobs(3)
+    plain = predict(model, x, 2, CPU)
+    tta = predict(model, x, 2, CPU, tta=True)
+    manual = sum(
+        predict(model, x.flip(d), 2, CPU).flip(d) if d else plain for d in [(), (-1,), (-2,), (-2, -1)]
+    )
+    assert torch.allclose(tta, manual / 4, atol=1e-6)
+    assert not torch.allclose(tta, plain, atol=1e-4)  # a trained-from-scratch U-Net is not flip-invariant
+    pointwise = torch.nn.Conv2d(1, 1, 1)  # a per-pixel model: every view gives the same answer
+    assert torch.allclose(predict(pointwise, x, 2, CPU, tta=True), predict(pointwise, x, 2, CPU), atol=1e-6)
