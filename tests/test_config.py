@@ -54,3 +54,15 @@ def test_augment_and_loss_come_from_the_preset_unless_given_and_change_the_key()
     )
     assert (changed.augment, changed.loss) == ("affine", "dice_bce")
     assert changed.key() != base.key()
+
+
+def test_cpu_preset_for_a_slice_folder_uses_the_measured_real_data_recipe():
+    cfg = build_config(models=["unet"], n_seeds=1, preset=PRESETS["cpu"], dataset="image-folder")
+    assert (cfg.image_size, cfg.loss, cfg.tta, cfg.val_fraction) == (128, "dice_bce", True, 0.0)
+    phantom = build_config(models=["unet"], n_seeds=1, preset=PRESETS["cpu"])
+    assert (phantom.image_size, phantom.loss, phantom.tta, phantom.val_fraction) == (64, "dice", False, None)
+    # an option on the command line still wins over the dataset's recipe
+    given = build_config(
+        models=["unet"], n_seeds=1, preset=PRESETS["cpu"], dataset="image-folder", val_fraction=0.2, tta=False
+    )
+    assert (given.val_fraction, given.tta) == (0.2, False)
