@@ -7,6 +7,7 @@ code 2 (1 when trials failed or a comparison found a regression).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -319,9 +320,14 @@ class _RunProgress:
             self.running.discard(info["trial"])
             r = info["record"]
             gpus = f" GPU {','.join(r['gpu_ids'])}" if r.get("gpu_ids") else ""
+            val = r["best_val_dice"]
+            chosen = (
+                f"final weights (epoch {r['best_epoch']}, no validation)"
+                if val is None or math.isnan(val)
+                else f"best val Dice {val:.3f} (epoch {r['best_epoch']})"
+            )
             self.progress.console.print(
-                f"  ✓ {info['trial']}: test Dice {info['test_dice']:.3f}, "
-                f"best val Dice {r['best_val_dice']:.3f} (epoch {r['best_epoch']}), "
+                f"  ✓ {info['trial']}: test Dice {info['test_dice']:.3f}, {chosen}, "
                 f"{r['wall_seconds']:.0f} s on {r['device']}{gpus}",
                 highlight=False,
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import math
 import os
 import platform
 import signal
@@ -271,7 +272,8 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
         "epochs": result.epochs_run,
         "resumed_from_epoch": start_epoch,
         "best_epoch": result.best_epoch,
-        "best_val_dice": result.best_val_dice,
+        # null, not NaN, when nothing was validated: record.json stays strict JSON
+        "best_val_dice": None if math.isnan(result.best_val_dice) else result.best_val_dice,
         "train_seconds": result.train_seconds,
         "eval_seconds": eval_seconds,
         "wall_seconds": time.time() - started,

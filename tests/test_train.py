@@ -265,9 +265,13 @@ def test_a_trial_trains_and_predicts_with_the_configs_augment_loss_and_tta(tmp_p
         augment="affine",
         loss="dice_bce",
         tta=True,
+        val_fraction=0.0,
     )
     outcome = execute(cfg, tmp_path / "run", debug=True)
     assert len(outcome.done) == 1
+    (record_path,) = (tmp_path / "run" / "trials").glob("*/record.json")
+    record = json.loads(record_path.read_text())
+    assert record["n_val"] == 0 and record["best_val_dice"] is None and record["best_epoch"] == 1
     assert (seen[0]["augment"], seen[0]["loss"]) == ("affine", "dice_bce")
     assert predicted == [True]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"] == "dice_bce"
