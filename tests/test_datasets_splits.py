@@ -43,14 +43,7 @@ def test_ma2021_limited_trains_on_the_listed_four_and_tests_the_other_sixteen():
     for fold, listed in zip(folds, MA2021_TEST_FOLDS, strict=True):
         assert sorted(fold["train"] + fold["val"]) == sorted(listed)
         assert len(fold["val"]) == 1 and len(fold["test"]) == 16 and _disjoint(fold)
-    slices = SliceSet(
-        images=np.zeros((20, 4, 4), np.uint8),
-        masks=np.zeros((20, 4, 4), np.uint8),
-        spacing=np.ones((20, 2), np.float32),
-        patient=np.array(MA_IDS),
-        slice_index=np.zeros(20, np.int32),
-        source=np.array(MA_SOURCES),
-    )
+    slices = _slices(MA_IDS, per=1, sources=MA_SOURCES)
     manifests = make_splits("ma2021-limited", slices)
     assert [m["strategy"] for m in manifests] == ["ma2021-limited"] * 5
     assert [len(m["test"]) for m in manifests] == [16] * 5
@@ -129,14 +122,7 @@ def test_make_splits_and_indices():
 
 def test_val_fraction_reshapes_validation_and_zero_removes_it():
     ids = [f"a{i}" for i in range(10)] + [f"b{i}" for i in range(10)]
-    slices = SliceSet(
-        images=np.zeros((20, 4, 4), np.uint8),
-        masks=np.zeros((20, 4, 4), np.uint8),
-        spacing=np.ones((20, 2), np.float32),
-        patient=np.array(ids),
-        slice_index=np.zeros(20, np.int32),
-        source=np.array([p[0] for p in ids]),
-    )
+    slices = _slices(ids, per=1, sources=[p[0] for p in ids])
     (default,) = make_splits("patient", slices)
     assert [len(default[k]) for k in ("train", "val", "test")] == [12, 4, 4]
     (none,) = make_splits("patient", slices, val_fraction=0.0)

@@ -300,3 +300,42 @@ def test_flip_tta_averages_the_four_views_flipped_back():
     assert not torch.allclose(tta, plain, atol=1e-4)  # a trained-from-scratch U-Net is not flip-invariant
     pointwise = torch.nn.Conv2d(1, 1, 1)  # a per-pixel model: every view gives the same answer
     assert torch.allclose(predict(pointwise, x, 2, CPU, tta=True), predict(pointwise, x, 2, CPU), atol=1e-6)
+
+
+def test_a_trial_without_validation_resumes_to_the_same_final_weights():
+    x, y = blobs(16)
+    empty = torch.zeros(0, 1, 32, 32)
+    opts = {"batch_size": 4, "lr": 2e-3, "seed": 0, "device": CPU}
+    full = train_model(build(seed=3), x, y, empty, empty, epochs=2, **opts)
+    saved: dict = {}
+
+    def keep(event):
+        row = event["row"]
+        saved.update(
+            model={k: v.clone() for k, v in event["model"].state_dict().items()},
+            optimizer=event["optimizer"].state_dict(),
+            best=(row["best_val_dice"], row["best_epoch"], event["best_state"]),
+        )
+
+    train_model(build(seed=3), x, y, empty, empty, epochs=1, on_epoch=keep, **opts)
+    assert saved["best"][2] is None  # nothing selected: the checkpoint carries no best weights
+    model = build(seed=99)
+    model.load_state_dict(saved["model"])
+    resumed = train_model(
+        model,
+        x,
+        y,
+        empty,
+        empty,
+        epochs=2,
+        start_epoch=1,
+        optimizer_state=saved["optimizer"],
+        best=saved["best"],
+        **opts,
+    )
+    assert resumed.best_epoch == 2
+    assert resumed.history[0]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-6)
+    assert all(
+        torch.allclose(resumed.best_state[k].float(), full.best_state[k].float(), atol=1e-6)
+        for k in full.best_state
+    )
