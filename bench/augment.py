@@ -2,7 +2,7 @@
 
 Not part of the paper's protocol (Salehi et al. 2023 train without augmentation); the CPU presets
 use it because they train on a few dozen slices, where an unaugmented model memorises the training
-set within a few epochs (docs/datasets.md has the measurements).
+set within a few epochs (docs/training.md has the measurements).
 
 Every random number comes from the generator `train_model` derives from (seed, epoch), drawn once
 per epoch for the whole training set, so a resumed trial replays the same augmentations and the
@@ -55,8 +55,8 @@ class AugmentDraw:
             return None if t is None else t[idx].to(device)
 
         return AugmentDraw(
-            pick(self.flips), pick(self.angle), pick(self.scale), pick(self.shift), pick(self.gamma)
-        )  # type: ignore[arg-type]
+            self.flips[idx].to(device), pick(self.angle), pick(self.scale), pick(self.shift), pick(self.gamma)
+        )
 
 
 def draw_augment(mode: str, n: int, gen: torch.Generator) -> AugmentDraw | None:

@@ -295,7 +295,7 @@ def train_model(
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(n, generator=gen)
         draw = draw_augment(mode, n, gen)  # drawn after the order
-        order = order.to(train_x.device)
+        host_order, order = order, order.to(train_x.device)  # the draw is indexed on the host: no sync
         for group in optimizer.param_groups:
             group["lr"] = schedule(epoch)
         model.train()
@@ -305,7 +305,7 @@ def train_model(
             x = _to_device(train_x[idx], device, cl)
             y = train_y[idx].to(device, non_blocking=True)
             if draw is not None:
-                x, y = apply_augment(x, y, draw.take(idx.cpu(), x.device))
+                x, y = apply_augment(x, y, draw.take(host_order[i : i + batch_size], x.device))
             with autocast(device, dtype):
                 output = forward(x)
             batch_loss = supervised_loss(output, y, loss)
