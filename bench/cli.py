@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,8 +30,9 @@ from rich.progress import (
 from rich.table import Table
 
 from covbench import registry
+from covbench.config import DEFAULT_CHECKPOINT_SECONDS
 from covbench.data_cli import data_app
-from covbench.errors import CovbenchError, RunFailed
+from covbench.errors import CovbenchError, RunFailed, RunFolderWarning
 
 app = typer.Typer(
     add_completion=False,
@@ -46,6 +50,25 @@ def _fail(exc: CovbenchError) -> typer.Exit:
     # escape: messages quote names such as `smp:Unet:resnet18` in brackets, which are not markup
     err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(code=exc.exit_code)
+
+
+@contextmanager
+def _folder_warnings() -> Iterator[None]:
+    """Show each RunFolderWarning (a damaged file set aside, a trial run again) as one line on
+    stderr, every time; other warnings as Python shows them."""
+    with warnings.catch_warnings():  # restores the filters and showwarning afterwards
+        warnings.simplefilter("always", RunFolderWarning)
+        show = warnings.showwarning
+
+        def one_line(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, RunFolderWarning):
+                text = f"[yellow]warning:[/] {escape(str(message))}"
+                err_console.print(text, highlight=False, soft_wrap=True)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = one_line
+        yield
 
 
 def resolve_models(text: str) -> list[str]:
@@ -117,6 +140,7 @@ def _cuda_available() -> bool:
 _CONFIG_OPTIONS = (
     "models", "seeds", "preset", "epochs", "image_size", "batch_size", "lr", "width",
     "augment", "loss", "val_fraction", "tta", "dataset", "data_dir", "split", "folds", "model_option",
+    "deterministic",
 )  # fmt: skip
 
 
@@ -148,7 +172,8 @@ def run(
     address: Annotated[str | None, typer.Option(help="join a Ray cluster: 'auto' or ray://host:port")] = None,
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial; torch threads follow")] = 1.0,
     gpus_per_trial: Annotated[
-        float | None, typer.Option(help="GPUs per trial (default 1 when GPUs exist)")
+        float | None,
+        typer.Option(help="GPUs per trial (default: as many trials per GPU as fit, see docs/performance.md)"),
     ] = None,
     max_retries: Annotated[int, typer.Option(help="retries of a trial whose worker died")] = 2,
     debug: Annotated[bool, typer.Option(help="run trials in this process, without Ray (for pdb)")] = False,
@@ -183,9 +208,32 @@ def run(
             help="MODEL.KEY=VALUE for one model's build (repeatable), e.g. unetpp.deep_supervision=false",
         ),
     ] = None,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option(
+            "--deterministic/--no-deterministic",
+            help="deterministic cuDNN kernels, or cuDNN autotuning (faster on a GPU, results vary in the "
+            "last digits); default: deterministic on a CPU, autotuned on CUDA (docs/performance.md)",
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        float,
+        typer.Option(
+            help="seconds between a trial's resumable checkpoints (written in the background, always "
+            "after the first epoch; 0 = every epoch)"
+        ),
+    ] = DEFAULT_CHECKPOINT_SECONDS,
+    allow_version_change: Annotated[
+        bool,
+        typer.Option(
+            help="continue a run folder trained by another covbench or model-plugin version "
+            "(refused otherwise; the report then lists the change)"
+        ),
+    ] = False,
 ) -> None:
     """Train and evaluate every selected model over several seeds, then write the report."""
     from covbench.config import build_config, resolve_preset
+    from covbench.lock import run_lock
     from covbench.runner import execute, load_run_config
 
     try:
@@ -222,6 +270,7 @@ def run(
                 split=split_name,
                 val_fraction=val_fraction,
                 tta=tta,
+                deterministic=deterministic if deterministic is not None else not _cuda_available(),
                 folds=folds if folds is not None else (5 if split_name == "kfold" else 1),
                 model_options=parse_model_options(model_option or [], chosen),
             )
@@ -232,22 +281,27 @@ def run(
         console.print(
             f"covbench run → [bold]{run_dir}[/]  preset={cfg.preset} models={','.join(chosen)} "
             f"seeds={len(cfg.seeds)} epochs={cfg.epochs} size={cfg.image_size} width={cfg.width} "
-            f"augment={cfg.augment} loss={cfg.loss} tta={cfg.tta} split={cfg.split}"
+            f"augment={cfg.augment} loss={cfg.loss} tta={cfg.tta} split={cfg.split} "
+            f"deterministic={cfg.deterministic}"
             + (f" folds={cfg.folds}" if cfg.folds > 1 else "")
         )
-        with _RunProgress() as progress:
-            outcome = execute(
-                cfg,
-                run_dir,
-                address=address,
-                cpus_per_trial=cpus_per_trial,
-                gpus_per_trial=gpus_per_trial,
-                max_retries=max_retries,
-                debug=debug,
-                on_event=progress.event,
-            )
-        if outcome.done or outcome.skipped:  # a report of what completed, even when some trials failed
-            _print_report(run_dir)
+        # One writer per run folder, from the configuration check to the last report file.
+        with run_lock(run_dir), _folder_warnings():
+            with _RunProgress() as progress:
+                outcome = execute(
+                    cfg,
+                    run_dir,
+                    allow_version_change=allow_version_change,
+                    address=address,
+                    cpus_per_trial=cpus_per_trial,
+                    gpus_per_trial=gpus_per_trial,
+                    max_retries=max_retries,
+                    debug=debug,
+                    checkpoint_every=checkpoint_every,
+                    on_event=progress.event,
+                )
+            if outcome.done or outcome.skipped:  # a report of what completed, even when some trials failed
+                _print_report(run_dir)
         console.print(
             f"wall time {outcome.wall_seconds:.0f} s; {len(outcome.done)} trials run, "
             f"{len(outcome.skipped)} already done; results in {run_dir}"
@@ -358,8 +412,11 @@ def report(
 ) -> None:
     """Write Table 1 (Markdown, LaTeX, CSV, HTML), significance tests, figures and summary.json
     again from a stored run folder."""
+    from covbench.lock import run_lock
+
     try:
-        _print_report(run_dir, unit, figures)
+        with run_lock(run_dir, create=False), _folder_warnings():  # not while a run writes the folder
+            _print_report(run_dir, unit, figures)
     except CovbenchError as exc:
         raise _fail(exc) from None
 
@@ -375,9 +432,26 @@ def compare(
     metrics: Annotated[str | None, typer.Option(help="comma list of metrics to check (default: all)")] = None,
     update: Annotated[bool, typer.Option(help="after printing, replace BASELINE with CURRENT")] = False,
 ) -> None:
-    """Compare a run with a baseline; exit 1 when a metric got worse beyond its tolerance."""
+    """Compare a run with a baseline of the same benchmark. Exit 0: passed; 1: a metric got worse
+    beyond its tolerance (or went missing); 2: bad input, or BASELINE is another benchmark.
+    With GITHUB_STEP_SUMMARY set, the Markdown verdict is appended there too."""
+    from covbench.reports.compare import (
+        append_step_summary,
+        load_summary,
+        parse_metrics,
+        parse_tolerances,
+        record_gate,
+        summary_path,
+        update_baseline,
+    )
     from covbench.reports.compare import compare as compare_summaries
-    from covbench.reports.compare import load_summary, parse_metrics, parse_tolerances, update_baseline
+    from covbench.reports.identity import Incomparable, check_comparable
+
+    def step_summary(title: str, body: str) -> None:
+        try:
+            append_step_summary(f"### covbench compare: {title}\n\n{body}")
+        except OSError as exc:  # the job page is a convenience; the exit code is the verdict
+            err_console.print(f"warning: GITHUB_STEP_SUMMARY not written ({exc})", highlight=False)
 
     try:
         tolerances = parse_tolerances(tolerance)
@@ -388,13 +462,35 @@ def compare(
             console.print(f"baseline {path} created from {current}", highlight=False, soft_wrap=True)
             return
         base = load_summary(baseline, "BASELINE")
+        cur_file = summary_path(current, "CURRENT")
+        try:
+            note = check_comparable(base, cur, summary_path(baseline, "BASELINE"), cur_file)
+        except Incomparable as exc:
+            if not update:
+                raise
+            path = update_baseline(baseline, cur, current)  # asked for: the benchmark itself changed
+            console.print(
+                f"baseline {path} replaced by {current}, a different benchmark ({exc.detail})",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
+        if note:
+            err_console.print(note, highlight=False, soft_wrap=True)
         result = compare_summaries(base, cur, tolerances, chosen, names=(str(baseline), str(current)))
         console.print(result.markdown(), highlight=False, markup=False, soft_wrap=True)
+        try:
+            record_gate(cur_file, cur, result)  # for `covbench track`: marks a flagged run in the history
+        except OSError as exc:
+            err_console.print(f"warning: gate record not written next to {cur_file} ({exc})", highlight=False)
+        verdict = f"REGRESSION, {len(result.failed)} check(s) failed (exit 1)" if result.failed else "passed"
+        step_summary(verdict, result.markdown())
         if update:
             path = update_baseline(baseline, cur, current)
             console.print(f"baseline {path} updated from {current}", highlight=False, soft_wrap=True)
             return
     except CovbenchError as exc:
+        step_summary("refused (exit 2)", str(exc))
         raise _fail(exc) from None
     if result.failed:
         err_console.print(
@@ -410,15 +506,27 @@ def compare(
 def track(
     run_dir: Annotated[Path, typer.Argument(help="a covbench run folder with a summary.json")],
     history: Annotated[Path, typer.Option(help="SQLite history file (created if missing)")],
+    benchmark: Annotated[
+        str | None,
+        typer.Option(help="series name (default: the series of this run's benchmark, else DATASET-PRESET)"),
+    ] = None,
 ) -> None:
-    """Append a run's summary, git commit and date to a history database."""
+    """Append a run's summary, git commit, date and gate verdict to its benchmark's series in a
+    history database; a name that stands for another benchmark is refused (docs/reports.md)."""
     from covbench.reports.history import track as track_run
 
     try:
-        run_id = track_run(run_dir, history)
+        tracked = track_run(run_dir, history, benchmark)
     except CovbenchError as exc:
         raise _fail(exc) from None
-    console.print(f"tracked {run_dir} as run {run_id} in {history}", highlight=False, soft_wrap=True)
+    what = "new benchmark" if tracked.new_benchmark else "benchmark"
+    gate = f"; gate: {tracked.gate}" if tracked.gate else ""
+    note = f" ({tracked.note})" if tracked.note else ""
+    console.print(
+        f"tracked {run_dir} as run {tracked.run_id} of {what} {tracked.benchmark!r}{note} in {history}{gate}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -427,16 +535,23 @@ def history(
     plots: Annotated[
         Path | None, typer.Option(help="folder for the plots (default: next to FILE, '<stem>-plots')")
     ] = None,
+    benchmark: Annotated[str | None, typer.Option(help="only this benchmark's series (default: all)")] = None,
+    last: Annotated[int, typer.Option(help="runs printed per benchmark, most recent; 0 = all")] = 10,
 ) -> None:
-    """Print each metric's trend over the tracked runs and draw one plot per metric."""
-    from covbench.reports.history import load_history, plot_history, trend_markdown
+    """Print each benchmark's trend per metric (never a change between two benchmarks) and draw one
+    plot per metric, one panel per benchmark."""
+    from covbench.reports.history import load_benchmarks, load_history, plot_history, trend_markdown
 
     try:
-        points = load_history(file)
-        console.print(trend_markdown(points), highlight=False, markup=False, soft_wrap=True)
+        if last < 0:
+            raise CovbenchError(f"--last must be 0 (all runs) or a positive number, got {last}")
+        points = load_history(file, benchmark)
+        console.print(
+            trend_markdown(points, load_benchmarks(file), last), highlight=False, markup=False, soft_wrap=True
+        )
         if points:
             folder = plots or file.with_name(file.stem + "-plots")
-            paths = plot_history(points, folder)
+            paths = plot_history(points, folder, load_benchmarks(file))
             console.print(f"{len(paths)} plot files in {folder}", highlight=False, soft_wrap=True)
     except CovbenchError as exc:
         raise _fail(exc) from None

@@ -13,6 +13,9 @@ from covbench.errors import CovbenchError
 # implementations are covbench.augment and covbench.train.LOSSES (a test keeps them in step).
 AUGMENTS = ("none", "flip", "affine")
 LOSS_NAMES = ("dice", "dice_bce")
+# Seconds between a trial's checkpoint writes (covbench.checkpoint explains the choice). Not part of
+# the configuration: when a trial checkpoints does not change its results.
+DEFAULT_CHECKPOINT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)

@@ -97,14 +97,20 @@ def download(
         typer.Option("--from", help="use the zip archives already in this folder instead of downloading"),
     ] = None,
 ) -> None:
-    """Download (resumable), verify and safely extract a dataset's archives."""
+    """Download (resumable), verify and safely extract a dataset's archives. `--from` archives
+    are checked against `<archive>.md5`/`.sha256` beside them, else the record's published
+    checksums when reachable; an archive no checksum is known for is named in a warning and
+    recorded as "crc only" in DEST/covbench-data.json."""
     from covbench.datasets import download as dl
+
+    def notify(message: str) -> None:
+        err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
     if name not in DOWNLOADABLE:
         raise _fail(CovbenchError(f"no download for {name!r}; downloadable: {', '.join(DOWNLOADABLE)}"))
     try:
         if from_dir is not None:
-            dl.install_from_dir(from_dir, dest)
+            dl.install_from_dir(from_dir, dest, api_url=dl.API_URL, notify=notify)
         else:
             columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
             with Progress(*columns, console=err_console) as bar:
@@ -115,7 +121,7 @@ def download(
                         tasks[file] = bar.add_task(file, total=total)
                     bar.update(tasks[file], completed=done, total=total)
 
-                dl.download(dest, progress=progress)
+                dl.download(dest, progress=progress, notify=notify)
     except CovbenchError as exc:
         raise _fail(exc) from None
     console.print(f"{name} ready in {dest}; try `covbench data info {name} --data-dir {dest}`")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -39,6 +40,23 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
             found[name] = version(name)
         except PackageNotFoundError:
             found[name] = None
+    return found
+
+
+def code_versions(models: Iterable[str]) -> dict[str, str]:
+    """covbench's version and that of every distribution providing one of `models` (the one
+    whose entry point declared it; a family member's is its family's).
+
+    Part of what a run is: `config.json` keeps it as `_versions`, and resuming a run with other
+    versions is refused (covbench.runner.check_versions). Not part of the config hash, so adding it
+    changed no existing `_key` and nothing that `covbench compare` matches runs by."""
+    from covbench import registry
+
+    found = {"covbench": package_versions(("covbench",))["covbench"] or "unknown"}
+    for name in models:
+        origin = registry.model_origin(name)
+        if origin.distribution and not origin.distribution.startswith("<"):
+            found[origin.distribution] = origin.version or "unknown"
     return found
 
 

@@ -19,7 +19,8 @@ with MedPy / MONAI are in ``docs/metrics.md``; the short form:
   ``compute_surface_dice(use_subvoxels=True)``): surface elements live on the dual grid (corners
   between pixel centres, marching squares / cubes), each weighted by its contour length (2D) or
   area (3D); NSD = (weight of pred elements within tolerance of the gt elements + weight of gt
-  elements within tolerance of the pred elements) / (total weight of both). This needs its own
+  elements within tolerance of the pred elements) / (total weight of both); a distance equal to the
+  tolerance up to floating-point rounding is within it (``_TIE_RTOL``). This needs its own
   nearest-neighbour pass on the dual-grid points. In 3D the element areas come from covbench's
   own marching-cubes table: equal to DeepMind's/MONAI's for every planar iso-polygon, different
   (by triangulation) for the non-planar ones; see docs/metrics.md.
@@ -92,6 +93,12 @@ HD95_MODES = ("pooled", "max_directed")
 # Below this many point pairs a dense distance matrix beats two KD-trees (measured, single thread).
 _BRUTE_MAX_PAIRS = 250_000
 _NAN = float("nan")
+# Relative slack on the NSD tolerance. Grid distances that equal the tolerance in exact arithmetic
+# (5 x 0.6 mm against 3 mm) come out a few ulps above or below it in floating point, depending on
+# how the coordinates were rounded; the reference (MONAI, in float32) counts such a tie as within
+# tolerance, and so does the definition. 1e-9 is far above rounding error (~1e-13 relative for
+# coordinates up to 10 m) and far below the gap between two different grid distances.
+_TIE_RTOL = 1e-9
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,7 +311,8 @@ def _surface_metrics(
     g_pt, g_tp = _nearest_both(*_points(edge, spa))
     wp, wt = w[: len(g_pt)], w[len(g_pt) :]
     total = float(w.sum())
-    inside = float(wp[g_pt <= tol].sum()) + float(wt[g_tp <= tol].sum())
+    reach = tol * (1.0 + _TIE_RTOL)  # a distance equal to the tolerance is within it
+    inside = float(wp[g_pt <= reach].sum()) + float(wt[g_tp <= reach].sum())
     nsd = inside / total if total > 0 else 1.0
     return assd, hd95, nsd
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from covbench.errors import CovbenchError
@@ -32,32 +33,44 @@ REFERENCE_WIDTH = 64  # `--width` is given in channels of a model whose paper wi
 class ModelSpec:
     """What a model plugin declares. `build` returns an `nn.Module` whose forward gives logits
     (B, classes, H, W); a deep-supervised model returns a list of such logits while training and
-    one tensor in eval mode."""
+    one tensor in eval mode. Only `name` and `build` are required:
+
+        SPEC = ModelSpec(name="tinynet", build=TinyNet)  # TinyNet(in_channels=1, classes=1)
+    """
 
     name: str  # registry key, used on the command line (`--models unet`)
-    build: Callable[..., Any]  # build(in_channels=1, classes=1, width=paper_width, **options)
-    title: str  # human name for tables
-    reference: str  # literature reference (authors, venue, year)
-    paper_width: int  # channels of the first level at the paper's size; 0 = no width knob (families)
+    build: Callable[..., Any]  # build(in_channels=1, classes=1, **options), + width=... if paper_width
+    title: str = ""  # human name for tables; empty: the name
+    reference: str = ""  # literature reference (authors, venue, year)
+    paper_width: int = 0  # first-level channels at the paper's size; 0 = no width knob (`build` gets none)
     paper_params: int | None = None  # parameter count at paper width, 1 in / 1 out channel
     deep_supervision: bool = False  # forward returns a list of logits in training mode
     options: Mapping[str, Any] = field(default_factory=dict)  # documented default options
 
+    def __post_init__(self) -> None:
+        if not self.title:
+            object.__setattr__(self, "title", self.name)
+
+    @property
+    def has_width(self) -> bool:
+        """Whether `build` takes a `width` (the run-level `--width` scales it)."""
+        return self.paper_width > 0
+
     def create(self, in_channels: int = 1, classes: int = 1, width: int | None = None, **options: Any):
-        """Build the model; `None` options fall back to the plugin's defaults (as timm does)."""
+        """Build the model; `None` options fall back to the plugin's defaults (as timm does).
+        `width` (None or 0: the paper width) is passed only to a model with a width knob."""
         kwargs = {k: v for k, v in {**self.options, **options}.items() if v is not None}
-        return self.build(
-            in_channels=in_channels,
-            classes=classes,
-            width=self.paper_width if width is None else width,
-            **kwargs,
-        )
+        if self.has_width:
+            kwargs["width"] = width or self.paper_width
+        elif width:
+            raise CovbenchError(f"model {self.name!r} has no width knob (no paper_width in its spec)")
+        return self.build(in_channels=in_channels, classes=classes, **kwargs)
 
     def scaled_width(self, width: int | None) -> int:
         """The width this model gets for a run-level `--width`: runs scale every model by the same
         fraction, `width / 64` of its paper width (so U-Net and Res-UNet get `width` first-level
         channels, U-Net++ with paper width 32 gets half), keeping the paper's relative sizes."""
-        if width is None or not self.paper_width:
+        if width is None or not self.has_width:
             return self.paper_width
         return max(1, round(width * self.paper_width / REFERENCE_WIDTH))
 
@@ -65,9 +78,9 @@ class ModelSpec:
         """(width, options) a run builds this model with: a `width` model option wins over the
         run-level `--width`; shared by the trial and the contract check so both build the same net."""
         options = dict(options)
-        if "width" in options and not self.paper_width:
+        if "width" in options and not self.has_width:
             raise CovbenchError(
-                f"--model-option {self.name}.width: this model has no width knob (see its family's docs)"
+                f"--model-option {self.name}.width: this model has no width knob (no paper_width in its spec)"
             )
         width = options.pop("width", None) or self.scaled_width(run_width)
         return width, options
@@ -89,14 +102,41 @@ class ModelFamily:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What a dataset adapter declares. `load(data_dir, **options)` yields `covbench.datasets.Case`."""
+    """What a dataset adapter declares; every capability is a field, nothing is guessed from the
+    adapter's module or signatures. Only `name` and `load` are required (see datasets/README.md)."""
 
-    name: str
-    load: Callable[..., Iterable[Any]]
-    title: str
-    reference: str = ""
-    needs_data_dir: bool = True  # False for built-in data (the phantom)
-    default_split: str = "patient"
+    name: str  # registry key, used on the command line (`--dataset phantom`)
+    load: Callable[..., Iterable[Any]]  # load(data_dir, **options) yields `covbench.datasets.Case`
+    title: str = ""  # human name for `covbench data list`; empty: the name
+    reference: str = ""  # where the data comes from (paper, record, licence)
+    needs_data_dir: bool = True  # False for built-in data (the phantom): data_dir may be None
+    default_split: str = "patient"  # the `--split` a run uses unless told otherwise
+    # case_files(data_dir, **options) -> the files `load` reads, so the pre-processing cache can
+    # fingerprint the data without reading it; None: every file under data_dir is hashed
+    case_files: Callable[..., Iterable[Path]] | None = None
+    # True: `load` also takes `skip_bad: bool` and `bad: list[str]`, and with skip_bad appends the
+    # message of each unreadable input to `bad` instead of raising; False: bad input always raises
+    skips_bad: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.title:
+            object.__setattr__(self, "title", self.name)
+
+    def check_data_dir(self, data_dir: str | Path | None) -> Path | None:
+        """The data folder as a Path, or a CovbenchError when this dataset needs one and it is
+        missing or not a folder. Called before anything is read."""
+        if data_dir is None or str(data_dir) == "":
+            if self.needs_data_dir:
+                raise CovbenchError(f"dataset {self.name!r} needs a data folder (--data-dir)")
+            return None
+        path = Path(data_dir)
+        if self.needs_data_dir and not path.is_dir():
+            raise CovbenchError(f"{path}: data folder does not exist")
+        return path
+
+    def load_options(self, options: Mapping[str, Any], skip_bad: bool, bad: list[str]) -> dict[str, Any]:
+        """The keyword arguments for `load`: `options`, plus `skip_bad`/`bad` if the adapter takes them."""
+        return {**options, "skip_bad": skip_bad, "bad": bad} if self.skips_bad else dict(options)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,12 @@ folder. Tasks give what is needed - resources per trial, retries of dead workers
 (`max_retries`), streaming results (`ray.wait`) - and resume is the run folder's job (a trial
 folder with a record is done; one with a checkpoint continues).
 
+Quiet and contained by default (`ray_defaults`): usage statistics stay off unless the user turned
+them on, and a Ray instance started here runs with token authentication, set explicitly so that
+Ray does not print its "Token authentication is enabled..." notice. Token auth is what keeps a
+local run private: Ray's processes listen on all interfaces even when the node address is the
+loopback one, and without a token anyone who reaches those ports can run code as this user.
+
 How "running" is known: each task, on entering its worker, writes a small heartbeat file (path
 given at `submit`, inside the trial's own folder). The driver polls those files while it waits,
 so the progress display counts trials that really started, and a retried attempt is seen as one.
@@ -21,6 +27,7 @@ import logging
 import os
 import platform
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -85,6 +92,14 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if not address or address in ("auto", "local"):
         return
+    if address.startswith("ray://"):
+        try:
+            import grpc  # noqa: F401  (what Ray Client needs beyond Ray Core)
+        except ImportError:
+            raise CovbenchError(
+                f"--address {address}: Ray Client needs gRPC; pip install 'covbench[client]' "
+                "(or run the driver on the head node with --address auto)"
+            ) from None
     hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
@@ -105,6 +120,21 @@ def slots(resources: dict[str, float], per_trial: Resources) -> int:
     return max(1, int(fits + 1e-9))
 
 
+def ray_defaults(starting_local: bool) -> None:
+    """Environment for Ray, set before `import ray` and inherited by every Ray process it starts.
+
+    - `RAY_USAGE_STATS_ENABLED=0` unless set: a benchmark run reports nothing to anyone.
+    - `RAY_AUTH_MODE=token` unless set, for an instance started here: Ray's own default for a new
+      local instance is token auth too (a token in ~/.ray/auth_token, created when missing), but
+      left implicit it logs "Token authentication is enabled..." on every run. Ray reads the mode
+      once, when it is imported, so it is set only if `ray` is not imported yet (otherwise Ray
+      enables it itself, notice included). Joining a cluster keeps Ray's own choice, which must
+      match how that cluster was started."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if starting_local and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def _read_heartbeat(path: Path | None) -> dict[str, Any] | None:
     if path is None or not path.exists():
         return None
@@ -112,6 +142,16 @@ def _read_heartbeat(path: Path | None) -> dict[str, Any] | None:
         return read_json(path)
     except (OSError, ValueError):  # replaced while we read it: look again next poll
         return None
+
+
+def free_gpu_memory() -> float | None:
+    """Free bytes of the first visible CUDA device, or None without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, _total = torch.cuda.mem_get_info(0)
+    return float(free)
 
 
 def _placement(gpu_ids: list[Any]) -> dict[str, Any]:
@@ -177,19 +217,23 @@ class RayExecutor:
     """
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):
+        address = address or os.environ.get("RAY_ADDRESS")
+        ray_defaults(starting_local=address in (None, "", "local"))  # before `import ray`
         import ray
 
         self._ray = ray
         self.started_here = False
-        self.address: str | None = None
+        self.address: str | None = None  # the GCS address once connected (for the run manifest)
         if not ray.is_initialized():
-            address = address or os.environ.get("RAY_ADDRESS")
             kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
             if address:
                 kwargs["address"] = address
                 self.address = address
             else:
-                kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False)
+                # "local": always a new instance, even where `ray start` left a cluster on this
+                # machine (Ray would otherwise join it, and refuse num_cpus)
+                cpus = num_cpus or os.cpu_count() or 1
+                kwargs.update(address="local", num_cpus=cpus, include_dashboard=False)
                 if num_gpus is not None:
                     kwargs["num_gpus"] = num_gpus
             try:
@@ -197,6 +241,10 @@ class RayExecutor:
             except ConnectionError as exc:
                 raise CovbenchError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
             self.started_here = True
+        try:
+            self.address = ray.get_runtime_context().gcs_address or self.address
+        except Exception:  # a Ray Client (ray://) session has no local GCS client: keep the given one
+            pass
         self._pending: dict[Any, _Pending] = {}
         self._remote = ray.remote(_run_attempt)
 
@@ -205,12 +253,28 @@ class RayExecutor:
         total = self._ray.cluster_resources()
         return {"cpus": float(total.get("CPU", 0)), "gpus": float(total.get("GPU", 0))}
 
+    def gpu_memory(self, timeout: float = 60.0) -> float | None:
+        """Free bytes on a GPU as a one-GPU task sees it (None: no CUDA there, e.g. fake GPUs, or
+        no answer in `timeout` s). Asked of a worker, not the driver, which may have no GPU."""
+        task = self._ray.remote(num_gpus=1, max_retries=0)(free_gpu_memory)
+        ref = task.remote()
+        done, _ = self._ray.wait([ref], timeout=timeout)
+        if not done:
+            self._ray.cancel(ref, force=True)
+            return None
+        try:
+            return self._ray.get(ref)
+        except Exception:  # a node that cannot start the probe: decide without it
+            return None
+
     def nodes(self) -> list[dict[str, Any]]:
-        """Alive nodes with their resources, for the run manifest."""
+        """Alive nodes with their addresses and resources, for the run manifest."""
         return [
             {
                 "host": n.get("NodeManagerHostname"),
                 "ip": n.get("NodeManagerAddress"),
+                "node_id": n.get("NodeID"),
+                "head": "node:__internal_head__" in (n.get("Resources") or {}),
                 "resources": n.get("Resources"),
             }
             for n in self._ray.nodes()
@@ -304,6 +368,9 @@ class InProcessExecutor:
         import torch
 
         return {"cpus": float(os.cpu_count() or 1), "gpus": float(torch.cuda.device_count())}
+
+    def gpu_memory(self, timeout: float = 60.0) -> float | None:
+        return free_gpu_memory()
 
     def nodes(self) -> list[dict[str, Any]]:
         return [{"host": platform.node(), "ip": None, "resources": self.resources()}]

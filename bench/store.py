@@ -6,12 +6,16 @@ Layout (all paths relative to the run folder)::
     environment.json     package versions, git commit, host, devices, data fingerprint
     split.json           patient ids per part (identical for every model and seed)
     trials/<trial>/      record.json (written last: its presence means done), cases.csv,
-                         epochs.csv, checkpoint.pt
+                         epochs.csv, predictions.npz, weights.pt (the evaluated weights);
+                         checkpoint.pt while training (covbench.checkpoint)
     cases.csv            every (model, seed, fold, case) row with every metric
     summary.json, table.md, report files
 
-Every file is written atomically (temp file + rename), so an interrupted run never leaves a
-half-written file that a later run or report would trust.
+Every file is written atomically and durably (unique temp file, fsync, rename, fsync of the
+folder), so neither an interrupted run nor a crash of the machine leaves a half-written or
+zero-length file that a later run or report would trust. A file that is damaged anyway (another
+tool, a full disk, a copy cut short) reads as `DamagedFile`; the runner sets such files aside
+(`set_aside`) and runs the trial again instead of failing.
 """
 
 from __future__ import annotations
@@ -20,12 +24,16 @@ import json
 import math
 import os
 import tempfile
+import warnings
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from covbench.errors import DamagedFile, RunFolderWarning
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -45,9 +53,29 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable. Some network file systems refuse to fsync a folder;
+    there the rename is as durable as that file system makes it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it into place only if the block succeeds."""
+    """Yield a temporary path next to `path`; rename it into place only if the block succeeds.
+
+    The temporary name is unique (two writers never share it). Before the rename the file's data
+    is fsynced, after it the folder: without both, a crash soon after can leave a zero-length
+    `record.json` that claims nothing but breaks every later read. Two fsyncs per file is the
+    whole cost; nothing is fsynced while the block writes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -55,7 +83,13 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        fd = os.open(tmp_path, os.O_RDONLY)  # Linux fsyncs a file's data through any descriptor
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -70,13 +104,94 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The JSON in `path`; a file that exists but is not JSON raises DamagedFile (a CovbenchError
+    and a ValueError), never a raw decoder traceback. A missing file raises FileNotFoundError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        if not text.strip():
+            raise DamagedFile(path, "empty")
+        return json.loads(text)
+    except DamagedFile:
+        raise
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise DamagedFile(path, f"not valid JSON: {exc}") from None
+
+
+def read_csv(path: Path, columns: tuple[str, ...] = ()) -> Any:
+    """A CSV as a pandas DataFrame; one that is empty, unparsable or lacks `columns` raises
+    DamagedFile."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DamagedFile(path, f"not a readable CSV: {first}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DamagedFile(path, f"no column {', '.join(missing)}")
+    return frame
+
+
+def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The array names and shapes of an .npz file, read from its headers only (cheap even for
+    large predictions). A truncated or foreign file raises DamagedFile."""
+    try:
+        shapes: dict[str, tuple[int, ...]] = {}
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                with archive.open(name) as member:
+                    fmt = np.lib.format
+                    major, _ = fmt.read_magic(member)
+                    read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+                    shape, _, _ = read_header(member)
+                shapes[name.removesuffix(".npy")] = tuple(shape)
+        return shapes
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DamagedFile(path, f"not a readable .npz: {exc}") from None
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Move a damaged file out of the way (`NAME.corrupt`, then `NAME.corrupt.1`, ...) and say so
+    with a RunFolderWarning. Kept, not deleted: it may be all that is left of a result."""
+    path = Path(path)
+    target = path.with_name(path.name + ".corrupt")
+    n = 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt.{n}")
+    os.replace(path, target)
+    _fsync_dir(path.parent)
+    warnings.warn(f"{path} {why}; moved to {target.name}", RunFolderWarning, stacklevel=2)
+    return target
 
 
 def write_csv(path: Path, frame: Any) -> None:
     """Write a pandas DataFrame atomically."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def read_record(trial_dir: Path) -> dict[str, Any] | None:
+    """A trial's record.json, or None when it has none. A damaged one (zero-length after a crash,
+    cut short, not a record) is set aside with a RunFolderWarning and reads as None: the trial
+    counts as not done, and the next run on the folder runs it again."""
+    path = Path(trial_dir) / "record.json"
+    if not path.exists():
+        return None
+    try:
+        data = read_json(path)
+    except DamagedFile as exc:
+        set_aside(path, f"is damaged ({exc.why}): the trial counts as not done and is run again")
+        return None
+    if not isinstance(data, dict):
+        set_aside(path, "is not a trial record: the trial counts as not done and is run again")
+        return None
+    return data
 
 
 def trial_name(model: str, seed: int, fold: int) -> str:

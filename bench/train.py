@@ -211,6 +211,84 @@ def _compiled(model: nn.Module, compile: bool | str) -> nn.Module:
     return torch.compile(model, backend=backend)  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """How one trial trains: the protocol (from RunConfig) plus device options.
+
+    Device options (None/"auto" = on for CUDA, off for CPU): `amp` ("auto", "bf16", "off"),
+    `channels_last`, `resident` (move the train/val tensors to the device once, when
+    `fits_on_device`; otherwise each batch is copied from the host), `compile` (off by default: it
+    costs minutes of compilation per model; a string names the backend, e.g. "eager" in tests),
+    `eval_batch_size` (one size for validation and test prediction: 2x the batch on a CPU, 4x on a
+    GPU). `augment` is a mode of covbench.augment (`True` = "flip"); `loss` a name in LOSSES.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    threshold: float = 0.5
+    lr_schedule: str = "constant"
+    augment: bool | str = False
+    loss: str = "dice"
+    amp: str | bool | None = "auto"
+    channels_last: bool | None = None
+    compile: bool | str = False
+    resident: bool | None = None
+    eval_batch_size: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any, seed: int) -> TrainOptions:
+        """The options a trial of `cfg` (a covbench.config.RunConfig) trains `seed` with."""
+        return cls(
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            seed=seed,
+            threshold=cfg.threshold,
+            lr_schedule=cfg.lr_schedule,
+            augment=cfg.augment,
+            loss=cfg.loss,
+            amp=cfg.amp,
+            compile=cfg.compile,
+        )
+
+    def eval_batch(self, device: torch.device) -> int:
+        return self.eval_batch_size or self.batch_size * (4 if device.type == "cuda" else 2)
+
+    def uses_channels_last(self, device: torch.device) -> bool:
+        return device.type == "cuda" if self.channels_last is None else self.channels_last
+
+
+@dataclass
+class Best:
+    """The selected weights so far. `state` lives on the training device (a copy per improvement,
+    no host transfer); the checkpointer moves it to the host only when it writes."""
+
+    val_dice: float = -1.0
+    epoch: int = -1
+    state: dict[str, torch.Tensor] | None = None
+
+
+@dataclass
+class ResumeFrom:
+    """Where a resumed trial continues: the model's weights are loaded by the caller."""
+
+    epoch: int
+    optimizer_state: dict[str, Any]
+    best: Best
+
+
+@dataclass
+class EpochEnd:
+    """What `on_epoch` receives after each epoch: the log row and the live training state."""
+
+    row: dict[str, float]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    best: Best
+
+
 @dataclass
 class TrainResult:
     best_state: dict[str, torch.Tensor]
@@ -221,63 +299,61 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def device_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached copy of a state dict on the device it lives on (no host round trip)."""
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def make_optimizer(model: nn.Module, lr: float, fused: bool) -> torch.optim.Optimizer:
+    """Adam, the paper's optimizer. `fused` (on for CUDA) takes one kernel per step instead of
+    several per parameter tensor; the CPU keeps the default implementation its figures were
+    measured with (tests run the fused one on the CPU too, which torch supports)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=fused or None)
+
+
 def train_model(
     model: nn.Module,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    val_x: torch.Tensor,
-    val_y: torch.Tensor,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    options: TrainOptions,
     device: torch.device,
-    threshold: float = 0.5,
-    lr_schedule: str = "constant",
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    start_epoch: int = 0,
-    optimizer_state: dict[str, Any] | None = None,
-    best: tuple[float, int, dict[str, torch.Tensor] | None] = (-1.0, -1, None),
-    amp: str | bool | None = "auto",
-    channels_last: bool | None = None,
-    compile: bool | str = False,
-    resident: bool | None = None,
-    eval_batch_size: int | None = None,
-    augment: bool | str = False,
-    loss: str = "dice",
+    *,
+    on_epoch: Callable[[EpochEnd], None] | None = None,
+    resume: ResumeFrom | None = None,
 ) -> TrainResult:
-    """Train for `epochs` epochs (from `start_epoch` when resuming) and keep the weights of the
-    epoch with the best mean validation Dice; with no validation slices, the final weights (as
-    nnU-Net evaluates its final checkpoint), logged with a NaN validation Dice. `on_epoch`
-    receives each epoch's log row together with the live model/optimizer, so a caller can
-    checkpoint.
-
-    Device options (None/"auto" = on for CUDA, off for CPU): `amp` ("auto", "bf16", "off"),
-    `channels_last`, `resident` (move the train/val tensors to the device once, when
-    `fits_on_device`; otherwise each batch is copied from the host), `compile` (off by
-    default: it costs minutes of compilation per model), `eval_batch_size` (2x the batch on a
-    CPU, 4x on a GPU). Each log row splits the epoch into `train_s` and `val_s`.
-    `augment` is a mode of covbench.augment (`True` = "flip"); `loss` a name in LOSSES.
+    """Train for `options.epochs` epochs (from `resume.epoch` when resuming) and keep the weights of
+    the epoch with the best mean validation Dice; with no validation slices, the final weights (as
+    nnU-Net evaluates its final checkpoint), logged with a NaN validation Dice. `on_epoch` receives
+    each epoch's log row with the live model/optimizer/best, so a caller can checkpoint; a column
+    it adds to the row (e.g. `ckpt_s`) is kept in `history`. Each row splits the epoch into
+    `train_s` and `val_s`.
     """
-    mode = augment_mode(augment)
-    loss_function(loss)  # an unknown name fails before the first epoch, not after it
+    opt = options
+    train_x, train_y = train
+    val_x, val_y = val
+    mode = augment_mode(opt.augment)
+    loss_function(opt.loss)  # an unknown name fails before the first epoch, not after it
     cuda = device.type == "cuda"
-    dtype = resolve_amp(amp, device)
-    cl = cuda if channels_last is None else channels_last
+    dtype = resolve_amp(opt.amp, device)
+    cl = opt.uses_channels_last(device)
     model.to(device)
     if cl:
         model.to(memory_format=torch.channels_last)
-    forward = _compiled(model, compile)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-    schedule = make_schedule(lr_schedule, lr, epochs)
-    eval_bs = eval_batch_size or batch_size * (4 if cuda else 2)
+    forward = _compiled(model, opt.compile)
+    optimizer = make_optimizer(model, opt.lr, fused=cuda)
+    start_epoch = 0
+    best = Best()
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer_state)
+        start_epoch, best = resume.epoch, resume.best
+        if best.state is not None:
+            best.state = {k: v.to(device) for k, v in best.state.items()}
+    schedule = make_schedule(opt.lr_schedule, opt.lr, opt.epochs)
+    eval_bs = opt.eval_batch(device)
 
     if cuda:
         nbytes = sum(t.numel() * t.element_size() for t in (train_x, train_y, val_x, val_y))
-        on_gpu = fits_on_device(nbytes, device) if resident is None else resident
+        on_gpu = fits_on_device(nbytes, device) if opt.resident is None else opt.resident
         if on_gpu:
             # one copy for the whole trial instead of one per batch and epoch; otherwise each batch
             # is gathered on the host and copied (synchronously: a gathered batch is not pinned)
@@ -285,14 +361,15 @@ def train_model(
             train_y, val_y = (t.to(device) for t in (train_y, val_y))
 
     validate = len(val_x) > 0  # without validation slices the final weights are the ones evaluated
-    best_dice, best_epoch, best_state = best if validate else (math.nan, start_epoch, None)
+    if not validate:
+        best = Best(math.nan, start_epoch, None)
     history: list[dict[str, float]] = []
-    n = len(train_x)
+    n, batch_size = len(train_x), opt.batch_size
     t0 = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, opt.epochs):
         t_epoch = time.perf_counter()
         # One generator per epoch, derived from the seed: resuming at epoch k replays the same order.
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        gen = torch.Generator().manual_seed(opt.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=gen)
         draw = draw_augment(mode, n, gen)  # drawn after the order
         host_order, order = order, order.to(train_x.device)  # the draw is indexed on the host: no sync
@@ -308,7 +385,7 @@ def train_model(
                 x, y = apply_augment(x, y, draw.take(host_order[i : i + batch_size], x.device))
             with autocast(device, dtype):
                 output = forward(x)
-            batch_loss = supervised_loss(output, y, loss)
+            batch_loss = supervised_loss(output, y, opt.loss)
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
             optimizer.step()
@@ -318,7 +395,7 @@ def train_model(
         val_dice = math.nan
         if validate:
             val_dice = validation_dice(
-                forward, val_x, val_y, eval_bs, device, threshold=threshold, dtype=dtype, channels_last=cl
+                forward, val_x, val_y, eval_bs, device, threshold=opt.threshold, dtype=dtype, channels_last=cl
             )
         now = time.perf_counter()
         row = {
@@ -329,15 +406,14 @@ def train_model(
             "train_s": t_val - t_epoch,
             "val_s": now - t_val,
         }
-        if validate and val_dice > best_dice:
-            best_dice, best_epoch = val_dice, epoch + 1
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if validate and val_dice > best.val_dice:
+            best = Best(val_dice, epoch + 1, device_copy(model.state_dict()))
         elif not validate:
-            best_epoch = epoch + 1
-        row.update(best_val_dice=best_dice, best_epoch=best_epoch)
+            best.epoch = epoch + 1
+        row.update(best_val_dice=best.val_dice, best_epoch=best.epoch)
         history.append(row)
         if on_epoch is not None:
-            on_epoch({"row": row, "model": model, "optimizer": optimizer, "best_state": best_state})
-    if best_state is None:  # no validation, or zero epochs asked for: the weights as they are now
-        best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    return TrainResult(best_state, best_dice, best_epoch, epochs, time.perf_counter() - t0, history)
+            on_epoch(EpochEnd(row, model, optimizer, best))
+    best_state = best.state if best.state is not None else device_copy(model.state_dict())
+    # no validation, or zero epochs asked for: the weights as they are now
+    return TrainResult(best_state, best.val_dice, best.epoch, opt.epochs, time.perf_counter() - t0, history)

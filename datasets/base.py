@@ -1,10 +1,25 @@
-"""The two records that cross the datasets boundary."""
+"""The two records that cross the datasets boundary, and the constants adapters share."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+# The paper's lung window in HU, and the one the "window255" volumes of COVID-19-CT-Seg were
+# windowed with before being scaled to 0..255.
+LUNG_WINDOW = (-1250.0, 250.0)
+# Units of distances (ASSD, HD95, the NSD tolerance): millimetres where the data records a pixel
+# spacing, pixels where it does not. Carried from `Case.spacing_unit` to the run folder and reports.
+DISTANCE_UNITS = ("mm", "px")
+
+
+def default_cache_root() -> Path:
+    """Where generated phantoms and pre-processing caches go: `$COVBENCH_CACHE` or ~/.cache/covbench."""
+    env = os.environ.get("COVBENCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "covbench"
 
 
 @dataclass
@@ -14,7 +29,9 @@ class Case:
     - `image`: (Z, H, W) float32, axial slices first; Z runs inferior -> superior, H anterior ->
       posterior, W patient right -> left (adapters reorient to this).
     - `lesion`: (Z, H, W) uint8 in {0, 1}; `lung`: the same or None when the source has no lung mask.
-    - `spacing`: mm per voxel in the same (Z, H, W) order.
+    - `spacing`: mm per voxel in the same (Z, H, W) order; with `spacing_unit` "px" (a source
+      that records no pixel size, such as most 2D slice collections) 1 per pixel, so distances
+      are in pixels and every output says so.
     - `intensity`: "hu" (Hounsfield units) or "window255" (already windowed to [-1250, 250] HU and
       scaled to 0..255, as the Radiopaedia volumes of COVID-19-CT-Seg ship), or "display" (0..255
       grey values of an unknown window, as 2D slice collections ship).
@@ -36,6 +53,7 @@ class Case:
     files: tuple[str, ...] = ()  # the files it was read from, for error messages and fingerprints
     split: str | None = None  # part of the dataset's predefined split, if it has one
     slice_offset: int = 0  # slice_index of z = slice_offset + z
+    spacing_unit: str = "mm"  # "mm", or "px" when the source has no pixel spacing (DISTANCE_UNITS)
 
 
 @dataclass
@@ -43,7 +61,7 @@ class SliceSet:
     """Pre-processed 2D slices, ready for training: what the engine consumes.
 
     Images are stored as uint8 (0..255 for [0, 1]) to keep the whole set small enough to live in
-    Ray's object store or on a GPU; `float_images()` gives the [0, 1] view.
+    Ray's object store or on a GPU.
     """
 
     images: np.ndarray  # (N, S, S) uint8
@@ -55,16 +73,3 @@ class SliceSet:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
-
-    def subset(self, index: np.ndarray) -> SliceSet:
-        return SliceSet(
-            self.images[index],
-            self.masks[index],
-            self.spacing[index],
-            self.patient[index],
-            self.slice_index[index],
-            self.source[index],
-        )
-
-    def float_images(self) -> np.ndarray:
-        return self.images.astype(np.float32) / 255.0

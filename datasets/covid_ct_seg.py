@@ -24,6 +24,8 @@ posterior, W patient right -> left (radiological display), with spacing in the s
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import re
 import warnings
 import zipfile
@@ -35,6 +37,7 @@ import nibabel as nib
 import numpy as np
 
 from covbench.datasets.base import Case
+from covbench.datasets.preprocess import check_intensity
 from covbench.errors import CovbenchError
 from covbench.registry import DatasetSpec
 
@@ -44,6 +47,10 @@ LUNG_DIR = "Lung_Mask"
 COMBINED_DIR = "Lung_and_Infection_Mask"
 SUFFIXES = (".nii.gz", ".nii")  # supported file endings
 LESION_LABELS = (0, 1)
+# Voxels per volume: 512 x 512 x 2048, four times the longest COVID-19-CT-Seg scan. Pre-processing
+# holds a float32 copy (2 GiB at the limit) plus the masks; beyond it the process would be killed.
+MAX_VOXELS = 512 * 512 * 2048
+_HEADER_BYTES = 540  # a NIfTI-2 header; NIfTI-1 uses the first 348
 LUNG_LABELS = (0, 1, 2)
 COMBINED_LABELS = (0, 1, 2, 3)
 
@@ -160,10 +167,51 @@ def _open(path: Path | ZipMember):
     return nib.load(str(path))
 
 
+def _stored_header(path: Path | ZipMember) -> nib.Nifti1Header:
+    """The header exactly as stored, read from the first bytes only. nibabel's loader quietly
+    turns a zero pixdim into 1 (a made-up millimetre), and the shape is needed before any voxel
+    is read."""
+    if isinstance(path, ZipMember):
+        with zipfile.ZipFile(path.archive) as zf, zf.open(path.member) as f:
+            stream = gzip.GzipFile(fileobj=f) if path.member.endswith(".gz") else f
+            raw = stream.read(_HEADER_BYTES)
+    else:
+        with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as f:
+            raw = f.read(_HEADER_BYTES)
+    size = int.from_bytes(raw[:4], "little")
+    if size not in (348, 540):
+        size = int.from_bytes(raw[:4], "big")
+    klass = nib.Nifti2Header if size == 540 else nib.Nifti1Header
+    return klass.from_fileobj(io.BytesIO(raw), check=False)
+
+
+def _check_header(hdr: nib.Nifti1Header, path: Path | ZipMember) -> None:
+    """Refuse what nibabel would silently patch or what would not fit in memory."""
+    shape = tuple(int(n) for n in hdr.get_data_shape())
+    voxels = math.prod(shape)
+    if voxels > MAX_VOXELS:
+        raise CovbenchError(
+            f"{path}: volume of {' x '.join(map(str, shape))} = {voxels / 1e6:,.0f} M voxels exceeds the "
+            f"limit of {MAX_VOXELS / 1e6:,.0f} M per volume (its float32 copy alone would need "
+            f"{4 * voxels / 2**30:,.1f} GiB); crop or resample it first"
+        )
+    zooms = [float(z) for z in hdr["pixdim"][1 : 1 + min(len(shape), 3)]]
+    bad = [f"{ax} = {z:g}" for ax, z in zip("xyz", zooms, strict=False) if not (math.isfinite(z) and z != 0)]
+    if bad:
+        raise CovbenchError(
+            f"{path}: pixel size {', '.join(bad)} mm in the header (pixdim {zooms}); nibabel would read "
+            "it as 1 mm and every distance would be made up - write the real spacing into the header"
+        )
+
+
 def read_volume(path: Path | ZipMember) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     """Read a NIfTI volume in the `Case` orientation: (array (Z, H, W), spacing (Z, H, W) in mm,
-    affine of the canonical (RAS+) image, for comparing image and mask geometry)."""
+    affine of the canonical (RAS+) image, for comparing image and mask geometry).
+
+    Refused before any voxel is read: a zero or non-finite pixel size in the header, more than
+    `MAX_VOXELS` voxels."""
     try:
+        _check_header(_stored_header(path), path)
         img = _open(path)
         if len(img.shape) > 3 and all(s == 1 for s in img.shape[3:]):
             img = img.slicer[(..., *([0] * (len(img.shape) - 3)))]
@@ -265,6 +313,8 @@ def read_case(files: CaseFiles) -> Case:
         raise CovbenchError(f"{files.lung or files.combined}: lung mask is empty")
     assert lesion is not None  # find_cases guarantees a lesion source
     source = source_of(files.case_id)
+    intensity = intensity_of(source, image)
+    check_intensity(image, lung, intensity, str(files.image))  # HU + 1024 stored raw, say
     return Case(
         case_id=files.case_id,
         image=image,
@@ -272,7 +322,7 @@ def read_case(files: CaseFiles) -> Case:
         lung=lung,
         spacing=spacing,
         source=source,
-        intensity=intensity_of(source, image),
+        intensity=intensity,
         # real files only (a zip member counts as its archive), so fingerprints can read them
         files=tuple(dict.fromkeys(str(p.archive if isinstance(p, ZipMember) else p) for p in files.paths())),
     )
@@ -288,8 +338,9 @@ def case_files(data_dir: Path, **_: object) -> list[Path]:
 def load(data_dir: Path, *, skip_bad: bool = False, bad: list[str] | None = None) -> Iterator[Case]:
     """Yield one `Case` per image in `data_dir`, sorted by file name.
 
-    A bad input (unpaired image, unreadable file, mismatched geometry, unexpected labels, non-finite
-    voxels, empty lung mask) raises `CovbenchError` naming the file; with `skip_bad` the case is
+    A bad input (unpaired image, unreadable file, zero pixel size, more than `MAX_VOXELS` voxels,
+    mismatched geometry, unexpected labels, non-finite voxels, empty lung mask, intensities that are
+    neither HU nor the 0..255 lung window) raises `CovbenchError` naming the file; with `skip_bad` the case is
     skipped instead, its message appended to `bad` (when given) and listed in one warning at the end.
     """
     cases, errors = find_cases(Path(data_dir))
@@ -320,4 +371,6 @@ SPEC = DatasetSpec(
     "infection segmentation, Med Phys 2021; Zenodo record 3757476",
     needs_data_dir=True,
     default_split="patient",
+    case_files=case_files,
+    skips_bad=True,
 )

@@ -13,8 +13,10 @@ PNG/TIFF, .npy) are taken as HU unless `intensity` says otherwise. Masks are bin
 
 Patient ids and pixel spacing come from a CSV (`meta_csv`, default `DATA_DIR/slices.csv` when
 present) with a `stem` column and optional `patient`, `spacing` or `spacing_row`/`spacing_col`
-columns; otherwise each slice is its own patient and `spacing` (default 1.0, i.e. distances in
-pixels) applies to every slice.
+columns; otherwise each slice is its own patient and `spacing` applies to every slice. Without
+either, the pixel size is unknown: the slices get spacing 1 with `spacing_unit` "px", and every
+distance (ASSD, HD95, the NSD tolerance) is reported in pixels, never as millimetres. A CSV that
+gives a spacing for some slices but not others is refused (the units would mix).
 """
 
 from __future__ import annotations
@@ -116,16 +118,17 @@ def _read_meta(path: Path) -> dict[str, dict[str, str]]:
     return {r["stem"]: r for r in rows}
 
 
-def _spacing(row: dict[str, str] | None, default: tuple[float, float], path: Path) -> tuple[float, float]:
+def _spacing(row: dict[str, str] | None, path: Path) -> tuple[float, float] | None:
+    """The (row, col) mm spacing the CSV gives for a slice, or None when it gives none."""
     if row is None:
-        return default
+        return None
     try:
         if row.get("spacing_row") and row.get("spacing_col"):
             sp = (float(row["spacing_row"]), float(row["spacing_col"]))
         elif row.get("spacing"):
             sp = (float(row["spacing"]),) * 2
         else:
-            return default
+            return None
     except ValueError:
         raise CovbenchError(f"{path}: bad spacing for stem {row['stem']!r}") from None
     if not all(np.isfinite(sp)) or min(sp) <= 0:
@@ -142,6 +145,7 @@ def read_slice(
     slice_offset: int,
     intensity: str | None = None,
     mask_labels: Sequence[int] | None = None,
+    spacing_unit: str = "mm",
 ) -> Case:
     """Read and check one image/mask pair."""
     if files.mask is None:
@@ -176,6 +180,7 @@ def read_slice(
         files=(str(files.image), str(files.mask)),
         split=files.part,
         slice_offset=slice_offset,
+        spacing_unit=spacing_unit,
     )
 
 
@@ -194,7 +199,7 @@ def load(
     skip_bad: bool = False,
     bad: list[str] | None = None,
     meta_csv: Path | None = None,
-    spacing: float | tuple[float, float] = 1.0,
+    spacing: float | tuple[float, float] | None = None,
     source: str | None = None,
     intensity: str | None = None,
     mask_labels: Sequence[int] | None = None,
@@ -202,7 +207,8 @@ def load(
     """Yield one single-slice `Case` per image, ordered by part and stem (numeric stems numerically).
 
     Bad inputs raise `CovbenchError` naming the file, or with `skip_bad` are skipped, appended to
-    `bad` and listed in one warning at the end.
+    `bad` and listed in one warning at the end. `spacing` (mm, one number or (row, col)) applies
+    to slices the CSV gives none for; with neither, distances are in pixels (`spacing_unit` "px").
     """
     data_dir = Path(data_dir)
     found, errors = find_slices(data_dir)
@@ -210,7 +216,20 @@ def load(
     if meta_csv is not None and not meta_path.is_file():
         raise CovbenchError(f"{meta_path}: metadata CSV not found")
     meta = _read_meta(meta_path) if meta_path.is_file() else {}
-    default_sp = (float(spacing), float(spacing)) if np.isscalar(spacing) else tuple(map(float, spacing))
+    if spacing is None:
+        default_sp, default_unit = (1.0, 1.0), "px"
+    else:
+        default_sp = (float(spacing), float(spacing)) if np.isscalar(spacing) else tuple(map(float, spacing))
+        if len(default_sp) != 2 or not all(np.isfinite(default_sp)) or min(default_sp) <= 0:
+            raise CovbenchError(f"spacing must be one or two positive numbers (mm), got {spacing!r}")
+        default_unit = "mm"
+    given = {stem for stem, row in meta.items() if _spacing(row, meta_path) is not None}
+    if default_unit == "px" and given and any(f.stem not in given for f in found):
+        missing = next(f.stem for f in found if f.stem not in given)
+        raise CovbenchError(
+            f"{meta_path}: pixel spacing given for {len(given)} slice(s) but not for stem {missing!r}; "
+            "give it for every slice, or for none (distances are then in pixels)"
+        )
     source = source or data_dir.resolve().name
     stems_by_part: dict[str, set[str | None]] = {}
     for f in found:
@@ -235,15 +254,17 @@ def load(
         patient = (row or {}).get("patient") or (
             files.stem if len(stems_by_part[files.stem]) == 1 else f"{files.part}-{files.stem}"
         )
+        sp = _spacing(row, meta_path)
         try:
             yield read_slice(
                 files,
                 patient=patient,
                 source=source,
-                spacing=_spacing(row, default_sp, meta_path),
+                spacing=default_sp if sp is None else sp,
                 slice_offset=int(files.stem) if files.stem.isdigit() else n,
                 intensity=intensity,
                 mask_labels=mask_labels,
+                spacing_unit=default_unit if sp is None else "mm",
             )
         except CovbenchError as exc:
             if not skip_bad:
@@ -262,4 +283,6 @@ SPEC = DatasetSpec(
     reference="e.g. COVID-SemiSeg (Fan et al., IEEE TMI 2020), from the MedSeg COVID-19 CT segmentation set",
     needs_data_dir=True,
     default_split="predefined",
+    case_files=case_files,
+    skips_bad=True,
 )

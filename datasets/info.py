@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,8 @@ def describe(
     from covbench import registry
 
     spec = registry.get_dataset(dataset) if isinstance(dataset, str) else dataset
-    if spec.needs_data_dir and data_dir is None:
-        raise CovbenchError(f"dataset {spec.name!r} needs a data folder (--data-dir)")
-    kwargs = dict(options or {})
-    params = inspect.signature(spec.load).parameters
-    if "skip_bad" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs["skip_bad"] = skip_bad
+    data_dir = spec.check_data_dir(data_dir)
+    kwargs = spec.load_options(options or {}, skip_bad, [])
     per_source: dict[str, dict[str, Any]] = {}
     sizes: set[tuple[int, int]] = set()
     spacing_min = np.full(3, np.inf)
@@ -40,7 +35,7 @@ def describe(
     n_cases = n_slices = n_lung = n_lesion = 0
     lung_masks = False
     parts: dict[str, int] = {}
-    for case in spec.load(None if data_dir is None else Path(data_dir), **kwargs):
+    for case in spec.load(data_dir, **kwargs):
         n_cases += 1
         z = case.image.shape[0]
         n_slices += z

@@ -9,40 +9,40 @@ written to a temporary sibling folder and renamed into place, so a failure (a ba
 killed process) never leaves a partial cache. Images and masks load memory-mapped: every process on
 the machine (Ray workers included) shares the same pages instead of holding its own copy.
 
-The source files come from the adapter module's `case_files(data_dir, **options)` when it has one
-(the built-in adapters do), else from every file under `data_dir`. Their content hashes are memoised
-by (path, size, mtime) in `<cache root>/fingerprints.json`, so a cache hit reads no image data at all.
+The source files come from the spec's `case_files(data_dir, **options)` when it declares one (the
+built-in adapters do), else from every file under `data_dir`. Their content hashes are memoised by
+(path, size, mtime) in `<cache root>/fingerprints.json`, so a cache hit reads no image data at all.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from covbench.datasets.base import SliceSet
+from covbench.datasets.base import DISTANCE_UNITS, Case, SliceSet, default_cache_root
 from covbench.datasets.fingerprint import fingerprint_files
-from covbench.datasets.phantom import default_cache_root
-from covbench.datasets.preprocess import PreprocessConfig, concat_slicesets, preprocess_case
+from covbench.datasets.preprocess import PreprocessConfig, preprocess_cases
 from covbench.errors import CovbenchError
 
-CACHE_VERSION = 1  # bump when pre-processing code changes its output for the same config
+CACHE_VERSION = 2  # bump when pre-processing code changes its output for the same config
+# 2: meta.json records the distance unit; adapters refuse zero spacings, unknown intensity conventions
 FIELDS = ("images", "masks", "spacing", "patient", "slice_index", "source")
 
 
 @dataclass
 class Prepared:
+    """A dataset ready for a run: its slices, where they came from, and (once split) its folds."""
+
     slices: SliceSet
     fingerprint: str  # data fingerprint (sha256 of the source files)
     n_cases: int
@@ -51,6 +51,44 @@ class Prepared:
     cache_hit: bool = False
     cache_path: Path | None = None
     seconds: float = 0.0  # wall time of this call
+    # one split manifest per fold (covbench.datasets.splits.make_splits); filled by the runner
+    folds: list[dict[str, Any]] = field(default_factory=list)
+    distance_unit: str = "mm"  # of the slices' spacing: "mm", or "px" (no pixel size known)
+
+
+@dataclass
+class _Reading:
+    """What `prepare_slices` learns while the adapter's cases stream into pre-processing."""
+
+    where: str  # "dataset 'x' at DIR", for messages
+    n_cases: int = 0
+    files: list[str] = field(default_factory=list)
+    part_of: dict[str, str | None] = field(default_factory=dict)
+    distance_unit: str | None = None  # the cases' `spacing_unit`, which must agree
+
+    def _unit(self, case: Case) -> None:
+        unit, name = case.spacing_unit, case.files[0] if case.files else case.case_id
+        if unit not in DISTANCE_UNITS:
+            raise CovbenchError(f"{name}: spacing unit {unit!r}; expected one of {DISTANCE_UNITS}")
+        if self.distance_unit is None:
+            self.distance_unit = unit
+        elif unit != self.distance_unit:
+            raise CovbenchError(
+                f"{name}: spacing in {unit}, other cases in {self.distance_unit}; distances of one "
+                "dataset must share a unit (give every case a pixel spacing, or none)"
+            )
+
+    def track(self, cases: Iterable[Case]) -> Iterator[Case]:
+        for case in cases:
+            self.n_cases += 1
+            self.files.extend(case.files)
+            self._unit(case)
+            if self.part_of.setdefault(case.case_id, case.split) != case.split:
+                name = case.files[0] if case.files else case.case_id
+                raise CovbenchError(f"{name}: patient {case.case_id!r} is in two predefined parts")
+            yield case
+        if self.n_cases == 0:
+            raise CovbenchError(f"{self.where}: no cases found")
 
 
 def _spec(dataset: Any):
@@ -61,10 +99,8 @@ def _spec(dataset: Any):
 
 def source_files(spec, data_dir: Path | None, options: Mapping[str, Any]) -> list[Path] | None:
     """The files the adapter will read, or None when they cannot be known before reading."""
-    module = sys.modules.get(getattr(spec.load, "__module__", ""), None)
-    lister = getattr(module, "case_files", None)
-    if callable(lister):
-        return list(lister(data_dir, **options))
+    if spec.case_files is not None:
+        return list(spec.case_files(data_dir, **options))
     if data_dir is None:
         return None
     return sorted(p for p in Path(data_dir).rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -125,14 +161,6 @@ def load_slices(path: Path, *, mmap: bool = True) -> tuple[SliceSet, dict[str, A
     return SliceSet(**arrays), meta
 
 
-def _accepts(fn: Callable, name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
 def prepare_slices(
     dataset: Any,
     data_dir: str | Path | None = None,
@@ -151,11 +179,7 @@ def prepare_slices(
     t0 = time.perf_counter()
     spec = _spec(dataset)
     options = dict(options or {})
-    if spec.needs_data_dir and data_dir is None:
-        raise CovbenchError(f"dataset {spec.name!r} needs a data folder (--data-dir)")
-    data_dir = None if data_dir is None else Path(data_dir)
-    if data_dir is not None and spec.needs_data_dir and not data_dir.is_dir():
-        raise CovbenchError(f"{data_dir}: data folder does not exist")
+    data_dir = spec.check_data_dir(data_dir)
     root = Path(cache_dir) if cache_dir is not None else default_cache_root()
     key_options = {**options, "skip_bad": skip_bad}
 
@@ -178,50 +202,24 @@ def prepare_slices(
                 slices,
                 fingerprint,
                 meta["n_cases"],
-                meta.get("part_of", {}),
-                meta.get("skipped", []),
-                True,
-                path,
-                time.perf_counter() - t0,
+                part_of=meta.get("part_of", {}),
+                distance_unit=meta.get("distance_unit", "mm"),
+                skipped=meta.get("skipped", []),
+                cache_hit=True,
+                cache_path=path,
+                seconds=time.perf_counter() - t0,
             )
 
-    bad: list[str] = []
-    load_kwargs = dict(options)
-    if _accepts(spec.load, "skip_bad"):
-        load_kwargs["skip_bad"] = skip_bad
-    if _accepts(spec.load, "bad"):
-        load_kwargs["bad"] = bad
-    parts: list[SliceSet] = []
-    part_of: dict[str, str | None] = {}
-    read: list[str] = []
-    n_cases = 0
-    pre_bad: list[str] = []
-    for case in spec.load(data_dir, **load_kwargs):
-        n_cases += 1
-        read.extend(case.files)
-        try:
-            parts.append(preprocess_case(case, cfg))
-        except CovbenchError as exc:
-            if not skip_bad:
-                raise
-            pre_bad.append(str(exc))
-            continue
-        if part_of.setdefault(case.case_id, case.split) != case.split:
-            raise CovbenchError(f"{_name(case)}: patient {case.case_id!r} is in two predefined parts")
-    if pre_bad:
-        warnings.warn(
-            f"skipped {len(pre_bad)} case(s) in pre-processing:\n  " + "\n  ".join(pre_bad),
-            UserWarning,
-            stacklevel=2,
-        )
-    skipped = bad + pre_bad
-    if n_cases == 0:
-        raise CovbenchError(f"dataset {spec.name!r} at {data_dir}: no cases found")
-    if not parts:
-        raise CovbenchError(f"dataset {spec.name!r} at {data_dir}: no slices left (every case was skipped)")
-    slices = concat_slicesets(parts, cfg.image_size)
+    bad: list[str] = []  # the adapter's skipped inputs (when the spec `skips_bad`)
+    pre_bad: list[str] = []  # cases pre-processing left no slice of
+    reading = _Reading(f"dataset {spec.name!r} at {data_dir}")
+    cases = spec.load(data_dir, **spec.load_options(options, skip_bad, bad))
+    slices = preprocess_cases(reading.track(cases), cfg, skip_bad=skip_bad, bad=pre_bad)
+    kept = set(slices.patient.tolist())
+    part_of = {k: v for k, v in reading.part_of.items() if k in kept}
+    n_cases, skipped = reading.n_cases, bad + pre_bad
     if fingerprint is None:
-        fingerprint = fingerprint_files(read) if read else "unknown"
+        fingerprint = fingerprint_files(reading.files) if reading.files else "unknown"
     seconds = time.perf_counter() - t0
     cache_path = None
     if use_cache and key is not None:
@@ -235,12 +233,18 @@ def prepare_slices(
             "n_cases": n_cases,
             "n_slices": len(slices),
             "part_of": part_of,
+            "distance_unit": reading.distance_unit or "mm",
             "skipped": skipped,
             "seconds": round(seconds, 3),
         }
         cache_path = save_slices(root / "slices" / key, slices, meta)
-    return Prepared(slices, fingerprint, n_cases, part_of, skipped, False, cache_path, seconds)
-
-
-def _name(case) -> str:
-    return case.files[0] if case.files else case.case_id
+    return Prepared(
+        slices,
+        fingerprint,
+        n_cases,
+        part_of,
+        skipped,
+        cache_path=cache_path,
+        seconds=seconds,
+        distance_unit=reading.distance_unit or "mm",
+    )

@@ -13,7 +13,7 @@ Per case, in this order:
    neighbouring slices keep the same scale and the effective spacing is constant within a case;
 5. resize to `image_size` (INTER_AREA for images, INTER_NEAREST for masks).
 
-Images stay uint8 (the [0, 1] scaling is `SliceSet.float_images`). Each slice keeps its effective
+Images stay uint8 (the trial scales them to [0, 1]). Each slice keeps its effective
 spacing (row, col) = original in-plane spacing x crop size / output size.
 """
 
@@ -27,10 +27,10 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from covbench.datasets.base import Case, SliceSet
+from covbench.datasets.base import LUNG_WINDOW, Case, SliceSet
 from covbench.errors import CovbenchError
 
-SOURCE_WINDOW = (-1250.0, 250.0)  # the window of "window255" volumes (COVID-19-CT-Seg Radiopaedia)
+SOURCE_WINDOW = LUNG_WINDOW  # the window of "window255" volumes (COVID-19-CT-Seg Radiopaedia)
 INTENSITIES = ("hu", "window255", "display")
 
 
@@ -39,7 +39,7 @@ class PreprocessConfig:
     """Every parameter of the pre-processing; `to_dict()` is what runs record and what keys the cache."""
 
     image_size: int = 224  # output slices are image_size x image_size
-    window: tuple[float, float] | None = (-1250.0, 250.0)  # HU window; None: no windowing
+    window: tuple[float, float] | None = LUNG_WINDOW  # HU window; None: no windowing
     clahe: bool = True  # contrast-limited adaptive histogram equalisation
     clahe_clip: float = 2.0  # CLAHE clip limit
     clahe_grid: int = 8  # CLAHE tiles per side
@@ -75,6 +75,63 @@ class PreprocessConfig:
         if d.get("window") is not None:
             d["window"] = tuple(d["window"])
         return cls(**d)
+
+
+# Air-filled lung in HU: healthy parenchyma is about -850; lungs full of COVID-19 lesions read
+# higher, but their median stays well below soft tissue (0..+60). Outside this range the volume is
+# in a convention covbench does not know (raw stored values without their rescale, a display
+# window), and every windowed slice would saturate.
+LUNG_HU_RANGE = (-1100.0, -300.0)
+AIR_HU = -500.0  # a chest CT without a lung mask must hold voxels darker than this (air)
+_SAMPLE = 1_000_000  # voxels sampled for the check: a median needs no more
+
+
+def to_hu(values: np.ndarray, intensity: str) -> np.ndarray:
+    """Stored values -> HU for the two CT conventions ("hu" as is, "window255" back through the
+    [-1250, 250] HU window it was scaled from)."""
+    v = np.asarray(values, dtype=np.float64)
+    if intensity == "window255":
+        return v * ((SOURCE_WINDOW[1] - SOURCE_WINDOW[0]) / 255.0) + SOURCE_WINDOW[0]
+    return v
+
+
+def check_intensity(image: np.ndarray, lung: np.ndarray | None, intensity: str, name: str) -> None:
+    """Refuse a CT volume whose values do not look like CT in its stated convention.
+
+    With a lung mask: the median inside the lungs, read in `intensity`, must be air-filled lung
+    (`LUNG_HU_RANGE`). Without one: the volume must hold air (its darkest 1 % below `AIR_HU`).
+    "display" images (8-bit grey of an unknown window) are not checked: there is nothing to
+    check them against. Raises `CovbenchError` naming the file, the convention and what was seen.
+    """
+    if intensity not in ("hu", "window255") or image.size == 0:
+        return
+    if lung is not None and lung.any():
+        # a strided sample of the volume, then its lung voxels: no full-size temporaries
+        flat, in_lung = image.reshape(-1), lung.reshape(-1)
+        step = max(1, flat.size // (8 * _SAMPLE))
+        inside = flat[::step][in_lung[::step] > 0]
+        if inside.size == 0:  # a lung too small for the sample
+            inside = flat[in_lung > 0]
+        median = float(to_hu(np.median(inside), intensity))
+        lo, hi = LUNG_HU_RANGE
+        if lo <= median <= hi:
+            return
+        raise CovbenchError(
+            f"{name}: lung voxels read {median:+.0f} HU (median inside the lung mask, {intensity!r} "
+            f"convention), not air-filled lung ({lo:.0f} to {hi:.0f} HU); the volume is neither in HU "
+            "nor in the 0..255 [-1250, 250] HU window (raw stored values without their rescale "
+            "intercept, e.g. HU + 1024?): convert it first"
+        )
+    flat = image.reshape(-1)
+    step = max(1, flat.size // _SAMPLE)
+    darkest = float(to_hu(np.percentile(flat[::step], 1.0), intensity))
+    if darkest >= AIR_HU:
+        raise CovbenchError(
+            f"{name}: no air in the volume (darkest 1 % of voxels read {darkest:+.0f} HU in the "
+            f"{intensity!r} convention, air is about -1000 HU); the volume is neither in HU nor in the "
+            "0..255 [-1250, 250] HU window (raw stored values without their rescale intercept?): "
+            "convert it first"
+        )
 
 
 def _round_u8(y: np.ndarray) -> np.ndarray:
@@ -249,7 +306,9 @@ def preprocess_cases(
         bad.extend(skipped)
     if skipped:
         warnings.warn(
-            f"skipped {len(skipped)} case(s):\n  " + "\n  ".join(skipped), UserWarning, stacklevel=2
+            f"skipped {len(skipped)} case(s) in pre-processing:\n  " + "\n  ".join(skipped),
+            UserWarning,
+            stacklevel=2,
         )
     if not parts:
         raise CovbenchError("no slices: every case was empty or skipped")

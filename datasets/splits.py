@@ -265,7 +265,31 @@ def make_splits(
         base = {**base, "unit": "slice", "warning": PAPER_WARNING}
     else:
         raise CovbenchError(f"unknown split {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
-    return [{**base, "fold": f, **p} for f, p in enumerate(parts)]
+    manifests = [{**base, "fold": f, **p} for f, p in enumerate(parts)]
+    check_lesions(slices, manifests)
+    return manifests
+
+
+def check_lesions(slices, manifests: list[dict]) -> None:
+    """Refuse data on which the benchmark measures nothing: no lesion pixel in the whole dataset,
+    or none in a fold's test set. An empty prediction scores Dice 1 on every lesion-free slice, so
+    such a run would rank models by how little they predict."""
+    masks = slices.masks
+    if len(masks) and not np.any(masks):
+        raise CovbenchError(
+            f"dataset: no lesion pixels in any of its {len(masks)} slices (every lesion mask is empty); "
+            "there is nothing to segment"
+        )
+    for manifest in manifests:
+        test = split_indices(slices, manifest)["test"]
+        if test.size and not np.any(masks[test]):
+            ids = manifest["test"]
+            shown = ", ".join(map(str, ids[:4])) + (" ..." if len(ids) > 4 else "")
+            raise CovbenchError(
+                f"split {manifest['strategy']!r} fold {manifest['fold']}: its test set ({len(ids)} "
+                f"{manifest.get('unit', 'patient')}(s): {shown}, {test.size} slices) has no lesion pixels; "
+                "every model would score Dice 1 by predicting nothing - choose another split or fold count"
+            )
 
 
 def split_indices(slices, manifest: dict) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ smp:Unet:resnet18.encoder_weights=imagenet`) and must already be in the local Hu
 covbench never downloads weights, so a benchmark can't silently depend on the network.
 
 Width: smp networks have no single "first-level channels" knob (the encoder fixes its own
-widths), so the run-level `--width` does not apply to them; their spec has `paper_width=0` and a
+widths), so the run-level `--width` does not apply to them; their spec sets no `paper_width` and a
 `width` model option is refused. Size a member with its own options instead (`decoder_channels`,
 `encoder_depth`, or a smaller encoder).
 """
@@ -121,9 +121,8 @@ def build(
     name: str,
     in_channels: int = 1,
     classes: int = 1,
-    width: int | None = None,  # no width knob: see the module docstring
     **options: Any,
-):
+):  # no `width`: smp members have no width knob (see the module docstring)
     """Build one member from scratch unless `encoder_weights` is given and cached locally."""
     bad = sorted(set(options) - set(option_names(arch)))
     if bad:
@@ -168,8 +167,7 @@ def resolve(member: str) -> ModelSpec:
         build=functools.partial(build, arch, encoder, name),
         title=f"smp {arch} ({encoder})",
         reference=f"{REFERENCES.get(arch, arch)}; segmentation_models_pytorch {_smp().__version__}",
-        paper_width=0,  # no width knob
-    )
+    )  # no paper_width: no width knob
 
 
 def axes() -> Mapping[str, list[str]]:

@@ -12,15 +12,16 @@ slices, with the slice thickness as third spacing, so ASSD/HD95/NSD are 3D surfa
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, DamagedFile
 from covbench.metrics import METRICS, empty_case, segmentation_metrics
-from covbench.store import read_json
+from covbench.store import read_json, read_record
 
 CASE_KEYS = ["model", "fold", "case"]
 
@@ -82,8 +83,11 @@ def load_test_slices(run_dir: Path) -> dict[str, np.ndarray]:
             f"{path} not found: this run predates saved test slices; re-run it with this covbench "
             "version for patient-level metrics and overlays, or use --unit slice"
         )
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DamagedFile(path, f"{exc}; `covbench run --resume {run_dir}` writes it again") from None
 
 
 def load_predictions(trial_dir: Path, slices: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -91,8 +95,13 @@ def load_predictions(trial_dir: Path, slices: dict[str, np.ndarray]) -> tuple[np
     path = trial_dir / "predictions.npz"
     if not path.exists():
         raise CovbenchError(f"{path} not found: the trial finished without saving its predictions")
-    with np.load(path) as data:
-        prob, index = data["prob"], data["index"]
+    try:
+        with np.load(path) as data:
+            prob, index = data["prob"], data["index"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise DamagedFile(
+            path, f"{exc}; `covbench run --resume {trial_dir.parent.parent}` evaluates the trial again"
+        ) from None
     rows = np.searchsorted(slices["index"], index)
     if (rows >= slices["index"].size).any() or not np.array_equal(
         slices["index"][rows.clip(max=slices["index"].size - 1)], index
@@ -138,11 +147,15 @@ def patient_rows(run_dir: Path, threshold: float = 0.5) -> pd.DataFrame:
     slices = load_test_slices(run_dir)
     target = slices["mask"].astype(bool)
     out = []
-    for record_path in sorted((run_dir / "trials").glob("*/record.json")):
-        record = read_json(record_path)
-        if record.get("status") != "done":
+    try:
+        key = read_json(run_dir / "config.json").get("_key") if (run_dir / "config.json").exists() else None
+    except DamagedFile:
+        key = None
+    for trial_dir in sorted((run_dir / "trials").glob("*")):
+        record = read_record(trial_dir)  # a damaged one is set aside with a warning
+        if record is None or record.get("status") != "done" or (key and record.get("config_key") != key):
             continue
-        prob, rows = load_predictions(record_path.parent, slices)
+        prob, rows = load_predictions(trial_dir, slices)
         for vol in volumes(slices, rows):
             p, t = prob[vol.rows], target[rows[vol.rows]]
             pred = p >= threshold

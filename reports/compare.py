@@ -9,11 +9,17 @@ Tolerance per metric = max(absolute floor, 2 x the SD between seeds), the seed S
 baseline (from the current side when the baseline has one seed); `--tolerance dice=0.02`
 replaces it. A (model, metric) missing from the current side fails the comparison (a metric that
 silently disappears is how a regression hides); one missing from the baseline is reported as new.
+
+Before comparing, the CLI checks that both sides are the same benchmark
+(`covbench.reports.identity.check_comparable`): a baseline of another benchmark is refused, exit 2.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +30,8 @@ from scipy import stats
 from covbench.errors import CovbenchError
 from covbench.manifest import now_iso
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
-from covbench.reports.table import COLUMNS
+from covbench.reports.identity import summary_identity
+from covbench.reports.table import column_titles, distance_unit_of
 from covbench.store import read_json, write_json
 
 #: Absolute tolerance floors: a change smaller than these is never called a regression.
@@ -65,6 +72,7 @@ class Comparison:
     baseline: str
     current: str
     rows: list[Row] = field(default_factory=list)
+    distance_unit: str = "mm"  # of ASSD and HD95 on both sides ("mm" or "px")
 
     @property
     def failed(self) -> list[Row]:
@@ -85,7 +93,8 @@ class Comparison:
         for r in self.rows:
             arrow = "↑" if HIGHER_IS_BETTER.get(r.metric, True) else "↓"
             verdict = f"**{r.verdict}**" if r in self.failed else r.verdict
-            cells = [r.model, f"{COLUMNS.get(r.metric, r.metric)} {arrow}", num(r.baseline), num(r.current)]
+            title = column_titles(self.distance_unit).get(r.metric, r.metric)
+            cells = [r.model, f"{title} {arrow}", num(r.baseline), num(r.current)]
             cells += [num(r.delta, "+.4f"), num(r.tolerance), num(r.p_value, ".3g"), verdict]
             lines.append("| " + " | ".join(cells) + " |")
         failed = self.failed
@@ -204,8 +213,15 @@ def compare(
             f"cannot compare a {baseline.get('unit', 'slice')}-level baseline with a "
             f"{current.get('unit', 'slice')}-level summary"
         )
+    # a distance in pixels is not a distance in mm: never call one a regression of the other
+    base_unit, cur_unit = distance_unit_of(baseline), distance_unit_of(current)
+    if base_unit != cur_unit:
+        raise CovbenchError(
+            f"{names[0]} has distances in {base_unit}, {names[1]} in {cur_unit} (one dataset has a pixel "
+            "spacing, the other none): ASSD and HD95 cannot be compared; use a baseline of the same data"
+        )
     base_models, cur_models = baseline["models"], current["models"]
-    result = Comparison(*names)
+    result = Comparison(*names, distance_unit=cur_unit)
     for model in sorted(set(base_models) | set(cur_models)):
         b_entry, c_entry = base_models.get(model, {}), cur_models.get(model, {})
         tracked = [m for m in METRICS if m in b_entry or m in c_entry]
@@ -238,5 +254,46 @@ def update_baseline(baseline_path: Path, current: dict, current_path: Path) -> P
     env = read_json(env_path) if env_path.exists() else {}
     data = dict(current)
     data["baseline_of"] = {"run": run_dir.name, "git": env.get("git"), "updated": now_iso()}
+    # the baseline outlives its run folder: keep what makes it comparable (covbench.reports.identity)
+    identity = summary_identity(current, summary_path(source, "CURRENT"))
+    if identity is not None:
+        data["benchmark"] = identity
     write_json(baseline_path, data)
     return baseline_path
+
+
+def summary_digest(summary: dict) -> str:
+    """sha256 of a summary's per-model numbers: what `track` dedups on and a gate record names."""
+    return hashlib.sha256(json.dumps(summary["models"], sort_keys=True).encode()).hexdigest()
+
+
+GATE_FILE = "gate.json"
+
+
+def record_gate(current_file: Path, current: dict, result: Comparison) -> Path | None:
+    """Write the verdict into CURRENT's run folder, so `covbench track` can mark a flagged run.
+
+    Only for a summary inside a run folder (config.json beside it); a loose summary file is left alone.
+    """
+    run_dir = Path(current_file).parent
+    if not (run_dir / "config.json").is_file():
+        return None
+    record = {
+        "baseline": result.baseline,
+        "passed": not result.failed,
+        "failed": [{"model": r.model, "metric": r.metric, "verdict": r.verdict} for r in result.failed],
+        "summary_sha256": summary_digest(current),
+        "date": now_iso(),
+    }
+    write_json(run_dir / GATE_FILE, record)
+    return run_dir / GATE_FILE
+
+
+def append_step_summary(markdown: str) -> Path | None:
+    """Append to $GITHUB_STEP_SUMMARY (the job page of a GitHub Actions run) when it is set."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return None
+    with open(target, "a", encoding="utf-8") as f:
+        f.write(markdown.rstrip("\n") + "\n\n")
+    return Path(target)

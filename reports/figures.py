@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from covbench.metrics import HIGHER_IS_BETTER
 from covbench.reports.aggregate import load_predictions, load_test_slices
 from covbench.reports.stats import ALPHA, MetricTests, cliques
-from covbench.reports.table import COLUMNS
+from covbench.reports.table import COLUMNS, column_titles
 from covbench.store import atomic_path, trial_name
 
 PALETTE = ["#1b6ca8", "#e07b39", "#3a9b5c", "#b5446e", "#7b6cb0", "#8c6d31", "#4d4d4d", "#17becf"]
@@ -44,9 +44,13 @@ def _direction(metric: str) -> str:
     return "higher is better" if HIGHER_IS_BETTER.get(metric, True) else "lower is better"
 
 
-def boxplots(per_case: pd.DataFrame, models: list[str], stem: Path, unit: str = "slice") -> list[Path]:
+def boxplots(
+    per_case: pd.DataFrame, models: list[str], stem: Path, unit: str = "slice", distance_unit: str = "mm"
+) -> list[Path]:
     """One panel per metric; a box per model over the test cases (each averaged over seeds), with
-    the cases drawn as points because test sets can be small."""
+    the cases drawn as points because test sets can be small. ASSD / HD95 panels are titled in
+    `distance_unit` (px when the data had no pixel spacing)."""
+    titles_of = column_titles(distance_unit)
     metrics = [m for m in COLUMNS if m in per_case.columns]
     cols = 4
     rows = math.ceil(len(metrics) / cols)
@@ -87,7 +91,7 @@ def boxplots(per_case: pd.DataFrame, models: list[str], stem: Path, unit: str = 
             rotation=30 if len(models) > 3 else 0,
             ha="right" if len(models) > 3 else "center",
         )
-        ax.set_title(f"{COLUMNS[metric]}\n({_direction(metric)})", fontsize=10)
+        ax.set_title(f"{titles_of[metric]}\n({_direction(metric)})", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[len(metrics) :]:
         ax.set_visible(False)

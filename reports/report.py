@@ -12,16 +12,27 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from warnings import warn  # `warnings` names the report's list of warnings here
 
 import numpy as np
 import pandas as pd
 
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports.aggregate import UNITS, case_means, empty_case_counts, patient_rows, summarize
 from covbench.reports.stats import ALPHA, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, MetricTests, compare_models
-from covbench.reports.table import COLUMNS, MARK_LEGEND, build_table, to_csv, to_html, to_latex, to_markdown
-from covbench.store import read_json, write_json, write_text
+from covbench.reports.table import (
+    MARK_LEGEND,
+    build_table,
+    column_titles,
+    significance_table,
+    test_summaries,
+    to_csv,
+    to_html,
+    to_latex,
+    to_markdown,
+)
+from covbench.store import read_csv, read_json, read_record, write_json, write_text
 
 MIN_PATIENTS = 12  # below this many independent test patients, the report warns
 MIN_WILCOXON = 6  # with fewer paired cases no two-sided Wilcoxon signed-rank p can reach 0.05
@@ -38,11 +49,51 @@ def load_rows(run_dir: Path) -> pd.DataFrame:
     path = run_dir / "cases.csv"
     if not path.exists():
         raise CovbenchError(f"{path} not found: is {run_dir} a covbench run folder with finished trials?")
-    return pd.read_csv(path)
+    try:
+        return read_csv(path, ("model", "seed", "fold", "case"))
+    except DamagedFile as exc:
+        raise CovbenchError(
+            f"{exc}; `covbench run --resume {run_dir}` writes it again from the trials' own rows"
+        ) from None
 
 
-def load_records(run_dir: Path) -> list[dict]:
-    return [read_json(p) for p in sorted((run_dir / "trials").glob("*/record.json"))]
+def run_config(run_dir: Path) -> dict:
+    """config.json as stored; {} (with a warning) when it is damaged: the report needs only its
+    threshold and version history, and the next run on the folder writes it again."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        return {}
+    try:
+        data = read_json(path)
+    except DamagedFile as exc:
+        warn(f"{exc}: the report assumes threshold 0.5 and no version change", RunFolderWarning, stacklevel=2)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_records(run_dir: Path, config: dict | None = None) -> list[dict]:
+    """The records of the done trials of this run's configuration (its `_key`); a damaged record
+    is set aside with a warning (covbench.store.read_record) and its trial left out."""
+    key = (run_config(run_dir) if config is None else config).get("_key")
+    records = [read_record(p) for p in sorted((run_dir / "trials").glob("*")) if p.is_dir()]
+    return [
+        r
+        for r in records
+        if r is not None and r.get("status") == "done" and (not key or r.get("config_key") == key)
+    ]
+
+
+def version_notes(config: dict) -> list[str]:
+    """A run continued with --allow-version-change holds trials trained by different code."""
+    notes = []
+    for change in config.get("_version_changes") or []:
+        was = ", ".join(f"{k} {v or '(absent)'}" for k, v in (change.get("from") or {}).items())
+        now = ", ".join(f"{k} {v or '(absent)'}" for k, v in (change.get("to") or {}).items())
+        notes.append(
+            f"this run was continued on {change.get('at')} with other code ({was} before, {now} after; "
+            "--allow-version-change): its trials were not all trained by the same versions."
+        )
+    return notes
 
 
 def trial_extras(records: list[dict], checks: dict | None = None) -> dict[str, dict]:
@@ -156,50 +207,21 @@ def captions(unit: str, n_cases: int, n_patients: int, n_seeds: int, surface_3d:
     return case, seed
 
 
-def _markdown_tests(tests: dict[str, dict], unit: str) -> list[str]:
-    lines = []
-    for metric, t in tests.items():
-        f = (
-            f"Friedman χ² = {t['friedman_statistic']:.2f}, p = {t['friedman_p']:.3g}"
-            if t.get("friedman_p") is not None
-            else "Friedman n/a"
-        )
-        ties = ", ".join(t.get("tied_with_best") or []) or "none"
-        best = (
-            f"best **{t['best']}**, not significantly different from it: {ties}"
-            if t.get("best")
-            else "no best (fewer than two models with values)"
-        )
-        lines.append(f"- **{COLUMNS.get(metric, metric)}** ({t['n_cases']} paired {unit}s): {f}; {best}")
-    lines += [
-        "",
-        "| Metric | Pair (a − b) | Mean difference [95% CI] | W | p | p (Holm) | r (rank-biserial) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+def run_distance_unit(run_dir: Path) -> str:
+    """The unit of the run's distances, as the runner recorded it in split.json: "mm", or "px"
+    when the data had no pixel spacing. Run folders written before it was recorded are mm."""
+    path = Path(run_dir) / "split.json"
+    unit = read_json(path).get("distance_unit", "mm") if path.exists() else "mm"
+    if unit not in ("mm", "px"):
+        raise CovbenchError(f"{path}: distance_unit {unit!r}; expected 'mm' or 'px'")
+    return str(unit)
 
-    def num(x: float | None, fmt: str) -> str:
-        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
-    for metric, t in tests.items():
-        for p in t["pairs"]:
-            cells = [
-                COLUMNS.get(metric, metric),
-                f"{p['a']} − {p['b']}",
-                f"{num(p['mean_difference'], '+.4f')} "
-                f"[{num(p['ci_low'], '+.4f')}, {num(p['ci_high'], '+.4f')}]",
-                num(p["statistic"], ".1f"),
-                num(p["p_value"], ".3g"),
-                num(p["p_adjusted"], ".3g"),
-                num(p["rank_biserial"], "+.2f"),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"_Wilcoxon signed-rank (zero differences dropped), Holm-adjusted over the pairs of each metric, "
-        f"α = {ALPHA}; r > 0: a larger; 95% CI: percentile bootstrap over {unit}s "
-        f"({BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED})._",
-    ]
-    return lines
+def _markdown_tests(tests: dict[str, dict], unit: str, distance_unit: str = "mm") -> list[str]:
+    strong = lambda name: f"**{name}**"  # noqa: E731
+    lines = ["- " + line for line in test_summaries(tests, unit, strong, distance_unit=distance_unit)]
+    table = significance_table(tests, unit, distance_unit)
+    return [*lines, "", to_markdown(table), f"_{table.caption}_"]
 
 
 def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Report:
@@ -208,13 +230,13 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
     if unit not in UNITS:
         raise CovbenchError(f"--unit must be one of {', '.join(UNITS)}, got {unit!r}")
     slice_rows = load_rows(run_dir)
+    config = run_config(run_dir)
     if unit == "slice":
         rows = slice_rows
     else:
-        config_path = run_dir / "config.json"
-        threshold = float(read_json(config_path).get("threshold", 0.5)) if config_path.exists() else 0.5
+        threshold = float(config.get("threshold", 0.5))
         rows = patient_rows(run_dir, threshold)
-    records = load_records(run_dir)
+    records = load_records(run_dir, config)
     per_case = case_means(rows)
     models = summarize(rows)
     tests = {
@@ -229,10 +251,16 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
     n_patients = int(rows["patient"].nunique()) if "patient" in rows else n_cases
     surface_3d = bool(rows["surface_3d"].all()) if "surface_3d" in rows else unit == "slice"
     caption, seed_caption = captions(unit, n_cases, n_patients, len(seeds), surface_3d)
-    warnings = check_warnings(run_dir, rows, unit, tests)
+    distance_unit = run_distance_unit(run_dir)
+    if distance_unit == "px":
+        caption += (
+            " The data records no pixel spacing: ASSD and HD95 are in pixels, NSD's tolerance is in pixels."
+        )
+    warnings = check_warnings(run_dir, rows, unit, tests) + version_notes(config)
     test_dicts = {m: t.to_dict() for m, t in tests.items()}
     summary = {
         "unit": unit,
+        "distance_unit": distance_unit,  # of ASSD, HD95 and the NSD tolerance: "mm" or "px"
         "models": models,
         "aggregation": caption,
         "seed_aggregation": seed_caption,
@@ -261,7 +289,7 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
 
     figure_list: list[tuple[Path, str]] = []
     if figures:
-        figure_list = _figures(run_dir, slice_rows, per_case, tests, unit, warnings)
+        figure_list = _figures(run_dir, slice_rows, per_case, tests, unit, warnings, distance_unit)
         paths += [p.with_suffix(s) for p, _ in figure_list for s in (".png", ".svg")]
     title = f"covbench report: {run_dir.name} ({unit} level)"
     lines = [f"# {title}", ""]
@@ -269,7 +297,7 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
         lines += [f"> **Warning:** {w}", ""]
     lines += ["## Table 1", "", to_markdown(table), f"_{caption}_", ""]
     lines += ["## Seed view", "", to_markdown(seed_table), f"_{seed_caption}_", ""]
-    lines += ["## Significance", "", *_markdown_tests(test_dicts, unit), ""]
+    lines += ["## Significance", "", *_markdown_tests(test_dicts, unit, distance_unit), ""]
     if figure_list:
         lines += ["## Figures", ""] + [f"![{c}]({p.relative_to(run_dir).as_posix()})" for p, c in figure_list]
     markdown = "\n".join(lines) + "\n"
@@ -282,15 +310,28 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
     put(f"report{sfx}.md", markdown)
     from covbench.reports.html import page
 
+    titles_of = column_titles(distance_unit)
     notes = [
         f"Run folder: {run_dir.resolve()}",
         f"Trials: {len(records)}; seeds: {', '.join(map(str, seeds))}.",
         "Direction per metric: "
-        + ", ".join(f"{COLUMNS[m]} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in tests),
+        + ", ".join(f"{titles_of[m]} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in tests),
+        f"Distances (ASSD, HD95, NSD tolerance) in {distance_unit}"
+        + (": the data records no pixel spacing." if distance_unit == "px" else "."),
     ]
     put(
         f"report{sfx}.html",
-        page(title, warnings, to_html(table), to_html(seed_table), test_dicts, unit, figure_list, notes),
+        page(
+            title,
+            warnings,
+            to_html(table),
+            to_html(seed_table),
+            test_dicts,
+            unit,
+            figure_list,
+            notes,
+            distance_unit=distance_unit,
+        ),
     )
     return Report(summary, markdown, paths)
 
@@ -315,13 +356,14 @@ def _figures(
     tests: dict[str, MetricTests],
     unit: str,
     warnings: list[str],
+    distance_unit: str = "mm",
 ) -> list[tuple[Path, str]]:
     from covbench.reports import figures as fig
 
     folder = run_dir / f"figures{suffix(unit)}"
     model_names = sorted(per_case["model"].unique())
     out = []
-    fig.boxplots(per_case, model_names, folder / "boxplots", unit)
+    fig.boxplots(per_case, model_names, folder / "boxplots", unit, distance_unit)
     out.append(
         (folder / "boxplots.png", f"Per-{unit} distribution of every metric and model (Figure 5 style).")
     )
@@ -334,8 +376,12 @@ def _figures(
             )
         )
     if (run_dir / "test_slices.npz").exists():
-        if fig.qualitative(run_dir, slice_rows, model_names, folder / "qualitative"):
-            out.append((folder / "qualitative.png", "Best, median and worst test slices (Figure 6 style)."))
+        try:
+            if fig.qualitative(run_dir, slice_rows, model_names, folder / "qualitative"):
+                caption = "Best, median and worst test slices (Figure 6 style)."
+                out.append((folder / "qualitative.png", caption))
+        except DamagedFile as exc:
+            warnings.append(f"qualitative overlays skipped: {exc}.")
     else:
         warnings.append("no test_slices.npz in the run folder (older run): qualitative overlays skipped.")
     return out

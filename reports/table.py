@@ -12,7 +12,10 @@ import csv
 import html
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from covbench.reports.stats import ALPHA, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
 
 COLUMNS: dict[str, str] = {
     "dice": "Dice",
@@ -24,6 +27,23 @@ COLUMNS: dict[str, str] = {
     "hd95": "HD95 (mm)",
     "nsd": "NSD",
 }
+#: Metrics measured as distances: in mm where the data had a pixel spacing, in px where it had none
+#: (the run's `distance_unit`, recorded in split.json and summary.json).
+DISTANCE_METRICS: tuple[str, ...] = ("assd", "hd95")
+
+
+def column_titles(distance_unit: str = "mm") -> dict[str, str]:
+    """`COLUMNS` with ASSD and HD95 in `distance_unit` ("mm" or "px"): a title never claims
+    millimetres the data does not have."""
+    unit = f"({distance_unit})"
+    return {m: t.replace("(mm)", unit) if m in DISTANCE_METRICS else t for m, t in COLUMNS.items()}
+
+
+def distance_unit_of(summary: dict) -> str:
+    """The distance unit a summary was computed in; summaries written before it was recorded are mm."""
+    return str(summary.get("distance_unit", "mm"))
+
+
 EXTRA_COLUMNS: dict[str, str] = {
     "params_m": "Params (M)",
     "gflops": "GFLOPs/img",
@@ -38,6 +58,11 @@ MARK_LEGEND = (
 
 def _finite(x: object) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
+
+
+def number(x: float | None, fmt: str) -> str:
+    """`format(x, fmt)`, or "n/a" for a missing (None) or NaN value."""
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
 def cell(stat: dict | None, digits: int = 2, keys: tuple[str, str] = ("mean", "sd")) -> str:
@@ -81,7 +106,8 @@ def build_table(
     tests = summary.get("tests", {}) if view == "case" else {}
     extra = extra or {}
     metrics = [m for m in COLUMNS if any(m in v for v in models.values())]
-    header = ["Model", *(COLUMNS[m] for m in metrics), *EXTRA_COLUMNS.values()]
+    titles_of = column_titles(distance_unit_of(summary))
+    header = ["Model", *(titles_of[m] for m in metrics), *EXTRA_COLUMNS.values()]
     rows, numeric = [], []
     for name, entry in models.items():
         cells = []
@@ -200,8 +226,58 @@ def to_html(table: Table) -> str:
     )
 
 
-def markdown_table(
-    summary: dict, titles: dict[str, str] | None = None, extra: dict[str, dict] | None = None
-) -> str:
-    """Markdown Table 1 of the case view (kept for callers that want only the table text)."""
-    return to_markdown(build_table(summary, "", extra=extra, titles=titles))
+def test_summaries(
+    tests: dict[str, dict],
+    unit: str,
+    strong: Callable[[str], str],
+    text: Callable[[str], str] = str,
+    distance_unit: str = "mm",
+) -> list[str]:
+    """One line per metric: the Friedman test, the best model and the models tied with it.
+    `strong` marks up (and escapes) a bold name, `text` escapes plain text, for Markdown or HTML."""
+    titles_of = column_titles(distance_unit)
+    lines = []
+    for metric, t in tests.items():
+        if t.get("friedman_p") is None:
+            friedman = "Friedman n/a (needs ≥ 3 models and ≥ 2 cases)"
+        else:
+            friedman = f"Friedman χ² = {t['friedman_statistic']:.2f}, p = {t['friedman_p']:.3g}"
+        ties = ", ".join(t.get("tied_with_best") or []) or "none"
+        best = (
+            f"best {strong(t['best'])}, not significantly different from it: {text(ties)}"
+            if t.get("best")
+            else "no best (fewer than two models with values)"
+        )
+        name = strong(titles_of.get(metric, metric))
+        lines.append(f"{name} ({t['n_cases']} paired {unit}s): {friedman}; {best}")
+    return lines
+
+
+def significance_table(tests: dict[str, dict], unit: str, distance_unit: str = "mm") -> Table:
+    """Every pairwise test, one row per (metric, pair), from `summary["tests"]`; the Markdown and
+    HTML reports both render this one table."""
+    titles_of = column_titles(distance_unit)
+    header = [
+        "Metric", "Pair (a − b)", "n", "Mean difference [95% CI]", "W", "p", "p (Holm)", "r (rank-biserial)"
+    ]  # fmt: skip
+    rows: list[tuple[str, list[Cell]]] = []
+    for metric, t in tests.items():
+        for p in t["pairs"]:
+            ci = f"[{number(p['ci_low'], '+.4f')}, {number(p['ci_high'], '+.4f')}]"
+            texts = [
+                f"{p['a']} − {p['b']}",
+                str(p["n"]),
+                f"{number(p['mean_difference'], '+.4f')} {ci}",
+                number(p["statistic"], ".1f"),
+                number(p["p_value"], ".3g"),
+                number(p["p_adjusted"], ".3g"),
+                number(p["rank_biserial"], "+.2f"),
+            ]
+            rows.append((titles_of.get(metric, metric), [Cell(text) for text in texts]))
+    caption = (
+        f"Paired over test {unit}s every model has a value for. Wilcoxon signed-rank (zero differences "
+        f"dropped), Holm-adjusted over the pairs of each metric, α = {ALPHA}; r = matched-pairs "
+        f"rank-biserial correlation (> 0: a larger); 95% CI: percentile bootstrap over {unit}s "
+        f"({BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED})."
+    )
+    return Table(header, rows, caption)

@@ -30,8 +30,8 @@ from covbench.config import PRESETS, build_config
 from covbench.datasets.splits import split_indices
 from covbench.metrics import batch_metrics
 from covbench.runner import prepare_data
-from covbench.train import predict, seed_everything, train_model
-from covbench.trial import _tensors
+from covbench.train import TrainOptions, predict, seed_everything, train_model
+from covbench.trial import slice_tensors
 
 RECORDED = (
     "image_size",
@@ -92,24 +92,10 @@ def main(argv: list[str] | None = None) -> dict:
     spec = registry.get_model(a.model)
     width, options = spec.run_arguments(cfg.width, {})
     model = spec.create(in_channels=1, classes=1, width=width, **options)
-    (tx, ty), (vx, vy), (sx, sy) = (_tensors(data.slices, i) for i in (train, parts["val"], parts["test"]))
+    train_xy, val_xy, (sx, sy) = (slice_tensors(data.slices, i) for i in (train, parts["val"], parts["test"]))
     t0 = time.perf_counter()
     cpu = torch.device("cpu")
-    result = train_model(
-        model,
-        tx,
-        ty,
-        vx,
-        vy,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        seed=a.seed,
-        device=cpu,
-        lr_schedule=cfg.lr_schedule,
-        augment=cfg.augment,
-        loss=cfg.loss,
-    )
+    result = train_model(model, train_xy, val_xy, TrainOptions.from_config(cfg, a.seed), cpu)
     seconds = time.perf_counter() - t0
     target = sy[:, 0].numpy().astype(bool)
     spacing = data.slices.spacing[parts["test"]]

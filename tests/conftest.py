@@ -34,6 +34,8 @@ def ray_session():
     """A fixed-size local Ray cluster, started once; executors reuse it instead of starting theirs."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # "local": a new instance even where another Ray cluster runs on this machine (e.g. the
+        # two-node test's), which ray.init() would join otherwise
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

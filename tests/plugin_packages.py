@@ -8,8 +8,10 @@ import textwrap
 from pathlib import Path
 
 
-def write_plugin(root: Path, dist: str, module: str, entry: str, body: str) -> Path:
-    """A one-module project `dist` declaring `entry` in `covbench.models`, with `body` as its module."""
+def write_plugin(
+    root: Path, dist: str, module: str, entry: str, body: str, group: str = "covbench.models"
+) -> Path:
+    """A one-module project `dist` declaring `entry` in `group`, with `body` as its module."""
     project = root / dist
     (project / module).mkdir(parents=True)
     (project / module / "__init__.py").write_text(textwrap.dedent(body))
@@ -21,7 +23,7 @@ def write_plugin(root: Path, dist: str, module: str, entry: str, body: str) -> P
         [project]
         name = "{dist}"
         version = "0.0.1"
-        [project.entry-points."covbench.models"]
+        [project.entry-points."{group}"]
         {entry} = "{module}:SPEC"
         [tool.setuptools]
         packages = ["{module}"]

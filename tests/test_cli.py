@@ -107,3 +107,20 @@ def test_changed_config_on_same_out_is_refused(smoke_run):
     )
     assert result.exit_code == 2
     assert "different configuration (changed: epochs)" in result.output
+
+
+def test_deterministic_is_a_recorded_choice_refused_on_resume(tmp_path):
+    """--no-deterministic (cuDNN autotuning, the GPU default) lands in config.json and each record;
+    without the flag a CPU run is deterministic."""
+    out = tmp_path / "run"
+    args = ["run", "--preset", "smoke", "--models", "unet", "--seeds", "1", "--epochs", "1", "--debug"]
+    result = runner.invoke(app, [*args, "--no-deterministic", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["deterministic"] is False
+    (record,) = [json.loads(p.read_text()) for p in out.glob("trials/*/record.json")]
+    assert record["deterministic"] is False
+    refused = runner.invoke(app, ["run", "--resume", str(out), "--deterministic"])
+    assert refused.exit_code == 2 and "drop --deterministic" in refused.output
+    plain = tmp_path / "plain"
+    assert runner.invoke(app, [*args, "--out", str(plain)]).exit_code == 0
+    assert json.loads((plain / "config.json").read_text())["deterministic"] is True

@@ -159,3 +159,60 @@ def test_update_creates_a_missing_baseline(tmp_path):
     assert json.loads(baseline.read_text())["models"]["unet"]["dice"]["mean"] == 0.6
     # without --update a missing baseline is an input error, not a pass
     assert runner.invoke(app, ["compare", str(tmp_path / "none.json"), str(current)]).exit_code == 2
+
+
+def config_json(run, epochs=12, fingerprint="f" * 64, **overrides):
+    """config.json and environment.json of a smoke-preset run, as `covbench run` writes them."""
+    from covbench.config import PRESETS, build_config
+
+    cfg = build_config(models=["unet"], n_seeds=3, preset=PRESETS["smoke"], epochs=epochs, **overrides)
+    (run / "config.json").write_text(json.dumps({**cfg.to_dict(), "_key": f"{cfg.key()}-{fingerprint[:12]}"}))
+    env = {"git": {"commit": "abc", "dirty": False}, "data_fingerprint": fingerprint}
+    (run / "environment.json").write_text(json.dumps(env))
+
+
+def test_baseline_keeps_its_identity_and_refuses_another_benchmark(tmp_path):
+    run12, run2 = tmp_path / "e12", tmp_path / "e2"
+    for run, epochs in ((run12, 12), (run2, 2)):
+        run.mkdir()
+        write(run, "summary.json", summary())
+        config_json(run, epochs=epochs)
+    baseline = tmp_path / "baseline.json"
+    assert runner.invoke(app, ["compare", str(baseline), str(run12), "--update"]).exit_code == 0
+    stored = json.loads(baseline.read_text())["benchmark"]
+    assert stored["epochs"] == 12 and stored["data_fingerprint"] == "f" * 12 and "seeds" not in stored
+    refused = runner.invoke(app, ["compare", str(baseline), str(run2)])
+    assert refused.exit_code == 2, refused.output
+    assert "epochs 12 (baseline) vs 2 (current)" in refused.output and "REGRESSED" not in refused.output
+    assert not (run2 / "gate.json").exists()
+    # --update is the deliberate way to move the gate to another benchmark
+    moved = runner.invoke(app, ["compare", str(baseline), str(run2), "--update"])
+    assert moved.exit_code == 0 and "a different benchmark" in moved.output
+    assert json.loads(baseline.read_text())["benchmark"]["epochs"] == 2
+    passed = runner.invoke(app, ["compare", str(baseline), str(run2)])
+    assert passed.exit_code == 0 and json.loads((run2 / "gate.json").read_text())["passed"] is True
+
+
+def test_a_side_without_identity_is_compared_with_a_note(tmp_path):
+    result = invoke(tmp_path, summary(), summary())
+    assert result.exit_code == 0 and "no benchmark identity" in result.output
+
+
+def test_committed_ci_baseline_is_the_benchmark_ci_run_runs():
+    """reports/baselines/smoke-ci.json holds the identity of .ci/run's benchmark: same settings as its
+    `covbench run` line and the same phantom bytes. A change to either needs a refreshed baseline."""
+    from pathlib import Path
+
+    from covbench.config import PRESETS, build_config
+    from covbench.datasets import phantom
+    from covbench.datasets.fingerprint import fingerprint_files
+    from covbench.reports.identity import differences, identity_from_config
+
+    root = Path(__file__).resolve().parents[1]
+    command = "covbench run --preset smoke --epochs 12 --seeds 3 --models paper"
+    assert command in (root / ".ci" / "run").read_text()
+    baseline = json.loads((root / "reports" / "baselines" / "smoke-ci.json").read_text())
+    cfg = build_config(models=["unet", "unetpp", "resunet"], n_seeds=3, preset=PRESETS["smoke"], epochs=12)
+    files = phantom.case_files(**cfg.phantom)  # the cached phantom, as `covbench run` reads it
+    ci = identity_from_config(cfg.to_dict(), fingerprint_files(files), "slice")
+    assert differences(baseline["benchmark"], ci) == []

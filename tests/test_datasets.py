@@ -93,7 +93,7 @@ def _write_case(
     ],
 )
 def test_orientation_made_canonical(tmp_path, affine, expected_index, expected_spacing):
-    data = np.zeros((7, 6, 4), np.int16)  # (i, j, k) with x, y, z extents 7, 6, 4
+    data = np.full((7, 6, 4), -850, np.int16)  # (i, j, k) with x, y, z extents 7, 6, 4; lung HU
     data[0, 0, 0] = 500  # one marked corner voxel
     _write_case(tmp_path, data, affine)
     (case,) = covid_ct_seg.load(tmp_path)
@@ -103,7 +103,7 @@ def test_orientation_made_canonical(tmp_path, affine, expected_index, expected_s
 
 
 def test_permuted_axes_made_canonical(tmp_path):
-    data = np.zeros((6, 7, 4), np.int16)  # stored (y, x, z)
+    data = np.full((6, 7, 4), -850, np.int16)  # stored (y, x, z); lung HU
     data[0, 0, 0] = 500
     affine = np.array([[0, -1.0, 0, 0], [-2.0, 0, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 1]])
     _write_case(tmp_path, data, affine)

@@ -42,7 +42,7 @@ def test_second_run_is_a_cache_hit_without_reading_data(data, tmp_path, monkeypa
     def boom(*a, **k):
         raise AssertionError("pre-processing ran on a cache hit")
 
-    monkeypatch.setattr(prep, "preprocess_case", boom)
+    monkeypatch.setattr(prep, "preprocess_cases", boom)
     second = prepare_slices("covid-ct-seg", data, CFG, cache_dir=cache)
     assert second.cache_hit and second.fingerprint == first.fingerprint and second.n_cases == 4
     for name in prep.FIELDS:

@@ -232,7 +232,8 @@ def test_from_dir_and_corrupt_archive(tmp_path, archives):
         (src / name).write_bytes(data)
     dest = download.install_from_dir(src, tmp_path / "data", names=NAMES)
     assert len(list(covid_ct_seg.load(dest))) == 2
-    assert sorted(p.name for p in dest.iterdir()) == sorted(n[:-4] for n in NAMES)
+    expected = [*(n[:-4] for n in NAMES), download.DATA_MANIFEST]  # + the data manifest
+    assert sorted(p.name for p in dest.iterdir()) == sorted(expected)
     raw = bytearray(archives[NAMES[1]])
     pos = raw.index(b"\x1f\x8b") + 200  # inside the first stored member's bytes
     raw[pos] ^= 0xFF

@@ -88,9 +88,11 @@ def test_paper_split_counts_and_warning():
 def _slices(patients, per=3, sources=None):
     n = len(patients) * per
     sources = sources or ["s"] * len(patients)
+    masks = np.zeros((n, 4, 4), np.uint8)
+    masks[:, 1, 1] = 1  # a lesion on every slice: make_splits refuses a test set without any
     return SliceSet(
         images=np.zeros((n, 4, 4), np.uint8),
-        masks=np.zeros((n, 4, 4), np.uint8),
+        masks=masks,
         spacing=np.ones((n, 2), np.float32),
         patient=np.repeat(np.array(patients), per),
         slice_index=np.tile(np.arange(per, dtype=np.int32), len(patients)),

@@ -51,3 +51,15 @@ def test_without_gpu_and_without_tiny_it_refuses(capsys):
         load_script().main([])
     assert exc.value.code == 2
     assert "--tiny" in capsys.readouterr().out
+
+
+def test_tiny_concurrency_measures_packed_trials_through_ray(ray_session, tmp_path, one_thread):
+    """--concurrent runs N seeds at once through covbench's run path and sums their throughput."""
+    out = load_script().main(["--tiny", "--epochs", "1", "--models", "unet", "--concurrent", "1,2"])
+    rows = out["concurrency"]
+    assert [(r["model"], r["trials"]) for r in rows] == [("unet", 1), ("unet", 2)]
+    per_trial = rows[1]["per_trial_images_per_s"]
+    assert len(per_trial) == 2 and all(x > 0 for x in per_trial)
+    assert rows[1]["aggregate_train_images_per_s"] == pytest.approx(sum(per_trial), abs=0.2)
+    assert rows[0]["speedup"] == 1.0
+    assert out["projected_protocol"]["hours_packed"] > 0

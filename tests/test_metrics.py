@@ -127,6 +127,67 @@ def test_surface_metrics_match_monai(seed):
         assert pooled["assd"] == directed["assd"] and pooled["nsd"] == directed["nsd"]
 
 
+def irregular_pairs(seed: int, n: int, shape=(60, 70)):
+    """Noisy, irregular lesions (smoothed noise plus salt-and-pepper), the case where many surface
+    distances fall exactly on a tolerance that is a multiple of the spacing."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        p, t = (
+            (ndi.gaussian_filter(rng.random(shape), 3) > 0.52) ^ (rng.random(shape) < 0.05) for _ in range(2)
+        )
+        out.append((p, t))
+    return out
+
+
+@pytest.mark.parametrize("sp", [(0.6, 0.9), (0.9, 0.6), (0.6, 0.6), (1.0, 1.0), (0.5, 1.7)])
+def test_nsd_matches_monai_on_anisotropic_irregular_lesions(sp):
+    # Tolerances 3.0 and 1.8 mm are multiples of 0.6 and 0.9: grid distances equal to the
+    # tolerance (a tie) must count as within it, as in the reference. Before the fix covbench
+    # scored these up to 0.008 lower on 0.6 x 0.9 mm grids.
+    pytest.importorskip("monai")
+    from monai.metrics import compute_surface_dice
+
+    for p, t in irregular_pairs(4, 4):
+        P, T = torch_pair(p, t)
+        for tol in (3.0, 1.8):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ref = compute_surface_dice(
+                    P, T, [tol], include_background=True, spacing=sp, use_subvoxels=True
+                ).item()
+            ours = segmentation_metrics(p, t, spacing=sp, nsd_tolerance_mm=tol)["nsd"]
+            assert abs(ours - ref) < 1e-6, (sp, tol, ours, ref)
+
+
+def test_nsd_counts_a_distance_equal_to_the_tolerance():
+    # two lines 5 rows apart at 0.6 mm per row: their dual-grid elements are 3 mm apart in exact
+    # arithmetic, 3.0000000000000018 mm from the rounded coordinates (8.4 - 5.4). A tie is within
+    # the tolerance (before the fix NSD was 0.78 here); just below it, nothing is.
+    p = np.zeros((48, 12), bool)
+    t = np.zeros_like(p)
+    p[13, :8] = True
+    t[8, :8] = True
+    p[0, 11] = t[0, 11] = True  # a shared pixel, so the lines sit away from the crop's origin
+    assert close(segmentation_metrics(p, t, spacing=(0.6, 0.9), nsd_tolerance_mm=3.0)["nsd"], 1.0)
+    assert segmentation_metrics(p, t, spacing=(0.6, 0.9), nsd_tolerance_mm=2.99)["nsd"] < 0.8
+
+
+def test_3d_nsd_matches_monai_on_anisotropic_boxes_at_tied_tolerances():
+    pytest.importorskip("monai")
+    from monai.metrics import compute_surface_dice
+
+    for p, t, _ in boxes(3, 4):
+        P, T = torch_pair(p, t)
+        for sp, tol in (((1.8, 0.6, 0.9), 3.0), ((0.9, 0.6, 0.6), 1.8)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ref = compute_surface_dice(
+                    P, T, [tol], include_background=True, spacing=sp, use_subvoxels=True
+                ).item()
+            assert abs(segmentation_metrics(p, t, spacing=sp, nsd_tolerance_mm=tol)["nsd"] - ref) < 1e-6
+
+
 def test_confusion_metrics_match_monai():
     pytest.importorskip("monai")
     from monai.metrics import compute_confusion_matrix_metric, compute_dice, get_confusion_matrix

@@ -81,7 +81,7 @@ FAKE_GPUS = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     import ray
-    ray.init(num_cpus=8, num_gpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, num_gpus=4, include_dashboard=False, log_to_driver=False)
     from covbench.scheduler import RayExecutor, Resources
 
     def hold(barrier, n):
@@ -120,6 +120,16 @@ FAKE_GPUS = textwrap.dedent(
     out["records"] = [json.loads(p.read_text()) for p in sorted(run_dir.glob("trials/*/record.json"))]
     out["environment"] = json.loads((run_dir / "environment.json").read_text())
     out["seconds_runner"] = time.time() - t0 - out["seconds_placement"]
+
+    # No --gpus-per-trial: covbench.packing decides. Fake GPUs have no CUDA behind them, so the
+    # free-memory probe is given an answer (64 GiB); 8 trials on 4 GPUs -> 2 per GPU.
+    RayExecutor.gpu_memory = lambda self, timeout=60.0: 64 * 2**30
+    packed = build_config(models=["unet", "resunet"], n_seeds=4, preset=PRESETS["smoke"], epochs=1)
+    packed_dir = Path(sys.argv[1] + "-packed")
+    outcome = execute(packed, packed_dir, cpus_per_trial=0.5)
+    out["packed_failed"] = outcome.failed
+    out["packed_records"] = [json.loads(p.read_text()) for p in sorted(packed_dir.glob("trials/*/record.json"))]
+    out["packed_environment"] = json.loads((packed_dir / "environment.json").read_text())
     print("RESULT" + json.dumps(out))
     """
 )
@@ -203,3 +213,18 @@ def test_unreachable_cluster_address_fails_in_seconds(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "nonsense")
     with pytest.raises(CovbenchError, match="--address nonsense: expected 'auto', host:port"):
         check_address(None)
+
+
+@pytest.mark.slow
+def test_trials_are_packed_two_per_gpu_when_memory_and_work_allow(fake_gpu_run):
+    env = fake_gpu_run["packed_environment"]
+    assert not fake_gpu_run["packed_failed"] and len(fake_gpu_run["packed_records"]) == 8
+    packing = env["packing"]
+    assert (packing["gpus_per_trial"], packing["trials_per_gpu"]) == (0.5, 2)
+    assert "trials per GPU needed" in packing["reason"] and packing["gpu_memory_gib"] == 64.0
+    assert env["resources_per_trial"]["gpus"] == 0.5
+    per_gpu: dict[str, int] = {}
+    for r in fake_gpu_run["packed_records"]:
+        assert len(r["gpu_ids"]) == 1  # a fraction of one GPU each
+        per_gpu[r["gpu_ids"][0]] = per_gpu.get(r["gpu_ids"][0], 0) + 1
+    assert set(per_gpu) <= {"0", "1", "2", "3"}

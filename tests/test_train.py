@@ -11,6 +11,9 @@ import torch
 
 from covbench.registry import get_model
 from covbench.train import (
+    Best,
+    ResumeFrom,
+    TrainOptions,
     fits_on_device,
     predict,
     resolve_amp,
@@ -54,11 +57,27 @@ def build(name: str = "unet", width: int = 4, seed: int = 0) -> torch.nn.Module:
     return get_model(name).create(in_channels=1, classes=1, width=width)
 
 
-def fit(model: torch.nn.Module, epochs: int = 1, n: int = 16, **kw):
+def fit(model: torch.nn.Module, epochs: int = 1, n: int = 16, *, on_epoch=None, resume=None, **kw):
     x, y = blobs(n)
     vx, vy = blobs(8, seed=1)
-    opts = {"epochs": epochs, "batch_size": 4, "lr": 2e-3, "seed": 0, "device": CPU, **kw}
-    return train_model(model, x, y, vx, vy, **opts)
+    options = TrainOptions(**{"epochs": epochs, "batch_size": 4, "lr": 2e-3, "seed": 0, **kw})
+    return train_model(model, (x, y), (vx, vy), options, CPU, on_epoch=on_epoch, resume=resume)
+
+
+def keep_last_epoch(saved: dict):
+    """An on_epoch callback that keeps what a checkpoint would (copies of the live state)."""
+
+    def keep(end):
+        saved.update(
+            model={k: v.clone() for k, v in end.model.state_dict().items()},
+            resume=ResumeFrom(
+                int(end.row["epoch"]),
+                end.optimizer.state_dict(),
+                Best(end.best.val_dice, end.best.epoch, end.best.state),
+            ),
+        )
+
+    return keep
 
 
 def test_same_seed_gives_identical_weights_after_one_epoch():
@@ -143,20 +162,10 @@ def test_resume_continues_the_same_run():
     full = fit(build(seed=7), epochs=2)
     model = build(seed=7)
     saved: dict = {}
-
-    def keep(event):
-        saved.update(
-            model={k: v.clone() for k, v in event["model"].state_dict().items()},
-            optimizer=event["optimizer"].state_dict(),
-            best=(event["row"]["best_val_dice"], event["row"]["best_epoch"], event["best_state"]),
-        )
-
-    fit(model, epochs=1, on_epoch=keep)
+    fit(model, epochs=1, on_epoch=keep_last_epoch(saved))
     resumed_model = build(seed=99)
     resumed_model.load_state_dict(saved["model"])
-    resumed = fit(
-        resumed_model, epochs=2, start_epoch=1, optimizer_state=saved["optimizer"], best=saved["best"]
-    )
+    resumed = fit(resumed_model, epochs=2, resume=saved["resume"])
     assert resumed.history[0]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-6)
 
 
@@ -245,7 +254,7 @@ def test_a_trial_trains_and_predicts_with_the_configs_augment_loss_and_tta(tmp_p
     real = covbench.trial.train_model
 
     def spy(*args, **kwargs):
-        seen.append(kwargs)
+        seen.append(args)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(covbench.trial, "train_model", spy)
@@ -272,7 +281,8 @@ def test_a_trial_trains_and_predicts_with_the_configs_augment_loss_and_tta(tmp_p
     (record_path,) = (tmp_path / "run" / "trials").glob("*/record.json")
     record = json.loads(record_path.read_text())
     assert record["n_val"] == 0 and record["best_val_dice"] is None and record["best_epoch"] == 1
-    assert (seen[0]["augment"], seen[0]["loss"]) == ("affine", "dice_bce")
+    options = next(a for a in seen[0] if isinstance(a, TrainOptions))
+    assert (options.augment, options.loss) == ("affine", "dice_bce")
     assert predicted == [True]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"] == "dice_bce"
 
@@ -281,7 +291,8 @@ def test_without_validation_slices_the_final_weights_are_kept():
     model = build(seed=2)
     x, y = blobs(16)
     empty = torch.zeros(0, 1, 32, 32)
-    result = train_model(model, x, y, empty, empty, epochs=2, batch_size=4, lr=2e-3, seed=0, device=CPU)
+    options = TrainOptions(epochs=2, batch_size=4, lr=2e-3, seed=0)
+    result = train_model(model, (x, y), (empty, empty), options, CPU)
     assert result.best_epoch == 2 and math.isnan(result.best_val_dice)
     assert all(math.isnan(row["val_dice"]) for row in result.history)
     final = model.state_dict()
@@ -305,37 +316,44 @@ def test_flip_tta_averages_the_four_views_flipped_back():
 def test_a_trial_without_validation_resumes_to_the_same_final_weights():
     x, y = blobs(16)
     empty = torch.zeros(0, 1, 32, 32)
-    opts = {"batch_size": 4, "lr": 2e-3, "seed": 0, "device": CPU}
-    full = train_model(build(seed=3), x, y, empty, empty, epochs=2, **opts)
+    two = TrainOptions(epochs=2, batch_size=4, lr=2e-3, seed=0)
+    full = train_model(build(seed=3), (x, y), (empty, empty), two, CPU)
     saved: dict = {}
-
-    def keep(event):
-        row = event["row"]
-        saved.update(
-            model={k: v.clone() for k, v in event["model"].state_dict().items()},
-            optimizer=event["optimizer"].state_dict(),
-            best=(row["best_val_dice"], row["best_epoch"], event["best_state"]),
-        )
-
-    train_model(build(seed=3), x, y, empty, empty, epochs=1, on_epoch=keep, **opts)
-    assert saved["best"][2] is None  # nothing selected: the checkpoint carries no best weights
+    one = TrainOptions(epochs=1, batch_size=4, lr=2e-3, seed=0)
+    train_model(build(seed=3), (x, y), (empty, empty), one, CPU, on_epoch=keep_last_epoch(saved))
+    assert saved["resume"].best.state is None  # nothing selected: the checkpoint carries no best weights
     model = build(seed=99)
     model.load_state_dict(saved["model"])
-    resumed = train_model(
-        model,
-        x,
-        y,
-        empty,
-        empty,
-        epochs=2,
-        start_epoch=1,
-        optimizer_state=saved["optimizer"],
-        best=saved["best"],
-        **opts,
-    )
+    resumed = train_model(model, (x, y), (empty, empty), two, CPU, resume=saved["resume"])
     assert resumed.best_epoch == 2
     assert resumed.history[0]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-6)
     assert all(
         torch.allclose(resumed.best_state[k].float(), full.best_state[k].float(), atol=1e-6)
         for k in full.best_state
     )
+
+
+def test_fused_adam_the_gpu_default_runs_on_the_cpu_and_matches_the_default():
+    from covbench.train import make_optimizer
+
+    a, b = build(seed=3), build(seed=3)
+    x, y = blobs(4)
+    for model, fused in ((a, True), (b, False)):
+        opt = make_optimizer(model, 1e-3, fused=fused)
+        assert opt.defaults["fused"] is (True if fused else None)
+        loss = soft_dice_loss(model(x), y)
+        loss.backward()
+        opt.step()
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(va, vb, atol=1e-6), k
+
+
+def test_train_options_come_from_the_run_config_with_one_eval_batch():
+    from covbench.config import PRESETS, build_config
+
+    cfg = build_config(models=["unet"], n_seeds=1, preset=PRESETS["smoke"], loss="dice_bce", amp="off")
+    options = TrainOptions.from_config(cfg, seed=3)
+    assert (options.seed, options.loss, options.amp, options.epochs) == (3, "dice_bce", "off", cfg.epochs)
+    assert options.eval_batch(CPU) == 2 * cfg.batch_size
+    assert options.eval_batch(torch.device("cuda:0")) == 4 * cfg.batch_size
+    assert options.uses_channels_last(torch.device("cuda:0")) and not options.uses_channels_last(CPU)
