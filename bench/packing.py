@@ -83,6 +83,9 @@ def plan_packing(
         return Packing(gpus, per_gpu, f"--gpus-per-trial {requested:g} given", _gib(trial_memory))
     if cluster_gpus < 1:
         return Packing(0.0, 0, "no GPUs in the cluster: trials run on CPUs")
+    if n_trials <= cluster_gpus:
+        reason = f"{n_trials} trial(s) on {cluster_gpus:g} GPUs: one GPU each"
+        return Packing(1.0, 1, reason, _gib(trial_memory))
     if gpu_memory is None or not trial_memory:
         return Packing(1.0, 1, "GPU memory unknown: one trial per GPU", _gib(trial_memory))
     by_memory = int(USABLE_GPU_MEMORY * gpu_memory // trial_memory)

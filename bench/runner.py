@@ -178,7 +178,7 @@ def check_run_dir(
 def version_changes(stored: dict[str, str] | None, current: dict[str, str]) -> dict[str, tuple[Any, Any]]:
     """{distribution: (stored version, current version)} for every one that differs. A folder
     written before versions were recorded (no `_versions`) has nothing to compare."""
-    if not stored:
+    if not stored or not isinstance(stored, dict):
         return {}
     return {
         name: (stored.get(name), current.get(name))
@@ -642,7 +642,7 @@ def _plan_packing(
         ),
         default=None,
     )
-    probe = requested is None and resources["gpus"] >= 1 and n_trials > 1
+    probe = requested is None and 1 <= resources["gpus"] < n_trials  # packing could pay
     gpu_memory = executor.gpu_memory() if probe else None
     return plan_packing(
         requested, resources["gpus"], n_trials=n_trials, trial_memory=trial_memory, gpu_memory=gpu_memory

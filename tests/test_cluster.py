@@ -155,7 +155,7 @@ CLUSTER = textwrap.dedent(
 @pytest.mark.slow
 def test_two_node_cluster_loses_the_worker_node_and_the_trial_resumes_elsewhere(tmp_path, monkeypatch):
     _ray_core_only(tmp_path, monkeypatch)
-    epochs = 80  # ~0.1 s each: the node goes while the trial still has seconds of training left
+    epochs = 50  # ~0.1 s each: the node goes while the trial still has seconds of training left
     proc = subprocess.run(
         [sys.executable, "-c", CLUSTER, str(tmp_path / "run"), str(epochs)],
         capture_output=True,

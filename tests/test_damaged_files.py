@@ -156,3 +156,18 @@ def test_damaged_config_with_trials_of_another_configuration_is_refused(finished
     assert result.exit_code == 2, result.output
     assert "holds trials of another configuration" in _flat(result.output)
     assert (out / "config.json").read_bytes() == b""  # left as it was
+
+
+@pytest.mark.slow
+def test_rows_of_another_configuration_never_enter_the_table(finished, tmp_path):
+    """collect_cases takes only trials whose record carries the run's own key."""
+    from covbench.runner import collect_cases
+
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    assert collect_cases(out).groupby(["model", "seed"]).ngroups == 2
+    path = out / TRIAL / "record.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "config_key": "0000000000000000-aaaaaaaaaaaa"}))
+    rows = collect_cases(out)
+    assert sorted(rows["seed"].unique()) == [1]  # seed 0's trial belongs to another configuration

@@ -19,6 +19,11 @@ def test_no_gpus_means_cpu_trials_and_a_request_is_obeyed():
         plan_packing(0.5, 0, n_trials=2, trial_memory=None, gpu_memory=None)
 
 
+def test_no_more_trials_than_gpus_means_one_gpu_each():
+    p = plan_packing(None, 4, n_trials=3, trial_memory=GIB, gpu_memory=None)
+    assert (p.gpus_per_trial, p.trials_per_gpu) == (1.0, 1) and "one GPU each" in p.reason
+
+
 def test_unknown_gpu_memory_keeps_one_trial_per_gpu():
     p = plan_packing(None, 2, n_trials=15, trial_memory=10 * GIB, gpu_memory=None)
     assert (p.gpus_per_trial, p.trials_per_gpu) == (1.0, 1) and "unknown" in p.reason

@@ -128,7 +128,8 @@ FAKE_GPUS = textwrap.dedent(
     packed_dir = Path(sys.argv[1] + "-packed")
     outcome = execute(packed, packed_dir, cpus_per_trial=0.5)
     out["packed_failed"] = outcome.failed
-    out["packed_records"] = [json.loads(p.read_text()) for p in sorted(packed_dir.glob("trials/*/record.json"))]
+    records = sorted(packed_dir.glob("trials/*/record.json"))
+    out["packed_records"] = [json.loads(p.read_text()) for p in records]
     out["packed_environment"] = json.loads((packed_dir / "environment.json").read_text())
     print("RESULT" + json.dumps(out))
     """
