@@ -288,3 +288,39 @@ def models_record(checks: Mapping[str, ModelCheck]) -> dict[str, Any]:
         "activation_method": ACTIVATION_NOTE,
         "models": {name: check.to_dict() for name, check in checks.items()},
     }
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """A registered model's parameter count at its paper width and at a run width (`covbench models`)."""
+
+    name: str
+    title: str
+    reference: str
+    paper_width: int  # 0: no width knob
+    paper_parameters: int
+    width: int  # the width a run with this run width builds it at
+    parameters: int
+
+
+def model_sizes(run_width: int | None) -> tuple[list[ModelSize], list[registry.BrokenPlugin]]:
+    """Every registered model's size, built on the meta device (no memory, no weights), and the
+    plugins that could not be counted: entry points that failed to load, and builds that failed."""
+    import torch
+
+    sizes: list[ModelSize] = []
+    broken = {**registry.broken_models(), **registry.broken_families()}
+    for name in registry.list_models():
+        spec = registry.get_model(name)
+        try:
+            with torch.device("meta"):
+                paper = registry.count_parameters(spec.create())
+                width = spec.scaled_width(run_width)
+                scaled = registry.count_parameters(spec.create(width=width))
+        except Exception as exc:  # a plugin whose build fails must not hide the others
+            origin = registry.model_origin(name)
+            error = f"build failed: {_one_line(exc)}"
+            broken[name] = registry.BrokenPlugin(name, origin.entry_point, origin.distribution, error)
+            continue
+        sizes.append(ModelSize(name, spec.title, spec.reference, spec.paper_width, paper, width, scaled))
+    return sizes, [broken[name] for name in sorted(broken)]

@@ -1,4 +1,9 @@
-"""Run configuration: presets, CLI overrides, validation and a stable hash for resume."""
+"""Run configuration: presets, CLI overrides, validation and a stable hash for resume.
+
+Every default a run's configuration takes is decided here (preset for the device, the dataset's
+split, fold count, cuDNN determinism), so a library caller gets what `covbench run` gets. Importing
+this module does not import torch: only `has_cuda()` does, when a decision needs the device.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from covbench import registry
 from covbench.errors import CovbenchError
 
 # Option values, kept here so that checking a command line does not import torch; the
@@ -96,9 +102,19 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def resolve_preset(name: str, cuda_available: bool) -> Preset:
+def has_cuda() -> bool:
+    """Whether torch sees a CUDA device (imports torch)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_preset(name: str, cuda_available: bool | None = None) -> Preset:
+    """The preset called `name`; `auto` is `paper` on CUDA and `cpu` otherwise (`cuda_available`
+    None: ask `has_cuda()`, only for `auto`)."""
     if name == "auto":
-        name = "paper" if cuda_available else "cpu"
+        on_cuda = has_cuda() if cuda_available is None else cuda_available
+        name = "paper" if on_cuda else "cpu"
     if name not in PRESETS:
         raise CovbenchError(f"unknown preset {name!r}; choose one of: auto, {', '.join(PRESETS)}")
     return PRESETS[name]
@@ -171,10 +187,21 @@ def build_config(
     loss: str | None = None,
     val_fraction: float | None = None,
     tta: bool | None = None,
+    dataset: str = "phantom",
+    split: str | None = None,
+    folds: int | None = None,
+    deterministic: bool | None = True,
     **extra: Any,
 ) -> RunConfig:
-    """Merge a preset with CLI overrides and check them; every problem names its option."""
-    preset = preset.specialise(extra.get("dataset", "phantom"))
+    """Merge a preset with CLI overrides and check them; every problem names its option.
+
+    `split` None: the dataset's `default_split`; `folds` None: 5 for `kfold`, else 1;
+    `deterministic` None: deterministic cuDNN kernels on a CPU, autotuning on CUDA (`covbench run`'s
+    default, docs/performance.md). An explicit `width` is refused for a model without a width knob;
+    a preset's width leaves such a model at its own size. Other keyword arguments are RunConfig fields.
+    """
+    data_spec = registry.get_dataset(dataset)  # an unknown name fails here, listing the adapters
+    preset = preset.specialise(dataset)
     if n_seeds < 1:
         raise CovbenchError(f"--seeds must be a positive number of seeds, got {n_seeds}")
     for opt, value in {"--epochs": epochs, "--batch-size": batch_size, "--width": width}.items():
@@ -191,6 +218,14 @@ def build_config(
     size = image_size if image_size is not None else preset.image_size
     if size < 16 or size % 16:
         raise CovbenchError(f"--image-size must be a multiple of 16 and at least 16, got {size}")
+    if width is not None:
+        for name in models:
+            if not registry.get_model(name).has_width:
+                raise CovbenchError(
+                    f"--width {width}: model {name!r} has no width knob (no paper_width in its spec); "
+                    "drop --width or leave the model out of --models"
+                )
+    split = split or data_spec.default_split
     cfg = RunConfig(
         models=tuple(models),
         seeds=tuple(range(n_seeds)),
@@ -206,5 +241,41 @@ def build_config(
         val_fraction=val_fraction if val_fraction is not None else preset.val_fraction,
         tta=tta if tta is not None else preset.tta,
         phantom=dict(preset.phantom),
+        dataset=dataset,
+        split=split,
+        folds=folds if folds is not None else (5 if split == "kfold" else 1),
+        deterministic=not has_cuda() if deterministic is None else deterministic,
     )
     return replace(cfg, **extra) if extra else cfg
+
+
+def _option_value(text: str) -> Any:
+    """JSON-ish: true/false/null, numbers and JSON lists as such, anything else as a string."""
+    lowered = {"true": True, "false": False, "null": None, "none": None}
+    if text.strip().lower() in lowered:
+        return lowered[text.strip().lower()]
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_model_options(items: list[str], models: list[str]) -> dict[str, dict[str, Any]]:
+    """`--model-option MODEL.KEY=VALUE` (repeatable) -> {model: {key: value}}. The key follows
+    the last dot, so member names with dots (`smp:Unet:tu-vit_small.augreg`) work."""
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        model, dot, key = target.strip().rpartition(".")
+        if not sep or not dot or not model or not key:
+            raise CovbenchError(
+                f"--model-option {item!r}: expected MODEL.KEY=VALUE, e.g. unetpp.deep_supervision=false"
+            )
+        if ":" in model:
+            model = registry.get_model(model).name
+        if model not in models:
+            raise CovbenchError(
+                f"--model-option {item!r}: model {model!r} is not selected by --models ({', '.join(models)})"
+            )
+        options.setdefault(model, {})[key] = _option_value(value)
+    return options

@@ -86,8 +86,9 @@ def run_lock(run_dir: Path, create: bool = True) -> Iterator[None]:
         finally:
             held.depth -= 1
         return
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = -1
     try:
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
@@ -95,8 +96,9 @@ def run_lock(run_dir: Path, create: bool = True) -> Iterator[None]:
             f"{run_dir} is in use by {_describe(holder(run_dir))}; one covbench at a time writes a "
             "run folder: wait for it to end, or use another --out"
         ) from None
-    except OSError as exc:  # a file system without locks: run, but say that nothing guards it
-        os.close(fd)
+    except OSError as exc:  # a read-only folder, a file system without locks: say nothing guards it
+        if fd >= 0:
+            os.close(fd)
         warnings.warn(
             f"{run_dir}: cannot lock {LOCK_NAME} ({exc}); make sure no other covbench writes this folder",
             RunFolderWarning,

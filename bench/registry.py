@@ -27,6 +27,7 @@ MODEL_GROUP = "covbench.models"
 FAMILY_GROUP = "covbench.families"
 DATASET_GROUP = "covbench.datasets"
 REFERENCE_WIDTH = 64  # `--width` is given in channels of a model whose paper width is 64
+PAPER_MODELS = ("unet", "unetpp", "resunet")  # the three models of Salehi et al. 2023 (`--models paper`)
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,33 @@ def list_models(pattern: str = "*", exclude: Iterable[str] = ()) -> list[str]:
     """Registered model names matching an fnmatch pattern, sorted."""
     names = [n for n in _models()[0] if fnmatch.fnmatch(n, pattern)]
     return sorted(n for n in names if not any(fnmatch.fnmatch(n, e) for e in exclude))
+
+
+def resolve_models(text: str) -> list[str]:
+    """The model names a `--models` text selects, in order, without repeats: `all` (every
+    registered model; family members only when named), `paper` (PAPER_MODELS), or a comma list of
+    registered names (fnmatch patterns allowed) and family members such as `smp:UnetPlusPlus:resnet34`.
+    Raises CovbenchError naming the valid models when an item selects none."""
+    names: list[str] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if item == "all":
+            found = list_models()
+        elif item == "paper":
+            found = list(PAPER_MODELS)
+        elif any(ch in item for ch in "*?["):
+            found = list_models(item)
+        else:
+            found = [get_model(item).name]  # raises with the list of valid names
+        if not found:
+            raise CovbenchError(
+                f"--models {item!r} matches no registered model; available: {', '.join(list_models())}"
+            )
+        names += [n for n in found if n not in names]
+    if not names:
+        raise CovbenchError("--models is empty")
+    return names
 
 
 def broken_models() -> dict[str, BrokenPlugin]:

@@ -38,6 +38,7 @@ from urllib.request import Request, urlopen
 
 from covbench.errors import CovbenchError
 
+DOWNLOADABLE = ("covid-ct-seg",)  # the datasets `covbench data download` can fetch
 RECORD = "3757476"
 BASE_URL = f"https://zenodo.org/records/{RECORD}/files"
 API_URL = f"https://zenodo.org/api/records/{RECORD}"
@@ -59,6 +60,12 @@ MAX_EXTRACT_BYTES = 4 * DATASET_BYTES  # per archive
 MAX_MEMBERS = 1000  # per archive; the record has 20 files in each
 MAX_RATIO = 1100  # uncompressed / compressed per member; deflate cannot exceed ~1032
 SIDECARS = ("md5", "sha256", "sha1")  # `<archive>.<algorithm>` files holding the hex digest
+
+
+def check_downloadable(name: str) -> None:
+    """Raise a CovbenchError naming the downloadable datasets unless `name` is one."""
+    if name not in DOWNLOADABLE:
+        raise CovbenchError(f"no download for {name!r}; downloadable: {', '.join(DOWNLOADABLE)}")
 
 
 def fetch_checksums(api_url: str = API_URL, *, timeout: float = 30) -> dict[str, str]:

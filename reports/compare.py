@@ -21,6 +21,7 @@ import json
 import math
 import os
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import numpy as np
 from scipy import stats
 
 from covbench.errors import CovbenchError
+from covbench.lock import run_lock
 from covbench.manifest import now_iso
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports.identity import summary_identity
@@ -258,8 +260,16 @@ def update_baseline(baseline_path: Path, current: dict, current_path: Path) -> P
     identity = summary_identity(current, summary_path(source, "CURRENT"))
     if identity is not None:
         data["benchmark"] = identity
-    write_json(baseline_path, data)
+    with run_folder_lock(baseline_path.parent):
+        write_json(baseline_path, data)
     return baseline_path
+
+
+def run_folder_lock(folder: Path) -> AbstractContextManager:
+    """The lock of `folder` when it is a run folder (config.json in it), so nothing is written into
+    or read from a folder a run is writing (RunLocked, exit 2); no lock for any other folder."""
+    folder = Path(folder)
+    return run_lock(folder, create=False) if (folder / "config.json").is_file() else nullcontext()
 
 
 def summary_digest(summary: dict) -> str:
@@ -285,7 +295,8 @@ def record_gate(current_file: Path, current: dict, result: Comparison) -> Path |
         "summary_sha256": summary_digest(current),
         "date": now_iso(),
     }
-    write_json(run_dir / GATE_FILE, record)
+    with run_folder_lock(run_dir):
+        write_json(run_dir / GATE_FILE, record)
     return run_dir / GATE_FILE
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 from covbench.errors import CovbenchError
 from covbench.manifest import now_iso
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
-from covbench.reports.compare import GATE_FILE, load_summary, summary_digest
+from covbench.reports.compare import GATE_FILE, load_summary, run_folder_lock, summary_digest
 from covbench.reports.identity import (
     default_name,
     describe,
@@ -176,10 +176,15 @@ def _gate_record(run_dir: Path, digest: str) -> dict[str, Any] | None:
 def track(run_dir: Path, history: Path, benchmark: str | None = None) -> Tracked:
     """Append the run's summary to its benchmark's series. Refuses a summary already tracked, a run
     folder without config.json (its identity is unknown) and a benchmark name that stands for a
-    different identity."""
+    different identity, and a run folder that a run is writing (RunLocked)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CovbenchError(f"RUN_DIR {run_dir}: not a folder")
+    with run_folder_lock(run_dir):  # not a summary that a run is about to rewrite
+        return _track(run_dir, Path(history), benchmark)
+
+
+def _track(run_dir: Path, history: Path, benchmark: str | None) -> Tracked:
     summary = load_summary(run_dir, "RUN_DIR")
     unit = summary.get("unit", "slice")
     identity = run_identity(run_dir, unit, distance_unit_of(summary))
