@@ -46,6 +46,7 @@ from covbench.store import (
     npz_shapes,
     read_csv,
     read_json,
+    read_json_object,
     read_record,
     set_aside,
     trial_name,
@@ -230,15 +231,7 @@ def config_record(run_dir: Path, cfg: RunConfig, key: str, versions: dict[str, s
 def read_previous_environment(run_dir: Path) -> dict[str, Any] | None:
     """environment.json of the folder's last session; a damaged one is set aside (this run writes
     a new one) and reads as None: it only describes earlier sessions."""
-    path = Path(run_dir) / "environment.json"
-    if not path.exists():
-        return None
-    try:
-        env = read_json(path)
-    except DamagedFile as exc:
-        set_aside(path, f"is damaged ({exc.why}); this run writes a new one")
-        return None
-    return env if isinstance(env, dict) else None
+    return read_json_object(Path(run_dir) / "environment.json", "this run writes a new one")
 
 
 def check_data_key(run_dir: Path, key: str) -> None:

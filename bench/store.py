@@ -176,22 +176,30 @@ def write_csv(path: Path, frame: Any) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def read_record(trial_dir: Path) -> dict[str, Any] | None:
-    """A trial's record.json, or None when it has none. A damaged one (zero-length after a crash,
-    cut short, not a record) is set aside with a RunFolderWarning and reads as None: the trial
-    counts as not done, and the next run on the folder runs it again."""
-    path = Path(trial_dir) / "record.json"
+def read_json_object(path: Path, consequence: str) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None when there is none. A damaged file (zero-length after a
+    crash, cut short, not an object) is set aside with a RunFolderWarning that ends with
+    `consequence` (what happens instead), and reads as None."""
+    path = Path(path)
     if not path.exists():
         return None
     try:
         data = read_json(path)
     except DamagedFile as exc:
-        set_aside(path, f"is damaged ({exc.why}): the trial counts as not done and is run again")
+        set_aside(path, f"is damaged ({exc.why}): {consequence}")
         return None
     if not isinstance(data, dict):
-        set_aside(path, "is not a trial record: the trial counts as not done and is run again")
+        set_aside(path, f"is not a JSON object: {consequence}")
         return None
     return data
+
+
+def read_record(trial_dir: Path) -> dict[str, Any] | None:
+    """A trial's record.json, or None when it has none; a damaged one is set aside and the trial
+    counts as not done: the next run on the folder runs it again."""
+    return read_json_object(
+        Path(trial_dir) / "record.json", "the trial counts as not done and is run again"
+    )
 
 
 def trial_name(model: str, seed: int, fold: int) -> str:

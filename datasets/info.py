@@ -34,6 +34,7 @@ def describe(
     spacing_max = np.zeros(3)
     n_cases = n_slices = n_lung = n_lesion = 0
     lung_masks = False
+    units: set[str] = set()
     parts: dict[str, int] = {}
     for case in spec.load(data_dir, **kwargs):
         n_cases += 1
@@ -47,6 +48,7 @@ def describe(
         sizes.add(tuple(case.image.shape[1:]))
         spacing_min = np.minimum(spacing_min, case.spacing)
         spacing_max = np.maximum(spacing_max, case.spacing)
+        units.add(case.spacing_unit)
         s = per_source.setdefault(
             case.source, {"cases": 0, "slices": 0, "intensity": set(), "min": np.inf, "max": -np.inf}
         )
@@ -70,6 +72,7 @@ def describe(
         "sizes": sorted(sizes),
         "spacing_min": [float(v) for v in spacing_min],
         "spacing_max": [float(v) for v in spacing_max],
+        "spacing_unit": "/".join(sorted(units)),  # "mm", or "px" where no pixel size is known
         "predefined_parts": parts,
         "sources": {
             k: {**v, "intensity": sorted(v["intensity"]), "min": v["min"], "max": v["max"]}

@@ -74,7 +74,7 @@ CASES: list[tuple[str, Callable[[Path], None], int | None, str, str, int, bool]]
     ("config.json", _empty, 0, "config.json is damaged (empty)",
      "its trials match this configuration, so this run writes it again", 0, True),
     ("environment.json", _empty, 0, "",
-     "environment.json is damaged (empty); this run writes a new one", 0, True),
+     "environment.json is damaged (empty): this run writes a new one", 0, True),
     (f"{TRIAL}/record.json", _empty, None, "",
      "record.json is damaged (empty): the trial counts as not done and is run again", 1, True),
     (f"{TRIAL}/record.json", _cut_in_half, 0, "record.json is damaged (not valid JSON", "", 1, True),
