@@ -24,10 +24,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from covbench import registry
 from covbench.errors import CovbenchError
+
+if TYPE_CHECKING:
+    from covbench.config import RunConfig
 
 PROBE_BATCH = 2
 FLOPS_NOTE = (
@@ -274,6 +277,18 @@ def check_models(
     if errors:
         raise ContractError("; ".join(errors))
     return checks
+
+
+def check_config(cfg: RunConfig) -> dict[str, ModelCheck]:
+    """`check_models` for a run configuration: its models at its image size, batch size, width and
+    model options, built as its trials will build them."""
+    return check_models(
+        cfg.models,
+        image_size=cfg.image_size,
+        batch_size=cfg.batch_size,
+        run_width=cfg.width,
+        model_options=cfg.model_options,
+    )
 
 
 def models_record(checks: Mapping[str, ModelCheck]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from covbench import registry
 from covbench.checkpoint import WEIGHTS, CheckpointPolicy
-from covbench.checks import check_models, models_record
+from covbench.checks import check_config, models_record
 from covbench.config import DEFAULT_CHECKPOINT_SECONDS, RunConfig
 from covbench.datasets import SliceSet
 from covbench.datasets.prepare import Prepared, prepare_slices
@@ -516,13 +516,7 @@ def _execute(
 
     # Every model meets its contract before any data is prepared or trial starts (checks.py).
     emit("status", {"message": "checking models"})
-    checks = check_models(
-        cfg.models,
-        image_size=cfg.image_size,
-        batch_size=cfg.batch_size,
-        run_width=cfg.width,
-        model_options=cfg.model_options,
-    )
+    checks = check_config(cfg)
 
     emit("status", {"message": "preparing data"})
     data = prepare_data(cfg)

@@ -10,8 +10,9 @@ baseline (from the current side when the baseline has one seed); `--tolerance di
 replaces it. A (model, metric) missing from the current side fails the comparison (a metric that
 silently disappears is how a regression hides); one missing from the baseline is reported as new.
 
-Before comparing, the CLI checks that both sides are the same benchmark
-(`covbench.reports.identity.check_comparable`): a baseline of another benchmark is refused, exit 2.
+Before comparing, `gate` (the whole `covbench compare` command) checks that both sides are the same
+benchmark (`covbench.reports.identity.check_comparable`): a baseline of another benchmark is
+refused, exit 2.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from covbench.errors import CovbenchError
 from covbench.lock import run_lock
 from covbench.manifest import now_iso
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
-from covbench.reports.identity import summary_identity
+from covbench.reports.identity import Incomparable, check_comparable, summary_identity
 from covbench.reports.table import column_titles, distance_unit_of
 from covbench.store import read_json, write_json
 
@@ -298,6 +299,55 @@ def record_gate(current_file: Path, current: dict, result: Comparison) -> Path |
     with run_folder_lock(run_dir):
         write_json(run_dir / GATE_FILE, record)
     return run_dir / GATE_FILE
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What `gate` did: compared the two sides (`result`) and/or wrote the baseline file."""
+
+    result: Comparison | None  # None: the baseline was created or replaced without a comparison
+    baseline: str | None = None  # what became of the baseline file: created, replaced, updated; None: kept
+    note: str | None = None  # a side carries no benchmark identity, so comparability was not checked
+    changed: str = ""  # how the benchmark changed, when the baseline was replaced
+    warning: str | None = None  # the gate record could not be written (the verdict still stands)
+
+
+def gate(
+    baseline: Path,
+    current: Path,
+    tolerances: dict[str, float] | None = None,
+    metrics: list[str] | None = None,
+    *,
+    update: bool = False,
+) -> Gate:
+    """`covbench compare BASELINE CURRENT`: compare the two, record the verdict in CURRENT's run
+    folder (gate.json) for `covbench track`, and with `update` replace BASELINE by CURRENT.
+
+    With `update`, a BASELINE that does not exist yet is created, and one of another benchmark is
+    replaced, both without a comparison; without `update` another benchmark is refused
+    (Incomparable, exit 2)."""
+    cur = load_summary(current, "CURRENT")
+    if update and not Path(baseline).exists():  # the first baseline: nothing to compare with yet
+        update_baseline(baseline, cur, current)
+        return Gate(None, "created")
+    base = load_summary(baseline, "BASELINE")
+    cur_file = summary_path(current, "CURRENT")
+    try:
+        note = check_comparable(base, cur, summary_path(baseline, "BASELINE"), cur_file)
+    except Incomparable as exc:
+        if not update:
+            raise
+        update_baseline(baseline, cur, current)  # asked for: the benchmark itself changed
+        return Gate(None, "replaced", changed=exc.detail)
+    result = compare(base, cur, tolerances, metrics, names=(str(baseline), str(current)))
+    warning = None
+    try:
+        record_gate(cur_file, cur, result)
+    except OSError as exc:
+        warning = f"gate record not written next to {cur_file} ({exc})"
+    if update:
+        update_baseline(baseline, cur, current)
+    return Gate(result, "updated" if update else None, note, warning=warning)
 
 
 def append_step_summary(markdown: str) -> Path | None:

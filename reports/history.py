@@ -297,6 +297,8 @@ def trend_markdown(
 ) -> str:
     """Per benchmark, per metric: one row per run (oldest first, the `last` most recent; 0 = all),
     one column per model, each cell the mean and its change since the benchmark's previous run."""
+    if last < 0:
+        raise CovbenchError(f"--last must be 0 (all runs) or a positive number, got {last}")
     if not points:
         return "The history is empty.\n"
     lines: list[str] = []
@@ -349,6 +351,11 @@ def trend_markdown(
                 lines.append(f"| {run.date} | {commit} | " + " | ".join(cells) + f" | {gate} |")
             lines.append("")
     return "\n".join(lines)
+
+
+def plots_folder(history: Path) -> Path:
+    """Where `covbench history FILE` draws its plots unless told: `<stem>-plots` beside FILE."""
+    return Path(history).with_name(Path(history).stem + "-plots")
 
 
 def plot_history(

@@ -66,3 +66,23 @@ def test_cpu_preset_for_a_slice_folder_uses_the_measured_real_data_recipe():
         models=["unet"], n_seeds=1, preset=PRESETS["cpu"], dataset="image-folder", val_fraction=0.2, tta=False
     )
     assert (given.val_fraction, given.tta) == (0.2, False)
+
+
+def test_split_folds_and_determinism_defaults_are_decided_by_build_config(monkeypatch):
+    """What `covbench run` gets without --split, --folds or --deterministic, a library caller gets too."""
+    import covbench.config as config
+
+    smoke = PRESETS["smoke"]
+    assert build_config(models=["unet"], n_seeds=1, preset=smoke).split == "patient"  # the phantom's own
+    folder = build_config(models=["unet"], n_seeds=1, preset=smoke, dataset="image-folder")
+    assert (folder.split, folder.folds) == ("predefined", 1)
+    assert build_config(models=["unet"], n_seeds=1, preset=smoke, split="kfold").folds == 5
+    assert build_config(models=["unet"], n_seeds=1, preset=smoke, split="kfold", folds=3).folds == 3
+    with pytest.raises(CovbenchError, match="unknown dataset 'nope'"):
+        build_config(models=["unet"], n_seeds=1, preset=smoke, dataset="nope")
+    for on_cuda in (True, False):
+        monkeypatch.setattr(config, "has_cuda", lambda on_cuda=on_cuda: on_cuda)
+        by_device = build_config(models=["unet"], n_seeds=1, preset=smoke, deterministic=None)
+        assert by_device.deterministic is not on_cuda  # autotuned kernels on CUDA
+        assert build_config(models=["unet"], n_seeds=1, preset=smoke).deterministic is True  # the default
+        assert resolve_preset("auto").name == ("paper" if on_cuda else "cpu")

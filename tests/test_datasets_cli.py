@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from covbench.data_cli import data_app
+from covbench.cli.data import data_app
 from covbench.datasets import covid_ct_seg
 from covbench.datasets.phantom import generate_phantom
 
@@ -68,3 +68,18 @@ def test_download_from_dir(tmp_path):
     assert len(list(covid_ct_seg.load(dest))) == 2
     res = runner.invoke(app, ["data", "download", "phantom", "--dest", str(dest)])
     assert res.exit_code == 2 and "no download for 'phantom'" in res.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["info", "image-folder", "--data-dir", "{odd}"],
+        ["download", "covid-ct-seg", "--from", "{odd}", "--dest", "{odd}-dest"],
+    ],
+)
+def test_a_path_that_looks_like_markup_is_printed_not_parsed(args, tmp_path):
+    """One error path for every command: the message is escaped, so `[/y]` is text, not a closing tag."""
+    odd = str(tmp_path / "x[/y]")
+    res = runner.invoke(app, ["data", *(a.format(odd=odd) for a in args)])
+    assert res.exit_code == 2, res.output
+    assert "error:" in res.output and odd in res.output

@@ -49,7 +49,7 @@ def wheel_names(tmp_path_factory) -> set[str]:
 
 def test_wheel_holds_every_module_of_the_four_rooms(wheel_names):
     expected = _modules_in_tree()
-    assert "covbench/plugins/unet/model.py" in expected and "covbench/cli.py" in expected
+    assert "covbench/plugins/unet/model.py" in expected and "covbench/cli/__init__.py" in expected
     missing = sorted(expected - wheel_names)
     assert not missing, f"modules missing from the wheel (is a folder without __init__.py?): {missing}"
 

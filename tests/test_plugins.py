@@ -13,8 +13,10 @@ from plugin_packages import pip_install, write_plugin
 from typer.testing import CliRunner
 
 from covbench import registry
-from covbench.cli import app, parse_model_options, resolve_models
+from covbench.cli import app
+from covbench.config import parse_model_options
 from covbench.errors import CovbenchError
+from covbench.registry import resolve_models
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "attention-unet"

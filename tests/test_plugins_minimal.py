@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from covbench import registry
 from covbench.cli import app
+from covbench.config import PRESETS, build_config
 from covbench.datasets.phantom import patient_volumes
 from covbench.datasets.prepare import prepare_slices
 from covbench.datasets.preprocess import PreprocessConfig
@@ -112,6 +113,22 @@ def test_a_name_and_a_builder_make_a_model(minimal_plugins):
     assert check.exit_code == 0, check.output
     listing = runner.invoke(app, ["models", "--preset", "smoke"])
     assert listing.exit_code == 0 and "tinynet" in listing.output and "broken" not in listing.output
+
+
+def test_an_explicit_width_on_a_model_without_a_width_knob_is_refused(minimal_plugins, tmp_path):
+    """A preset's width leaves tinynet at its own size (the end-to-end run below); `--width` given
+    on the command line is a one-line error naming the model, from the library and from the CLI."""
+    message = "--width 8: model 'tinynet' has no width knob"
+    with pytest.raises(CovbenchError, match=message):
+        build_config(models=["unet", "tinynet"], n_seeds=1, preset=PRESETS["smoke"], width=8)
+    assert build_config(models=["tinynet"], n_seeds=1, preset=PRESETS["smoke"]).width == 4  # the preset's
+    out = tmp_path / "run"
+    for args in (["run", "--models", "tinynet", "--out", str(out)], ["models", "check", "tinynet"]):
+        result = runner.invoke(app, [*args, "--preset", "smoke", "--width", "8"])
+        assert result.exit_code == 2, result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0]
+    assert not out.exists()
 
 
 def test_the_dataset_spec_declares_its_capabilities(minimal_plugins, toy_data, tmp_path):

@@ -1,8 +1,5 @@
-"""`covbench data ...`: list dataset adapters, describe a data folder, download COVID-19-CT-Seg.
-
-Mounted by the main CLI as `app.add_typer(data_app, name="data")`. Commands only translate
-options; the work is in `covbench.datasets`.
-"""
+"""`covbench data list | info | download`: dataset adapters, a data folder described, COVID-19-CT-Seg
+fetched. The work is in `covbench.datasets`."""
 
 from __future__ import annotations
 
@@ -10,24 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from covbench import registry
+from covbench.cli.common import console, err_console, fail, say, warn
 from covbench.errors import CovbenchError
 
 data_app = typer.Typer(
     no_args_is_help=True, help="Dataset adapters: list them, inspect a folder, download data."
 )
-console = Console()
-err_console = Console(stderr=True)
-DOWNLOADABLE = ("covid-ct-seg",)
-
-
-def _fail(exc: CovbenchError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=exc.exit_code)
 
 
 @data_app.command("list")
@@ -37,11 +27,11 @@ def list_() -> None:
     for name in registry.list_datasets():
         spec = registry.get_dataset(name)
         table.add_row(
-            name,
-            spec.title,
+            escape(name),
+            escape(spec.title),
             "needed" if spec.needs_data_dir else "built in",
-            spec.default_split,
-            spec.reference,
+            escape(spec.default_split),
+            escape(spec.reference),
         )
     console.print(table)
 
@@ -58,9 +48,9 @@ def info(
     try:
         d = describe(name, data_dir, skip_bad=skip_bad)
     except CovbenchError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     sizes = ", ".join(f"{h}x{w}" for h, w in d["sizes"][:6]) + (" ..." if len(d["sizes"]) > 6 else "")
-    console.print(f"[bold]{d['dataset']}[/] {d['data_dir'] or '(built in)'}")
+    console.print(f"[bold]{escape(d['dataset'])}[/] {escape(str(d['data_dir'] or '(built in)'))}")
     share = f"lesion in {100 * d['lesion_slice_share']:.1f} % of"
     if d["lung_masks"]:
         console.print(
@@ -71,17 +61,18 @@ def info(
     console.print(f"sizes (H x W): {sizes}")
     lo, hi = d["spacing_min"], d["spacing_max"]
     console.print(
-        "spacing mm (Z, H, W): " + ", ".join(f"{a:.3g}-{b:.3g}" for a, b in zip(lo, hi, strict=True))
+        f"spacing {d.get('spacing_unit') or 'mm'} (Z, H, W): "
+        + ", ".join(f"{a:.3g}-{b:.3g}" for a, b in zip(lo, hi, strict=True))
     )
     if d["predefined_parts"]:
-        console.print("predefined split: " + ", ".join(f"{k} {v}" for k, v in d["predefined_parts"].items()))
+        say("predefined split: " + ", ".join(f"{k} {v}" for k, v in d["predefined_parts"].items()))
     table = Table("source", "cases", "slices", "intensity", "min", "max")
     for src, s in d["sources"].items():
         table.add_row(
-            src,
+            escape(src),
             str(s["cases"]),
             str(s["slices"]),
-            ", ".join(s["intensity"]),
+            escape(", ".join(s["intensity"])),
             f"{s['min']:g}",
             f"{s['max']:g}",
         )
@@ -103,14 +94,10 @@ def download(
     recorded as "crc only" in DEST/covbench-data.json."""
     from covbench.datasets import download as dl
 
-    def notify(message: str) -> None:
-        err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
-
-    if name not in DOWNLOADABLE:
-        raise _fail(CovbenchError(f"no download for {name!r}; downloadable: {', '.join(DOWNLOADABLE)}"))
     try:
+        dl.check_downloadable(name)
         if from_dir is not None:
-            dl.install_from_dir(from_dir, dest, api_url=dl.API_URL, notify=notify)
+            dl.install_from_dir(from_dir, dest, api_url=dl.API_URL, notify=warn)
         else:
             columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
             with Progress(*columns, console=err_console) as bar:
@@ -118,10 +105,10 @@ def download(
 
                 def progress(file: str, done: int, total: int | None) -> None:
                     if file not in tasks:
-                        tasks[file] = bar.add_task(file, total=total)
+                        tasks[file] = bar.add_task(escape(file), total=total)
                     bar.update(tasks[file], completed=done, total=total)
 
-                dl.download(dest, progress=progress, notify=notify)
+                dl.download(dest, progress=progress, notify=warn)
     except CovbenchError as exc:
-        raise _fail(exc) from None
-    console.print(f"{name} ready in {dest}; try `covbench data info {name} --data-dir {dest}`")
+        raise fail(exc) from None
+    say(f"{name} ready in {dest}; try `covbench data info {name} --data-dir {dest}`")

@@ -1,0 +1,194 @@
+"""`covbench run`: options in, `covbench.config.build_config` and `covbench.runner.execute` called,
+progress and the report printed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from covbench.cli.common import console, err_console, fail, folder_warnings, say
+from covbench.cli.progress import RunProgress
+from covbench.cli.reports import print_report
+from covbench.config import DEFAULT_CHECKPOINT_SECONDS
+from covbench.errors import CovbenchError, RunFailed
+
+# Options that decide a run's numbers: `--resume DIR` takes them from DIR/config.json instead.
+_CONFIG_OPTIONS = (
+    "models", "seeds", "preset", "epochs", "image_size", "batch_size", "lr", "width",
+    "augment", "loss", "val_fraction", "tta", "dataset", "data_dir", "split", "folds", "model_option",
+    "deterministic",
+)  # fmt: skip
+
+
+def run(
+    ctx: typer.Context,
+    models: Annotated[str, typer.Option(help="'all', 'paper' or a comma list of model names")] = "all",
+    seeds: Annotated[int, typer.Option(help="number of random seeds per model (seeds 0..N-1)")] = 5,
+    preset: Annotated[
+        str, typer.Option(help="auto (paper on CUDA, cpu otherwise), paper, cpu or smoke")
+    ] = "auto",
+    epochs: Annotated[int | None, typer.Option(help="override the preset's epochs")] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="override the preset's image size (multiple of 16)")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="override the preset's batch size")] = None,
+    lr: Annotated[float | None, typer.Option(help="override the preset's Adam learning rate")] = None,
+    width: Annotated[
+        int | None, typer.Option(help="scale every model to WIDTH/64 of its paper width (default: preset)")
+    ] = None,
+    augment: Annotated[
+        str | None,
+        typer.Option(help="training augmentation: none (the paper's), flip or affine (default: preset)"),
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="dice (the paper's) or dice_bce (default: preset)")] = None,
+    dataset: Annotated[str, typer.Option(help="dataset adapter (see `covbench data list`)")] = "phantom",
+    data_dir: Annotated[Path | None, typer.Option(help="where the dataset lies")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default runs/<timestamp>)")] = None,
+    address: Annotated[str | None, typer.Option(help="join a Ray cluster: 'auto' or ray://host:port")] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial; torch threads follow")] = 1.0,
+    gpus_per_trial: Annotated[
+        float | None,
+        typer.Option(help="GPUs per trial (default: as many trials per GPU as fit, see docs/performance.md)"),
+    ] = None,
+    max_retries: Annotated[int, typer.Option(help="retries of a trial whose worker died")] = 2,
+    debug: Annotated[bool, typer.Option(help="run trials in this process, without Ray (for pdb)")] = False,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="patient, kfold, ma2021, ma2021-limited, paper or predefined (default: the dataset's own)"
+        ),
+    ] = None,
+    tta: Annotated[
+        bool | None,
+        typer.Option("--tta/--no-tta", help="average test predictions over four flips (default: preset)"),
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="share of the non-test patients held out for validation (default: the split's own); "
+            "0 = none, the final epoch's weights are evaluated"
+        ),
+    ] = None,
+    folds: Annotated[
+        int | None, typer.Option(help="number of folds for --split kfold (default 5); one trial per fold")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="continue the run in DIR with the configuration stored in DIR/config.json"),
+    ] = None,
+    model_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-option",
+            help="MODEL.KEY=VALUE for one model's build (repeatable), e.g. unetpp.deep_supervision=false",
+        ),
+    ] = None,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option(
+            "--deterministic/--no-deterministic",
+            help="deterministic cuDNN kernels, or cuDNN autotuning (faster on a GPU, results vary in the "
+            "last digits); default: deterministic on a CPU, autotuned on CUDA (docs/performance.md)",
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        float,
+        typer.Option(
+            help="seconds between a trial's resumable checkpoints (written in the background, always "
+            "after the first epoch; 0 = every epoch)"
+        ),
+    ] = DEFAULT_CHECKPOINT_SECONDS,
+    allow_version_change: Annotated[
+        bool,
+        typer.Option(
+            help="continue a run folder trained by another covbench or model-plugin version "
+            "(refused otherwise; the report then lists the change)"
+        ),
+    ] = False,
+) -> None:
+    """Train and evaluate every selected model over several seeds, then write the report."""
+    from covbench import registry
+    from covbench.config import build_config, parse_model_options, resolve_preset
+    from covbench.lock import run_lock
+    from covbench.runner import execute, load_run_config
+
+    try:
+        if resume is not None:
+            given = [
+                "--" + name.replace("_", "-")
+                for name in _CONFIG_OPTIONS
+                if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+            ]
+            if given:
+                raise CovbenchError(
+                    f"--resume takes the configuration from {resume}/config.json; drop {', '.join(given)}"
+                )
+            if out is not None and out.resolve() != resume.resolve():
+                raise CovbenchError(f"--resume {resume} and --out {out} name two run folders; give one")
+            cfg = load_run_config(resume)
+            registry.get_dataset(cfg.dataset)
+        else:
+            chosen = registry.resolve_models(models)
+            cfg = build_config(
+                models=chosen,
+                n_seeds=seeds,
+                preset=resolve_preset(preset),
+                epochs=epochs,
+                image_size=image_size,
+                batch_size=batch_size,
+                lr=lr,
+                width=width,
+                augment=augment,
+                loss=loss,
+                dataset=dataset,
+                data_dir=str(data_dir) if data_dir else None,
+                split=split,
+                val_fraction=val_fraction,
+                tta=tta,
+                deterministic=deterministic,  # None: by the device
+                folds=folds,
+                model_options=parse_model_options(model_option or [], chosen),
+            )
+        run_dir = resume or out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+        console.print(
+            f"covbench run → [bold]{escape(str(run_dir))}[/]  preset={cfg.preset} "
+            f"models={escape(','.join(cfg.models))} seeds={len(cfg.seeds)} epochs={cfg.epochs} "
+            f"size={cfg.image_size} width={cfg.width} augment={cfg.augment} loss={cfg.loss} tta={cfg.tta} "
+            f"split={cfg.split} deterministic={cfg.deterministic}"
+            + (f" folds={cfg.folds}" if cfg.folds > 1 else "")
+        )
+        # One writer per run folder, from the configuration check to the last report file.
+        with run_lock(run_dir), folder_warnings():
+            with RunProgress(console) as progress:
+                outcome = execute(
+                    cfg,
+                    run_dir,
+                    allow_version_change=allow_version_change,
+                    address=address,
+                    cpus_per_trial=cpus_per_trial,
+                    gpus_per_trial=gpus_per_trial,
+                    max_retries=max_retries,
+                    debug=debug,
+                    checkpoint_every=checkpoint_every,
+                    on_event=progress.event,
+                )
+            if outcome.done or outcome.skipped:  # a report of what completed, even when some trials failed
+                print_report(run_dir)
+        say(
+            f"wall time {outcome.wall_seconds:.0f} s; {len(outcome.done)} trials run, "
+            f"{len(outcome.skipped)} already done; results in {run_dir}"
+        )
+        if outcome.failed:
+            raise RunFailed(
+                f"{len(outcome.failed)} trial(s) failed: "
+                + "; ".join(f"{name}: {error}" for name, error in sorted(outcome.failed.items()))
+            )
+    except CovbenchError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished trials are kept; run the same command again to resume")
+        raise typer.Exit(code=130) from None
