@@ -120,6 +120,22 @@ def resolve_preset(name: str, cuda_available: bool | None = None) -> Preset:
     return PRESETS[name]
 
 
+_LATER_FIELDS: dict[str, Any] = {"spacing": None}  # field -> default (see RunConfig.key)
+
+
+def parse_spacing(text: str | None) -> tuple[float, float] | None:
+    """`--spacing 0.7` or `--spacing 0.7,0.8` (mm per pixel, row and column)."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or not all(v > 0 and v == v and v != float("inf") for v in values):
+        raise CovbenchError(f"--spacing must be one or two positive numbers in mm (ROW[,COL]), got {text!r}")
+    return (values[0], values[-1])
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that decides a run's numbers. Two runs with the same `key()` and data
@@ -150,6 +166,9 @@ class RunConfig:
     deterministic: bool = True
     amp: str = "auto"  # bf16 autocast: "auto" (on CUDA only), "bf16", "off" (covbench.train.resolve_amp)
     compile: bool = False  # torch.compile each model (minutes of compilation per trial on a GPU)
+    # `--spacing`: the (row, col) pixel size in mm of 2D slices whose files carry none (image-folder);
+    # None: the data's own spacing, or distances in pixels where it has none
+    spacing: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,6 +178,8 @@ class RunConfig:
         data = dict(data)
         data["models"] = tuple(data["models"])
         data["seeds"] = tuple(data["seeds"])
+        if data.get("spacing") is not None:
+            data["spacing"] = tuple(data["spacing"])
         return cls(**data)
 
     def trial_config(self) -> dict[str, Any]:
@@ -169,7 +190,12 @@ class RunConfig:
         return d
 
     def key(self) -> str:
-        blob = json.dumps(self.trial_config(), sort_keys=True, default=str)
+        """Hash of `trial_config`; a field added after 0.1.0 is left out while at its default, so
+        the key of every configuration written before it stays the same."""
+        d = {
+            k: v for k, v in self.trial_config().items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])
+        }
+        blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -191,6 +217,7 @@ def build_config(
     split: str | None = None,
     folds: int | None = None,
     deterministic: bool | None = True,
+    spacing: tuple[float, float] | None = None,
     **extra: Any,
 ) -> RunConfig:
     """Merge a preset with CLI overrides and check them; every problem names its option.
@@ -225,6 +252,11 @@ def build_config(
                     f"--width {width}: model {name!r} has no width knob (no paper_width in its spec); "
                     "drop --width or leave the model out of --models"
                 )
+    if spacing is not None and not data_spec.takes_spacing:
+        raise CovbenchError(
+            f"--spacing: dataset {dataset!r} reads the pixel size from its files; --spacing is for "
+            "2D slices that carry none (e.g. image-folder)"
+        )
     split = split or data_spec.default_split
     cfg = RunConfig(
         models=tuple(models),
@@ -245,6 +277,7 @@ def build_config(
         split=split,
         folds=folds if folds is not None else (5 if split == "kfold" else 1),
         deterministic=not has_cuda() if deterministic is None else deterministic,
+        spacing=spacing,
     )
     return replace(cfg, **extra) if extra else cfg
 

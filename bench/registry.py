@@ -118,6 +118,9 @@ class DatasetSpec:
     # True: `load` also takes `skip_bad: bool` and `bad: list[str]`, and with skip_bad appends the
     # message of each unreadable input to `bad` instead of raising; False: bad input always raises
     skips_bad: bool = False
+    # True: `load` also takes `spacing` ((row, col) mm) for slices whose files carry no pixel size,
+    # which `covbench run --spacing` passes; False: `--spacing` is refused for this dataset
+    takes_spacing: bool = False
 
     def __post_init__(self) -> None:
         if not self.title:

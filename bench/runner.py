@@ -86,6 +86,8 @@ def prepare_data(cfg: RunConfig) -> Prepared:
     """Read the dataset through its adapter (or the pre-processing cache) and split it into folds."""
     spec = registry.get_dataset(cfg.dataset)
     options = dict(cfg.phantom) if not spec.needs_data_dir else {}
+    if cfg.spacing is not None:
+        options["spacing"] = tuple(cfg.spacing)  # build_config checked the dataset takes it
     pre = PreprocessConfig(image_size=cfg.image_size, **cfg.preprocess)
     prepared = prepare_slices(spec, cfg.data_dir, pre, options=options)  # checks the data folder
     prepared.folds = make_splits(

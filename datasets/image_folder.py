@@ -285,4 +285,5 @@ SPEC = DatasetSpec(
     default_split="predefined",
     case_files=case_files,
     skips_bad=True,
+    takes_spacing=True,
 )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -220,6 +221,35 @@ def test_run_on_pixel_slices_says_px_everywhere_and_compare_refuses_mm(tmp_path)
     cmp = runner.invoke(app, ["compare", str(baseline), str(out)])
     assert cmp.exit_code == 2, cmp.output
     assert "distances in mm" in cmp.output and "in px" in cmp.output and "Traceback" not in cmp.output
+
+
+def test_a_user_given_spacing_puts_pixel_slices_in_mm(tmp_path):
+    """`--spacing` on slices without a pixel size: distances in mm, scaled by the spacing; the key
+    of a configuration without it is what it was before the option existed."""
+    from covbench.config import PRESETS, build_config
+
+    folder = _slice_folder(tmp_path / "slices", np.random.default_rng(1))
+    base = ["run", "--dataset", "image-folder", "--data-dir", str(folder), "--preset", "smoke",
+            "--models", "unet", "--seeds", "1", "--epochs", "1", "--debug"]  # fmt: skip
+    px, mm = tmp_path / "px", tmp_path / "mm"
+    assert runner.invoke(app, [*base, "--out", str(px)]).exit_code == 0
+    result = runner.invoke(app, [*base, "--spacing", "0.5", "--out", str(mm)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((mm / "split.json").read_text())["distance_unit"] == "mm"
+    assert json.loads((mm / "config.json").read_text())["spacing"] == [0.5, 0.5]
+    assert "ASSD (mm)" in (mm / "table.md").read_text()
+    cases_px, cases_mm = (pd.read_csv(d / "cases.csv").set_index("case") for d in (px, mm))
+    both = cases_px["hd95"].notna() & (cases_px["hd95"] > 0)
+    assert both.any()  # same weights and predictions (same seed), distances halved
+    assert np.allclose(cases_mm.loc[both, "hd95"], 0.5 * cases_px.loc[both, "hd95"])
+    for bad, says in ((["--spacing", "0"], "--spacing must be one or two positive numbers"),
+                      (["--spacing", "a,b"], "--spacing must be one or two positive numbers")):  # fmt: skip
+        refused = runner.invoke(app, [*base, *bad, "--out", str(tmp_path / "bad")])
+        assert refused.exit_code == 2 and says in refused.output
+    phantom = runner.invoke(app, ["run", "--preset", "smoke", "--spacing", "0.5", "--out", str(tmp_path)])
+    assert phantom.exit_code == 2
+    assert "dataset 'phantom' reads the pixel size from its files" in phantom.output
+    assert build_config(models=["unet"], n_seeds=1, preset=PRESETS["smoke"]).key() == "dc78bda762f0547d"
 
 
 # --- 6. downloads ----------------------------------------------------------------------------------

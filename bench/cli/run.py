@@ -20,7 +20,7 @@ from covbench.errors import CovbenchError, RunFailed
 _CONFIG_OPTIONS = (
     "models", "seeds", "preset", "epochs", "image_size", "batch_size", "lr", "width",
     "augment", "loss", "val_fraction", "tta", "dataset", "data_dir", "split", "folds", "model_option",
-    "deterministic",
+    "deterministic", "spacing",
 )  # fmt: skip
 
 
@@ -87,6 +87,13 @@ def run(
             help="MODEL.KEY=VALUE for one model's build (repeatable), e.g. unetpp.deep_supervision=false",
         ),
     ] = None,
+    spacing: Annotated[
+        str | None,
+        typer.Option(
+            help="pixel size in mm (ROW or ROW,COL) of 2D slices that carry none (image-folder); "
+            "distances are then in mm instead of pixels"
+        ),
+    ] = None,
     deterministic: Annotated[
         bool | None,
         typer.Option(
@@ -112,7 +119,7 @@ def run(
 ) -> None:
     """Train and evaluate every selected model over several seeds, then write the report."""
     from covbench import registry
-    from covbench.config import build_config, parse_model_options, resolve_preset
+    from covbench.config import build_config, parse_model_options, parse_spacing, resolve_preset
     from covbench.lock import run_lock
     from covbench.runner import execute, load_run_config
 
@@ -150,6 +157,7 @@ def run(
                 val_fraction=val_fraction,
                 tta=tta,
                 deterministic=deterministic,  # None: by the device
+                spacing=parse_spacing(spacing),
                 folds=folds,
                 model_options=parse_model_options(model_option or [], chosen),
             )
