@@ -1,14 +1,12 @@
 """`covbench run`: prepare the data once, fan trials out, collect results into the run folder.
 
-One trial per (model, seed, fold). The run folder is what makes a run restartable: a trial whose
-`record.json` carries this run's key is done and skipped; one with a `checkpoint.pt` continues
-from it (one with `weights.pt` is only evaluated again); a folder whose config differs is refused.
-Trials share GPUs as covbench.packing decides, unless `--gpus-per-trial` says otherwise.
+One trial per (model, seed, fold), skipping those the run folder already has (covbench.run_folder
+decides what is done and whether the folder fits this run). Trials share GPUs as covbench.packing
+decides, unless `--gpus-per-trial` says otherwise; each finished trial is recorded as it arrives.
 """
 
 from __future__ import annotations
 
-import csv
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -20,19 +18,30 @@ import numpy as np
 import pandas as pd
 
 from covbench import registry
-from covbench.checkpoint import WEIGHTS, CheckpointPolicy
+from covbench.checkpoint import CheckpointPolicy
 from covbench.checks import check_config, models_record
 from covbench.config import DEFAULT_CHECKPOINT_SECONDS, RunConfig
 from covbench.datasets import SliceSet
 from covbench.datasets.prepare import Prepared, prepare_slices
 from covbench.datasets.preprocess import PreprocessConfig
 from covbench.datasets.splits import make_splits, split_indices
-from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
+from covbench.errors import CovbenchError, RunFolderWarning
 from covbench.executor import Executor
 from covbench.faults import FaultHooks
 from covbench.lock import run_lock
 from covbench.manifest import code_versions, environment_manifest, now_iso
 from covbench.packing import Packing, plan_packing, trial_memory_bytes
+from covbench.run_folder import (
+    check_data_key,
+    check_run_dir,
+    collect_cases,
+    config_record,
+    is_done,
+    read_previous_environment,
+    split_manifest,
+    trial_index,
+    write_test_slices,
+)
 from covbench.scheduler import (
     Finished,
     InProcessExecutor,
@@ -42,13 +51,6 @@ from covbench.scheduler import (
     slots,
 )
 from covbench.store import (
-    atomic_path,
-    npz_shapes,
-    read_csv,
-    read_json,
-    read_json_object,
-    read_record,
-    set_aside,
     trial_name,
     write_csv,
     write_json,
@@ -56,9 +58,6 @@ from covbench.store import (
 from covbench.trial import TrialResult, TrialSpec, run_fold_trial
 
 HEARTBEAT = "attempt.json"  # written by each attempt as it starts (see covbench.scheduler)
-CASE_COLUMNS = ("model", "seed", "fold", "case")  # one row per (model, seed, fold, case)
-
-
 @dataclass
 class RunOutcome:
     run_dir: Path
@@ -101,291 +100,9 @@ def prepare_data(cfg: RunConfig) -> Prepared:
     return prepared
 
 
-def split_manifest(cfg: RunConfig, folds: list[dict[str, Any]]) -> dict[str, Any]:
-    """split.json: every fold's parts; a single-fold split also keeps its parts at the top level."""
-    out: dict[str, Any] = {
-        "strategy": cfg.split,
-        "seed": cfg.split_seed,
-        "n_folds": len(folds),
-        "folds": folds,
-    }
-    if len(folds) == 1:
-        out.update({k: folds[0][k] for k in ("train", "val", "test")})
-    return out
-
-
 def plain_arrays(slices: SliceSet) -> SliceSet:
     """The same slices with every field a plain ndarray (a memmap's pages are read as needed)."""
     return SliceSet(**{f.name: np.asarray(getattr(slices, f.name)) for f in fields(SliceSet)})
-
-
-def read_config(run_dir: Path) -> dict[str, Any] | None:
-    """A run folder's config.json as stored (with `_key`, `_versions`); None when there is none.
-    One that is not JSON, or not a covbench configuration, raises DamagedFile."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        return None
-    data = read_json(path)
-    try:
-        RunConfig.from_dict({k: v for k, v in data.items() if not k.startswith("_")})
-    except (AttributeError, TypeError, KeyError, ValueError) as exc:
-        raise DamagedFile(path, f"not a covbench configuration: {exc}") from None
-    return data
-
-
-def _heal_config(run_dir: Path, cfg: RunConfig, damage: DamagedFile) -> None:
-    """A damaged config.json: set it aside (the run writes it again) when every finished trial in
-    the folder belongs to this configuration; otherwise nothing says which one the folder holds."""
-    keys = set()
-    for tdir in sorted((run_dir / "trials").glob("*")):
-        try:
-            record = read_json(tdir / "record.json") if (tdir / "record.json").exists() else None
-        except DamagedFile:
-            continue  # counts as not done; dealt with when the trial comes up
-        if isinstance(record, dict) and record.get("config_key"):
-            keys.add(str(record["config_key"]).split("-")[0])
-    if keys - {cfg.key()}:
-        raise CovbenchError(
-            f"{damage}, and {run_dir} holds trials of another configuration; use another --out"
-        )
-    set_aside(Path(damage.path), f"is damaged ({damage.why}); its trials match this configuration, "
-              "so this run writes it again")  # fmt: skip
-
-
-def check_run_dir(
-    run_dir: Path,
-    cfg: RunConfig,
-    versions: dict[str, str] | None = None,
-    allow_version_change: bool = False,
-) -> None:
-    """Refuse to mix results of two different configurations, or of two code versions (see
-    `check_versions`), in one folder. Call it holding the folder's lock (covbench.lock)."""
-    try:
-        stored = read_config(run_dir)
-    except DamagedFile as exc:
-        _heal_config(Path(run_dir), cfg, exc)
-        return
-    if stored is None:
-        return
-    old = RunConfig.from_dict({k: v for k, v in stored.items() if not k.startswith("_")})
-    if old.key() != cfg.key():
-        changed = sorted(k for k, v in cfg.trial_config().items() if old.trial_config().get(k) != v)
-        raise CovbenchError(
-            f"{run_dir} holds a run with a different configuration (changed: {', '.join(changed)}); "
-            "use another --out"
-        )
-    if versions is not None:
-        check_versions(run_dir, stored.get("_versions"), versions, allow_version_change)
-
-
-def version_changes(stored: dict[str, str] | None, current: dict[str, str]) -> dict[str, tuple[Any, Any]]:
-    """{distribution: (stored version, current version)} for every one that differs. A folder
-    written before versions were recorded (no `_versions`) has nothing to compare."""
-    if not stored or not isinstance(stored, dict):
-        return {}
-    return {
-        name: (stored.get(name), current.get(name))
-        for name in sorted(set(stored) | set(current))
-        if stored.get(name) != current.get(name)
-    }
-
-
-def check_versions(
-    run_dir: Path, stored: dict[str, str] | None, current: dict[str, str], allow: bool = False
-) -> None:
-    """Resuming with other code (covbench, or a model plugin's distribution) would put trials
-    trained by two versions into one table: refused unless the user allows it explicitly."""
-    changes = version_changes(stored, current)
-    if not changes or allow:
-        return
-    was = ", ".join(f"{name} {old or '(absent)'}" for name, (old, _) in changes.items())
-    now = ", ".join(f"{name} {new or '(absent)'}" for name, (_, new) in changes.items())
-    raise CovbenchError(
-        f"{run_dir} was trained with {was}; this install has {now}. Resuming would mix trials of "
-        "two code versions in one table: pass --allow-version-change to continue anyway (the report "
-        "says so), or use another --out"
-    )
-
-
-def config_record(run_dir: Path, cfg: RunConfig, key: str, versions: dict[str, str]) -> dict[str, Any]:
-    """What config.json holds: the configuration, its key, the code versions, and every allowed
-    version change the folder went through (the report lists them)."""
-    try:
-        stored = read_config(run_dir) or {}
-    except DamagedFile:
-        stored = {}
-    history = list(stored.get("_version_changes") or [])
-    changes = version_changes(stored.get("_versions"), versions)
-    if changes:
-        history.append(
-            {
-                "at": now_iso(),
-                "from": {name: old for name, (old, _) in changes.items()},
-                "to": {name: new for name, (_, new) in changes.items()},
-            }
-        )
-    record = {**cfg.to_dict(), "_key": key, "_versions": versions}
-    if history:
-        record["_version_changes"] = history
-    return record
-
-
-def read_previous_environment(run_dir: Path) -> dict[str, Any] | None:
-    """environment.json of the folder's last session; a damaged one is set aside (this run writes
-    a new one) and reads as None: it only describes earlier sessions."""
-    return read_json_object(Path(run_dir) / "environment.json", "this run writes a new one")
-
-
-def check_data_key(run_dir: Path, key: str) -> None:
-    """Same config but different data (the fingerprint is the key's tail): refuse as well."""
-    try:
-        old = (read_config(run_dir) or {}).get("_key")
-    except DamagedFile:
-        old = None  # check_run_dir has judged it already
-    if old and old != key:
-        raise CovbenchError(
-            f"{run_dir} holds a run on different data (fingerprint {old.split('-')[-1]}, now "
-            f"{key.split('-')[-1]}); use another --out"
-        )
-
-
-def write_test_slices(path: Path, slices: SliceSet, parts: list[dict[str, np.ndarray]]) -> None:
-    """Every fold's pre-processed test slices, once per run: the report's overlays and patient-level
-    metrics need the CT slice, the mask and the spacing, and the report reads only the run folder."""
-    test = np.unique(np.concatenate([p["test"] for p in parts])).astype(np.int32)
-    with atomic_path(path) as tmp, tmp.open("wb") as fh:
-        np.savez_compressed(
-            fh,
-            index=test,  # positions in the run's slices, as in each trial's predictions.npz
-            image=slices.images[test],
-            mask=slices.masks[test],
-            spacing=slices.spacing[test],  # (row, col) mm; no slice thickness in a SliceSet
-            patient=slices.patient[test].astype(str),
-            slice_index=slices.slice_index[test],
-        )
-
-
-def _results_problem(trial_dir: Path, record: dict[str, Any]) -> tuple[Path, str] | None:
-    """What is wrong with a done trial's results, if anything: its rows (cases.csv) missing,
-    unreadable or not one per test case, or its predictions.npz unreadable. Headers only for the
-    predictions: cheap at every start, even for large runs."""
-    cases = trial_dir / "cases.csv"
-    if not cases.exists():
-        return cases, "is missing"
-    try:
-        rows = read_csv(cases, CASE_COLUMNS)
-    except DamagedFile as exc:
-        return cases, f"is damaged ({exc.why})"
-    n_test = record.get("n_test")
-    if isinstance(n_test, int) and len(rows) != n_test:
-        return cases, f"is damaged ({len(rows)} rows for {n_test} test cases)"
-    if rows[list(CASE_COLUMNS)].isna().any(axis=None):
-        return cases, "is damaged (rows without model, seed, fold or case)"
-    predictions = trial_dir / "predictions.npz"
-    if predictions.exists():
-        try:
-            shapes = npz_shapes(predictions)
-        except DamagedFile as exc:
-            return predictions, f"is damaged ({exc.why})"
-        prob, index = shapes.get("prob"), shapes.get("index")
-        if not prob or not index or prob[0] != index[0]:
-            return predictions, f"is damaged (arrays {shapes})"
-    return None
-
-
-def _check_epoch_log(trial_dir: Path) -> None:
-    """A trial that runs again appends to its epochs.csv, so a log it could not append to cleanly
-    (empty, no header, a row without its epoch number, a last row cut short) is set aside."""
-    path = trial_dir / "epochs.csv"
-    if not path.exists():
-        return
-    try:
-        text = path.read_text(encoding="utf-8")
-        reader = csv.DictReader(text.splitlines())
-        ok = text.endswith("\n") and "epoch" in (reader.fieldnames or [])
-        for row in reader if ok else ():
-            if None in row or None in row.values():
-                ok = False
-                break
-            int(row["epoch"])
-    except (OSError, ValueError):
-        ok = False
-    if not ok:
-        set_aside(path, "is damaged; the trial starts a new log")
-
-
-def is_done(trial_dir: Path, key: str) -> bool:
-    """Whether a trial is finished for this run's key, with results that read back. A damaged
-    record or results file is set aside with a warning and the trial counts as not done (it runs
-    again: from its checkpoint, which for a finished trial means evaluation only)."""
-    record = read_record(trial_dir)
-    if record is None or record.get("status") != "done" or record.get("config_key") != key:
-        _check_epoch_log(trial_dir)
-        return False
-    problem = _results_problem(trial_dir, record)
-    if problem is None:
-        return True
-    path, why = problem
-    message = f"{why}: the trial runs again"
-    if path.exists():
-        set_aside(path, message)
-    else:
-        warnings.warn(f"{path} {message}", RunFolderWarning, stacklevel=2)
-    return False
-
-
-def collect_cases(run_dir: Path, key: str | None = None) -> pd.DataFrame:
-    """All finished trials' per-case rows, one per (model, seed, fold, case): only trials whose
-    record carries the run's key (default: config.json's `_key`), so rows of another
-    configuration or data never enter the run's table."""
-    if key is None:
-        try:
-            key = (read_config(run_dir) or {}).get("_key")
-        except DamagedFile:
-            key = None
-    frames = []
-    for tdir in sorted((run_dir / "trials").glob("*")):
-        record = read_record(tdir)
-        if record is None or record.get("status") != "done" or (key and record.get("config_key") != key):
-            continue
-        try:
-            frames.append(read_csv(tdir / "cases.csv", CASE_COLUMNS))
-        except FileNotFoundError:
-            continue
-        except DamagedFile as exc:
-            warnings.warn(f"{exc}: its rows are left out until a run on the folder repeats the trial",
-                          RunFolderWarning, stacklevel=2)  # fmt: skip
-    if not frames:
-        return pd.DataFrame()
-    rows = pd.concat(frames, ignore_index=True)
-    return rows.drop_duplicates(subset=["model", "seed", "fold", "case"], keep="last")
-
-
-def trial_index(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per trial: status, device, wall time, epochs, best val Dice, checkpoint (for the manifest)."""
-    index: dict[str, dict[str, Any]] = {}
-    for tdir in sorted((run_dir / "trials").glob("*")):
-        r = read_record(tdir)
-        if r is not None:
-            index[tdir.name] = {
-                "status": r.get("status"),
-                "device": r.get("device"),
-                "gpu_ids": r.get("gpu_ids"),
-                "host": r.get("host"),
-                "wall_seconds": r.get("wall_seconds"),
-                "epochs": r.get("epochs"),
-                "resumed_from_epoch": r.get("resumed_from_epoch"),
-                "attempts": r.get("attempts"),
-                "best_val_dice": r.get("best_val_dice"),
-                "weights": f"trials/{tdir.name}/{r.get('weights', WEIGHTS)}",
-            }
-        elif (tdir / "failure.json").exists():
-            try:
-                f = read_json(tdir / "failure.json")
-            except DamagedFile as exc:
-                f = {"error": str(exc)}
-            index[tdir.name] = {"status": "failed", "error": f.get("error"), "attempts": f.get("attempts")}
-    return index
 
 
 def _timing(f: Finished) -> dict[str, Any]:
@@ -668,18 +385,3 @@ def _collect(executor: Executor, outcome: RunOutcome, emit: Callable[[str, dict[
 
     for finished in executor.as_completed(on_started=started):
         _record_finished(finished, outcome, emit)
-
-
-def load_run_config(run_dir: Path) -> RunConfig:
-    """The configuration stored in a run folder, for `covbench run --resume DIR`."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise CovbenchError(f"--resume {run_dir}: no config.json there (is it a covbench run folder?)")
-    try:
-        data = read_config(run_dir)
-    except DamagedFile as exc:
-        raise CovbenchError(
-            f"--resume {run_dir}: {exc}; run the original `covbench run` command with --out {run_dir} "
-            "instead (finished trials are kept)"
-        ) from None
-    return RunConfig.from_dict({k: v for k, v in (data or {}).items() if not k.startswith("_")})

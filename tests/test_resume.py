@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from covbench.cli import app
 from covbench.config import PRESETS, build_config
 from covbench.errors import CovbenchError
-from covbench.runner import check_data_key, check_run_dir, execute
+from covbench.run_folder import check_data_key, check_run_dir
+from covbench.runner import execute
 
 runner = CliRunner()
 KEY = ["model", "seed", "fold", "case"]

@@ -15,7 +15,7 @@ from covbench.cli import app
 from covbench.config import PRESETS, build_config
 from covbench.errors import CovbenchError
 from covbench.manifest import code_versions
-from covbench.runner import check_run_dir, config_record
+from covbench.run_folder import check_run_dir, config_record
 
 runner = CliRunner()
 COVBENCH = version("covbench")

@@ -121,7 +121,8 @@ def run(
     from covbench import registry
     from covbench.config import build_config, parse_model_options, parse_spacing, resolve_preset
     from covbench.lock import run_lock
-    from covbench.runner import execute, load_run_config
+    from covbench.run_folder import load_run_config
+    from covbench.runner import execute
 
     try:
         if resume is not None:
