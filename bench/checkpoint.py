@@ -58,22 +58,24 @@ class CheckpointPolicy:
 
 @dataclass
 class LoadOutcome:
-    """What `load` found: where to continue, finished weights, or nothing; `note` when a file was
-    set aside."""
+    """What `load` found: where to continue (the model then holds the checkpoint's weights),
+    finished weights, or nothing; `note` when a file was set aside."""
 
     resume: ResumeFrom | None = None
-    model_state: dict[str, torch.Tensor] | None = None
     finished: Best | None = None  # training already complete: evaluate these weights
     note: str | None = None
 
 
 @dataclass
 class CheckpointStats:
-    writes: int = 0
     blocked_s: float = 0.0  # on the training thread: host copies and waits for the writer
     write_s: float = 0.0  # in the writer thread
     bytes_written: int = 0
     epochs_written: list[int] = field(default_factory=list)
+
+    @property
+    def writes(self) -> int:
+        return len(self.epochs_written)
 
 
 def to_host(obj: Any, copy: bool = True) -> Any:
@@ -147,7 +149,7 @@ class Checkpointer:
         best = Best(float(state["best_val_dice"]), int(state["best_epoch"]), state["best_state"])
         resume = ResumeFrom(int(state["epoch"]), state["optimizer"], best)
         self._last_write = time.monotonic()  # the file on disk is recent enough: no write at once
-        return LoadOutcome(resume=resume, model_state=state["model"], note="; ".join(notes) or None)
+        return LoadOutcome(resume=resume, note="; ".join(notes) or None)
 
     def _read(self, path: Path, required: tuple[str, ...], notes: list[str]) -> dict[str, Any] | None:
         if not path.exists():
@@ -167,17 +169,17 @@ class Checkpointer:
         self, model: nn.Module, weights: dict[str, Any], optimizer: dict[str, Any] | None, path: Path,
         notes: list[str],
     ) -> bool:  # fmt: skip
-        """Whether the saved state loads into this model (and its Adam); otherwise set it aside."""
+        """Load the saved weights into the model if they fit it (and the Adam state its parameters);
+        otherwise set the file aside and leave the model as it was."""
         initial = {k: v.clone() for k, v in model.state_dict().items()}
         try:
             model.load_state_dict(weights)
             if optimizer is not None:
                 torch.optim.Adam(model.parameters()).load_state_dict(optimizer)
         except Exception as exc:
+            model.load_state_dict(initial)  # a failed load has copied the tensors that did fit
             notes.append(self._damaged(path, exc))
             return False
-        finally:  # a failed load copies the tensors that did fit; the caller decides what to use
-            model.load_state_dict(initial)
         return True
 
     def _damaged(self, path: Path, exc: BaseException) -> str:
@@ -263,7 +265,6 @@ class Checkpointer:
             if then_remove is not None:
                 then_remove.unlink(missing_ok=True)
             self.stats.write_s += time.perf_counter() - t
-            self.stats.writes += 1
             self.stats.epochs_written.append(epoch)
 
         self._pending = self._writer.submit(write)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -131,7 +132,7 @@ def parse_spacing(text: str | None) -> tuple[float, float] | None:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) not in (1, 2) or not all(v > 0 and v == v and v != float("inf") for v in values):
+    if len(values) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in values):
         raise CovbenchError(f"--spacing must be one or two positive numbers in mm (ROW[,COL]), got {text!r}")
     return (values[0], values[-1])
 

@@ -5,7 +5,7 @@ peak and U-Net++ / Res-UNet at about 1/7, using 5.6-14.3 GiB of its 140 GiB (mea
 docs/performance.md). Several trials on one GPU (Ray's fractional GPUs) fill it, as long as
 their memory fits. The decision, recorded in environment.json under `packing`:
 
-    trials per GPU = min(MAX_TRIALS_PER_GPU,                     # measured ceiling of the gain
+    trials per GPU = min(MAX_TRIALS_PER_GPU,                     # ceiling, still to be measured
                          usable GPU memory // largest trial's estimated memory,
                          ceil(trials / GPUs))                     # never fewer waves than needed
 
@@ -31,7 +31,11 @@ from typing import Any
 
 from covbench.scheduler import choose_gpus_per_trial
 
-MAX_TRIALS_PER_GPU = 4  # where `scripts/gpu_check.py --concurrent` should confirm the gain stops
+# Not measured yet: `scripts/gpu_check.py --concurrent 1,2,4` says where the gain of packing stops.
+MAX_TRIALS_PER_GPU = 4
+# Peak GPU memory measured on one H200 at the paper preset (bf16 autocast; issue 13), which the
+# estimate below must stay above (tests/test_packing.py, benchmarks/bench_packing.py)
+H200_PEAK_GIB = {"unet": 5.6, "unetpp": 6.2, "resunet": 14.3}
 USABLE_GPU_MEMORY = 0.9  # of the free memory when the run starts
 CUDA_CONTEXT_BYTES = 2**30
 BYTES_PER_PARAMETER = 20
@@ -91,7 +95,7 @@ def plan_packing(
     by_memory = int(USABLE_GPU_MEMORY * gpu_memory // trial_memory)
     by_work = math.ceil(max(n_trials, 1) / cluster_gpus)
     per_gpu = max(1, min(max_per_gpu, by_memory, by_work))
-    limits = {"measured ceiling": max_per_gpu, "memory": by_memory, "trials per GPU needed": by_work}
+    limits = {"ceiling": max_per_gpu, "memory": by_memory, "trials per GPU needed": by_work}
     binding = min(limits, key=lambda k: limits[k])
     reason = (
         f"{per_gpu} trial(s) per GPU, limited by {binding} "

@@ -25,6 +25,7 @@ from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
 from covbench.manifest import now_iso
 from covbench.store import (
     atomic_path,
+    done_trials,
     npz_shapes,
     read_csv,
     read_json,
@@ -274,10 +275,7 @@ def collect_cases(run_dir: Path, key: str | None = None) -> pd.DataFrame:
         except DamagedFile:
             key = None
     frames = []
-    for tdir in sorted((run_dir / "trials").glob("*")):
-        record = read_record(tdir)
-        if record is None or record.get("status") != "done" or (key and record.get("config_key") != key):
-            continue
+    for tdir, _record in done_trials(run_dir, key):
         try:
             frames.append(read_csv(tdir / "cases.csv", CASE_COLUMNS))
         except FileNotFoundError:

@@ -58,6 +58,8 @@ from covbench.store import (
 from covbench.trial import TrialResult, TrialSpec, run_fold_trial
 
 HEARTBEAT = "attempt.json"  # written by each attempt as it starts (see covbench.scheduler)
+
+
 @dataclass
 class RunOutcome:
     run_dir: Path
@@ -226,9 +228,10 @@ def _execute(
         raise CovbenchError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
     if max_retries < 0:
         raise CovbenchError(f"--max-retries must be 0 or more, got {max_retries}")
-    if not checkpoint_every >= 0:
-        raise CovbenchError(f"--checkpoint-every must be 0 or more seconds, got {checkpoint_every:g}")
-    checkpoint = CheckpointPolicy(checkpoint_every)
+    try:
+        checkpoint = CheckpointPolicy(checkpoint_every)
+    except ValueError as exc:
+        raise CovbenchError(f"--checkpoint-every: {exc}") from None
     versions = code_versions(cfg.models)  # covbench's and each model plugin's distribution version
     check_run_dir(run_dir, cfg, versions, allow_version_change)
     emit = on_event or (lambda kind, info: None)

@@ -202,6 +202,21 @@ def read_record(trial_dir: Path) -> dict[str, Any] | None:
     )
 
 
+def done_trials(run_dir: Path, key: str | None) -> list[tuple[Path, dict]]:
+    """(trial folder, record) of the done trials of configuration `key` (of any when None), in
+    name order; a damaged record is set aside with a warning (covbench.store.read_record)."""
+    out = []
+    for trial_dir in sorted((Path(run_dir) / "trials").glob("*")):
+        record = read_record(trial_dir)
+        if (
+            record is not None
+            and record.get("status") == "done"
+            and (not key or record.get("config_key") == key)
+        ):
+            out.append((trial_dir, record))
+    return out
+
+
 def trial_name(model: str, seed: int, fold: int) -> str:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
     return f"{safe}__seed{seed}__fold{fold}"

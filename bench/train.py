@@ -272,7 +272,8 @@ class Best:
 
 @dataclass
 class ResumeFrom:
-    """Where a resumed trial continues: the model's weights are loaded by the caller."""
+    """Where a resumed trial continues; the model's own weights are loaded before (by
+    covbench.checkpoint.Checkpointer.load)."""
 
     epoch: int
     optimizer_state: dict[str, Any]

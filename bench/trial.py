@@ -98,7 +98,6 @@ class _Built:
 @dataclass
 class _Trained:
     best: Best
-    epochs: int
     resumed_from_epoch: int
     train_seconds: float
     checkpoint_note: str | None
@@ -123,11 +122,8 @@ def _train(
     """Train from scratch, from the last checkpoint, or not at all (weights already final)."""
     loaded: LoadOutcome = checkpointer.load(model)
     if loaded.finished is not None:  # killed after training, during evaluation: just evaluate
-        return _Trained(loaded.finished, options.epochs, options.epochs, 0.0, loaded.note)
-    start = 0
-    if loaded.resume is not None:
-        model.load_state_dict(loaded.model_state)
-        start = loaded.resume.epoch
+        return _Trained(loaded.finished, options.epochs, 0.0, loaded.note)
+    start = loaded.resume.epoch if loaded.resume is not None else 0  # the model holds its weights
     log = EpochLog(Path(spec.trial_dir) / "epochs.csv", start if loaded.resume else None)
 
     def on_epoch(end: EpochEnd) -> None:
@@ -149,7 +145,7 @@ def _train(
         log.close()
     best = Best(result.best_val_dice, result.best_epoch, result.best_state)
     checkpointer.finish(best, result.epochs_run)  # written while the test slices are predicted
-    return _Trained(best, result.epochs_run, start, result.train_seconds, loaded.note)
+    return _Trained(best, start, result.train_seconds, loaded.note)
 
 
 def _evaluate(
@@ -235,7 +231,7 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
         "threads": torch.get_num_threads(),
         "deterministic": cfg.deterministic,
         "eval_batch_size": options.eval_batch(device),
-        "epochs": trained.epochs,
+        "epochs": options.epochs,
         "resumed_from_epoch": trained.resumed_from_epoch,
         "best_epoch": trained.best.epoch,
         # null, not NaN, when nothing was validated: record.json stays strict JSON

@@ -186,8 +186,8 @@ def verify_archive(path: Path, checksum: str | None = None) -> str:
 
 
 def sidecar_checksum(archive: Path) -> str | None:
-    """"<algorithm>:<hex>" from a `<archive>.md5` / `.sha256` / `.sha1` file beside the archive
-    (first word of its first line, as `md5sum` writes it), or None."""
+    """The checksum "<algorithm>:<hex>" from a `<archive>.md5` / `.sha256` / `.sha1` file beside the
+    archive (first word of its first line, as `md5sum` writes it), or None."""
     for algo in SIDECARS:
         side = archive.with_name(f"{archive.name}.{algo}")
         if side.is_file():

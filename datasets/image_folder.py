@@ -223,9 +223,10 @@ def load(
         if len(default_sp) != 2 or not all(np.isfinite(default_sp)) or min(default_sp) <= 0:
             raise CovbenchError(f"spacing must be one or two positive numbers (mm), got {spacing!r}")
         default_unit = "mm"
-    given = {stem for stem, row in meta.items() if _spacing(row, meta_path) is not None}
-    if default_unit == "px" and given and any(f.stem not in given for f in found):
-        missing = next(f.stem for f in found if f.stem not in given)
+    spacings = {stem: _spacing(row, meta_path) for stem, row in meta.items()}  # parsed once
+    given = {stem for stem, sp in spacings.items() if sp is not None}
+    missing = next((f.stem for f in found if f.stem not in given), None)
+    if default_unit == "px" and given and missing is not None:
         raise CovbenchError(
             f"{meta_path}: pixel spacing given for {len(given)} slice(s) but not for stem {missing!r}; "
             "give it for every slice, or for none (distances are then in pixels)"
@@ -254,7 +255,7 @@ def load(
         patient = (row or {}).get("patient") or (
             files.stem if len(stems_by_part[files.stem]) == 1 else f"{files.part}-{files.stem}"
         )
-        sp = _spacing(row, meta_path)
+        sp = spacings.get(files.stem)
         try:
             yield read_slice(
                 files,

@@ -31,7 +31,7 @@ import numpy as np
 
 from covbench.datasets.base import DISTANCE_UNITS, Case, SliceSet, default_cache_root
 from covbench.datasets.fingerprint import fingerprint_files
-from covbench.datasets.preprocess import PreprocessConfig, preprocess_cases
+from covbench.datasets.preprocess import PreprocessConfig, _case_name, preprocess_cases
 from covbench.errors import CovbenchError
 
 CACHE_VERSION = 2  # bump when pre-processing code changes its output for the same config
@@ -67,7 +67,7 @@ class _Reading:
     distance_unit: str | None = None  # the cases' `spacing_unit`, which must agree
 
     def _unit(self, case: Case) -> None:
-        unit, name = case.spacing_unit, case.files[0] if case.files else case.case_id
+        unit, name = case.spacing_unit, _case_name(case)
         if unit not in DISTANCE_UNITS:
             raise CovbenchError(f"{name}: spacing unit {unit!r}; expected one of {DISTANCE_UNITS}")
         if self.distance_unit is None:
@@ -84,7 +84,7 @@ class _Reading:
             self.files.extend(case.files)
             self._unit(case)
             if self.part_of.setdefault(case.case_id, case.split) != case.split:
-                name = case.files[0] if case.files else case.case_id
+                name = _case_name(case)
                 raise CovbenchError(f"{name}: patient {case.case_id!r} is in two predefined parts")
             yield case
         if self.n_cases == 0:

@@ -275,14 +275,15 @@ def check_lesions(slices, manifests: list[dict]) -> None:
     or none in a fold's test set. An empty prediction scores Dice 1 on every lesion-free slice, so
     such a run would rank models by how little they predict."""
     masks = slices.masks
-    if len(masks) and not np.any(masks):
+    lesion = masks.any(axis=tuple(range(1, masks.ndim)))  # per slice, scanned once for every fold
+    if len(masks) and not lesion.any():
         raise CovbenchError(
             f"dataset: no lesion pixels in any of its {len(masks)} slices (every lesion mask is empty); "
             "there is nothing to segment"
         )
     for manifest in manifests:
         test = split_indices(slices, manifest)["test"]
-        if test.size and not np.any(masks[test]):
+        if test.size and not lesion[test].any():
             ids = manifest["test"]
             shown = ", ".join(map(str, ids[:4])) + (" ..." if len(ids) > 4 else "")
             raise CovbenchError(

@@ -21,7 +21,7 @@ import pandas as pd
 
 from covbench.errors import CovbenchError, DamagedFile
 from covbench.metrics import METRICS, empty_case, segmentation_metrics
-from covbench.store import read_json, read_record
+from covbench.store import done_trials, read_json
 
 CASE_KEYS = ["model", "fold", "case"]
 
@@ -135,8 +135,11 @@ def volumes(slices: dict[str, np.ndarray], rows: np.ndarray) -> list[Volume]:
     return out
 
 
-def patient_rows(run_dir: Path, threshold: float = 0.5) -> pd.DataFrame:
-    """One row per (model, seed, fold, test patient), from the saved 8-bit probabilities.
+def patient_rows(
+    run_dir: Path, threshold: float = 0.5, trials: list[tuple[Path, dict]] | None = None
+) -> pd.DataFrame:
+    """One row per (model, seed, fold, test patient), from the saved 8-bit probabilities of
+    `trials` (default: the `done_trials` of config.json's key).
 
     Dice, sensitivity, specificity, precision and MAE are those of the whole volume (confusion
     counts and absolute errors pooled over the patient's test slices: exact, no spacing needed).
@@ -147,14 +150,14 @@ def patient_rows(run_dir: Path, threshold: float = 0.5) -> pd.DataFrame:
     slices = load_test_slices(run_dir)
     target = slices["mask"].astype(bool)
     out = []
-    try:
-        key = read_json(run_dir / "config.json").get("_key") if (run_dir / "config.json").exists() else None
-    except DamagedFile:
-        key = None
-    for trial_dir in sorted((run_dir / "trials").glob("*")):
-        record = read_record(trial_dir)  # a damaged one is set aside with a warning
-        if record is None or record.get("status") != "done" or (key and record.get("config_key") != key):
-            continue
+    if trials is None:
+        try:
+            config = run_dir / "config.json"
+            key = read_json(config).get("_key") if config.exists() else None
+        except DamagedFile:
+            key = None
+        trials = done_trials(run_dir, key)
+    for trial_dir, record in trials:
         prob, rows = load_predictions(trial_dir, slices)
         for vol in volumes(slices, rows):
             p, t = prob[vol.rows], target[rows[vol.rows]]

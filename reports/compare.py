@@ -93,11 +93,11 @@ class Comparison:
             "| Model | Metric | Baseline | Current | Delta | Tolerance | p-value | Verdict |",
             "|---|---|---|---|---|---|---|---|",
         ]
+        titles = column_titles(self.distance_unit)
         for r in self.rows:
             arrow = "↑" if HIGHER_IS_BETTER.get(r.metric, True) else "↓"
             verdict = f"**{r.verdict}**" if r in self.failed else r.verdict
-            title = column_titles(self.distance_unit).get(r.metric, r.metric)
-            cells = [r.model, f"{title} {arrow}", num(r.baseline), num(r.current)]
+            cells = [r.model, f"{titles.get(r.metric, r.metric)} {arrow}", num(r.baseline), num(r.current)]
             cells += [num(r.delta, "+.4f"), num(r.tolerance), num(r.p_value, ".3g"), verdict]
             lines.append("| " + " | ".join(cells) + " |")
         failed = self.failed
@@ -246,8 +246,9 @@ def compare(
     return result
 
 
-def update_baseline(baseline_path: Path, current: dict, current_path: Path) -> Path:
-    """Replace the baseline file with the current summary, recording where it came from."""
+def update_baseline(baseline_path: Path, current: dict, current_path: Path, identity: dict | None) -> Path:
+    """Replace the baseline file with the current summary, recording where it came from and its
+    benchmark `identity` (`summary_identity` of CURRENT)."""
     baseline_path = Path(baseline_path)
     if baseline_path.is_dir():
         raise CovbenchError(f"--update: {baseline_path} is a folder; name the baseline summary file")
@@ -258,7 +259,6 @@ def update_baseline(baseline_path: Path, current: dict, current_path: Path) -> P
     data = dict(current)
     data["baseline_of"] = {"run": run_dir.name, "git": env.get("git"), "updated": now_iso()}
     # the baseline outlives its run folder: keep what makes it comparable (covbench.reports.identity)
-    identity = summary_identity(current, summary_path(source, "CURRENT"))
     if identity is not None:
         data["benchmark"] = identity
     with run_folder_lock(baseline_path.parent):
@@ -327,17 +327,19 @@ def gate(
     replaced, both without a comparison; without `update` another benchmark is refused
     (Incomparable, exit 2)."""
     cur = load_summary(current, "CURRENT")
+    cur_file = summary_path(current, "CURRENT")
     if update and not Path(baseline).exists():  # the first baseline: nothing to compare with yet
-        update_baseline(baseline, cur, current)
+        update_baseline(baseline, cur, current, summary_identity(cur, cur_file))
         return Gate(None, "created")
     base = load_summary(baseline, "BASELINE")
-    cur_file = summary_path(current, "CURRENT")
+    base_file = summary_path(baseline, "BASELINE")
+    base_id, cur_id = summary_identity(base, base_file), summary_identity(cur, cur_file)
     try:
-        note = check_comparable(base, cur, summary_path(baseline, "BASELINE"), cur_file)
+        note = check_comparable(base_id, cur_id, base_file, cur_file)
     except Incomparable as exc:
         if not update:
             raise
-        update_baseline(baseline, cur, current)  # asked for: the benchmark itself changed
+        update_baseline(baseline, cur, current, cur_id)  # asked for: the benchmark itself changed
         return Gate(None, "replaced", changed=exc.detail)
     result = compare(base, cur, tolerances, metrics, names=(str(baseline), str(current)))
     warning = None
@@ -346,7 +348,7 @@ def gate(
     except OSError as exc:
         warning = f"gate record not written next to {cur_file} ({exc})"
     if update:
-        update_baseline(baseline, cur, current)
+        update_baseline(baseline, cur, current, cur_id)
     return Gate(result, "updated" if update else None, note, warning=warning)
 
 

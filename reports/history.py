@@ -30,7 +30,7 @@ from covbench.reports.identity import (
     describe,
     describe_differences,
     differences,
-    run_identity,
+    identity_from_config,
     short_hash,
 )
 from covbench.reports.table import column_titles, distance_unit_of
@@ -173,6 +173,11 @@ def _gate_record(run_dir: Path, digest: str) -> dict[str, Any] | None:
     return record if record.get("summary_sha256") == digest else None
 
 
+def _verdict(gate: dict[str, Any] | None) -> str | None:
+    """A gate record as the history shows it: "pass", "flagged", or None (not gated)."""
+    return None if gate is None else "pass" if gate.get("passed") else "flagged"
+
+
 def track(run_dir: Path, history: Path, benchmark: str | None = None) -> Tracked:
     """Append the run's summary to its benchmark's series. Refuses a summary already tracked, a run
     folder without config.json (its identity is unknown) and a benchmark name that stands for a
@@ -187,11 +192,11 @@ def track(run_dir: Path, history: Path, benchmark: str | None = None) -> Tracked
 def _track(run_dir: Path, history: Path, benchmark: str | None) -> Tracked:
     summary = load_summary(run_dir, "RUN_DIR")
     unit = summary.get("unit", "slice")
-    identity = run_identity(run_dir, unit, distance_unit_of(summary))
-    if identity is None:
+    if not (run_dir / "config.json").is_file():
         raise CovbenchError(f"RUN_DIR {run_dir}: no config.json, so which benchmark it ran is unknown")
-    env = read_json(run_dir / "environment.json") if (run_dir / "environment.json").exists() else {}
     cfg = read_json(run_dir / "config.json")
+    env = read_json(run_dir / "environment.json") if (run_dir / "environment.json").is_file() else {}
+    identity = identity_from_config(cfg, env.get("data_fingerprint"), unit, distance_unit_of(summary))
     git = env.get("git") or {}
     gate = _gate_record(run_dir, summary_digest(summary))
     # A deterministic benchmark gives the same summary at every commit: each run is still a point of
@@ -244,8 +249,7 @@ def _track(run_dir: Path, history: Path, benchmark: str | None) -> Tracked:
                 if metric in METRICS
             ],
         )
-    verdict = None if gate is None else "pass" if gate.get("passed") else "flagged"
-    return Tracked(run_id, name, new, verdict, note)
+    return Tracked(run_id, name, new, _verdict(gate), note)
 
 
 def load_history(history: Path, benchmark: str | None = None) -> list[Point]:
@@ -267,11 +271,10 @@ def load_history(history: Path, benchmark: str | None = None) -> list[Point]:
         if benchmark is not None and name != benchmark:
             continue
         gate = json.loads(gate_json) if gate_json else None
-        verdict = None if gate is None else "pass" if gate.get("passed") else "flagged"
         failed = gate is not None and any(
             f.get("model") == model and f.get("metric") == metric for f in gate.get("failed", [])
         )
-        points.append(Point(run_id, date, commit, model, metric, mean, seed_sd, name, verdict, failed))
+        points.append(Point(run_id, date, commit, model, metric, mean, seed_sd, name, _verdict(gate), failed))
     return points
 
 
@@ -311,7 +314,7 @@ def trend_markdown(
         runs = _runs(series)
         shown = runs.tail(last) if last > 0 else runs
         identity = identities.get(name)
-        titles = column_titles((identity or {}).get("distance_unit", "mm"))
+        titles = column_titles(distance_unit_of(identity or {}))
         about = (
             describe(identity, telling)
             if identity
@@ -404,9 +407,7 @@ def plot_history(
             ax.set_xticks(ticks, labels, fontsize=7)
             ax.set_xlim(-0.5, len(runs) - 0.5)
             ax.set_title(f"benchmark {name}", fontsize=9)
-            ax.set_ylabel(
-                column_titles(((benchmarks or {}).get(name) or {}).get("distance_unit", "mm"))[metric]
-            )
+            ax.set_ylabel(column_titles(distance_unit_of((benchmarks or {}).get(name) or {}))[metric])
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         direction = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"

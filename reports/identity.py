@@ -147,15 +147,14 @@ def default_name(identity: dict[str, Any]) -> str:
 
 
 def check_comparable(
-    baseline: dict[str, Any], current: dict[str, Any], baseline_file: Path, current_file: Path
+    base_id: dict[str, Any] | None, cur_id: dict[str, Any] | None, baseline_file: Path, current_file: Path
 ) -> str | None:
-    """Refuse (exit 2) a baseline of another benchmark; return a note when a side has no identity.
+    """Refuse (exit 2) a baseline of another benchmark, given both sides' `summary_identity`;
+    return a note when a side has no identity.
 
     A side without an identity (a bare summary.json, a baseline written before identities were
     stored) is still compared: refusing it would break every existing gate at once.
     """
-    base_id = summary_identity(baseline, baseline_file)
-    cur_id = summary_identity(current, current_file)
     if base_id is not None and cur_id is not None:
         diffs = differences(base_id, cur_id)
         if diffs:

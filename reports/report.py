@@ -19,7 +19,13 @@ import pandas as pd
 
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
-from covbench.reports.aggregate import UNITS, case_means, empty_case_counts, patient_rows, summarize
+from covbench.reports.aggregate import (
+    UNITS,
+    case_means,
+    empty_case_counts,
+    patient_rows,
+    summarize,
+)
 from covbench.reports.stats import ALPHA, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, MetricTests, compare_models
 from covbench.reports.table import (
     MARK_LEGEND,
@@ -32,7 +38,7 @@ from covbench.reports.table import (
     to_latex,
     to_markdown,
 )
-from covbench.store import read_csv, read_json, read_record, write_json, write_text
+from covbench.store import done_trials, read_csv, read_json, write_json, write_text
 
 MIN_PATIENTS = 12  # below this many independent test patients, the report warns
 MIN_WILCOXON = 6  # with fewer paired cases no two-sided Wilcoxon signed-rank p can reach 0.05
@@ -69,18 +75,6 @@ def run_config(run_dir: Path) -> dict:
         warn(f"{exc}: the report assumes threshold 0.5 and no version change", RunFolderWarning, stacklevel=2)
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def load_records(run_dir: Path, config: dict | None = None) -> list[dict]:
-    """The records of the done trials of this run's configuration (its `_key`); a damaged record
-    is set aside with a warning (covbench.store.read_record) and its trial left out."""
-    key = (run_config(run_dir) if config is None else config).get("_key")
-    records = [read_record(p) for p in sorted((run_dir / "trials").glob("*")) if p.is_dir()]
-    return [
-        r
-        for r in records
-        if r is not None and r.get("status") == "done" and (not key or r.get("config_key") == key)
-    ]
 
 
 def version_notes(config: dict) -> list[str]:
@@ -231,12 +225,12 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
         raise CovbenchError(f"--unit must be one of {', '.join(UNITS)}, got {unit!r}")
     slice_rows = load_rows(run_dir)
     config = run_config(run_dir)
+    trials = done_trials(run_dir, config.get("_key"))  # this configuration's; damaged records set aside
+    records = [record for _, record in trials]
     if unit == "slice":
         rows = slice_rows
     else:
-        threshold = float(config.get("threshold", 0.5))
-        rows = patient_rows(run_dir, threshold)
-    records = load_records(run_dir, config)
+        rows = patient_rows(run_dir, float(config.get("threshold", 0.5)), trials)
     per_case = case_means(rows)
     models = summarize(rows)
     tests = {

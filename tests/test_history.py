@@ -211,7 +211,8 @@ def test_gate_verdict_reaches_step_summary_history_and_plot(tmp_path):
     assert json.loads((bad / "gate.json").read_text())["passed"] is False
     for run in (base, good, bad):
         assert track(run, db).exit_code == 0
-    assert "gate:" not in track(other, db).output  # refused by the gate: nothing recorded
+    tracked = track(other, db)
+    assert tracked.exit_code == 0 and "gate:" not in tracked.output  # refused by the gate: nothing recorded
     result = runner.invoke(app, ["history", str(db), "--plots", str(tmp_path / "plots")])
     smoke = sections(result.output)["phantom-smoke"]
     rows = [line for line in smoke.splitlines() if line.startswith("| 2026")]

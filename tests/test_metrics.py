@@ -144,7 +144,7 @@ def irregular_pairs(seed: int, n: int, shape=(60, 70)):
 def test_nsd_matches_monai_on_anisotropic_irregular_lesions(sp):
     # Tolerances 3.0 and 1.8 mm are multiples of 0.6 and 0.9: grid distances equal to the
     # tolerance (a tie) must count as within it, as in the reference. Before the fix covbench
-    # scored these up to 0.008 lower on 0.6 x 0.9 mm grids.
+    # scored these up to 0.04 lower on 0.6 x 0.9 mm grids (at 1.8 mm).
     pytest.importorskip("monai")
     from monai.metrics import compute_surface_dice
 
@@ -162,7 +162,7 @@ def test_nsd_matches_monai_on_anisotropic_irregular_lesions(sp):
 
 def test_nsd_counts_a_distance_equal_to_the_tolerance():
     # two lines 5 rows apart at 0.6 mm per row: their dual-grid elements are 3 mm apart in exact
-    # arithmetic, 3.0000000000000018 mm from the rounded coordinates (8.4 - 5.4). A tie is within
+    # arithmetic, 3.000000000000001 mm from the rounded coordinates (14 x 0.6 - 9 x 0.6). A tie is within
     # the tolerance (before the fix NSD was 0.78 here); just below it, nothing is.
     p = np.zeros((48, 12), bool)
     t = np.zeros_like(p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from covbench.errors import CovbenchError
-from covbench.packing import MAX_TRIALS_PER_GPU, plan_packing, trial_memory_bytes
+from covbench.packing import H200_PEAK_GIB, MAX_TRIALS_PER_GPU, plan_packing, trial_memory_bytes
 
 GIB = 2**30
 
@@ -32,7 +32,7 @@ def test_unknown_gpu_memory_keeps_one_trial_per_gpu():
 @pytest.mark.parametrize(
     ("n_trials", "gpus", "trial_gib", "free_gib", "per_gpu", "binding"),
     [
-        (15, 1, 16, 140, MAX_TRIALS_PER_GPU, "measured ceiling"),  # the paper protocol on an H200
+        (15, 1, 16, 140, MAX_TRIALS_PER_GPU, "ceiling"),  # the paper protocol on an H200
         (15, 1, 30, 80, 2, "memory"),  # 0.9 * 80 // 30 = 2
         (15, 1, 50, 40, 1, "memory"),  # does not fit twice (nor once: still one)
         (3, 2, 4, 140, 2, "trials per GPU needed"),  # ceil(3 / 2): no GPU left idle for nothing
@@ -55,9 +55,9 @@ def test_the_memory_estimate_covers_the_peaks_measured_on_an_h200():
     on the CPU; peaks measured on one H200 with bf16 autocast (docs/performance.md)."""
     from covbench.checks import check_models
 
-    measured_gib = {"unet": 5.6, "unetpp": 6.2, "resunet": 14.3}
-    checks = check_models(list(measured_gib), image_size=224, batch_size=32, run_width=None, model_options={})
-    for name, peak in measured_gib.items():
+    models = list(H200_PEAK_GIB)
+    checks = check_models(models, image_size=224, batch_size=32, run_width=None, model_options={})
+    for name, peak in H200_PEAK_GIB.items():
         c = checks[name]
         estimate = trial_memory_bytes(c.parameters, c.activation_bytes_per_batch, 413 + 137, 224) / GIB
         assert peak < estimate < 3 * peak, (name, estimate)

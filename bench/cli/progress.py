@@ -59,6 +59,8 @@ class RunProgress:
         if kind == "start":
             self.total = info["total"]
             self.done = info["skipped"]
+            if info.get("gpus"):  # how many trials share a GPU, and why (covbench.packing)
+                self._line(f"  GPUs: {info['packing']}")
             self.progress.update(
                 self.task, total=self.total, completed=self.done, description=self._describe()
             )

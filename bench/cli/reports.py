@@ -126,10 +126,11 @@ def history(
 
     try:
         points = hist.load_history(file, benchmark)
-        say(hist.trend_markdown(points, hist.load_benchmarks(file), last))
+        benchmarks = hist.load_benchmarks(file)
+        say(hist.trend_markdown(points, benchmarks, last))
         if points:
             folder = plots or hist.plots_folder(file)
-            paths = hist.plot_history(points, folder, hist.load_benchmarks(file))
+            paths = hist.plot_history(points, folder, benchmarks)
             say(f"{len(paths)} plot files in {folder}")
     except CovbenchError as exc:
         raise fail(exc) from None
