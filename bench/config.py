@@ -44,6 +44,9 @@ class Preset:
     tta: bool = False  # flip test-time augmentation (covbench.train.predict)
     # Per-dataset changes: real 2D slices need more pixels and width than the coarse phantom.
     for_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # train / val / test shares of the built-in phantom's patient split (None: the split's default).
+    # Test patients cost only inference, and verdicts need them (docs/reports.md, "Built-in design").
+    phantom_split: tuple[float, float, float] | None = None
 
     def specialise(self, dataset: str) -> Preset:
         """This preset as it applies to `dataset` (its `for_dataset` entry merged in)."""
@@ -71,7 +74,10 @@ PRESETS: dict[str, Preset] = {
         width=16,
         lr_schedule="cosine",
         augment="flip",
-        phantom={"n_patients": 16, "size": 128, "n_slices": 16},
+        # 40 patients: 10 train, 3 val (as before: the same training cost) and 27 test, so the
+        # verdicts count enough independent test patients to decide something
+        phantom={"n_patients": 40, "size": 128, "n_slices": 16},
+        phantom_split=(0.25, 0.075, 0.675),
         description="the paper protocol shrunk to finish 3 models x 5 seeds in minutes on 2 CPU cores",
         for_dataset={
             # Real slices carry far finer lesions than the phantom: twice the pixels, more epochs,
@@ -121,7 +127,7 @@ def resolve_preset(name: str, cuda_available: bool | None = None) -> Preset:
     return PRESETS[name]
 
 
-_LATER_FIELDS: dict[str, Any] = {"spacing": None}  # field -> default (see RunConfig.key)
+_LATER_FIELDS: dict[str, Any] = {"spacing": None, "split_fractions": None}  # field -> default (RunConfig.key)
 
 
 def parse_spacing(text: str | None) -> tuple[float, float] | None:
@@ -170,6 +176,8 @@ class RunConfig:
     # `--spacing`: the (row, col) pixel size in mm of 2D slices whose files carry none (image-folder);
     # None: the data's own spacing, or distances in pixels where it has none
     spacing: tuple[float, float] | None = None
+    # train / val / test shares of a `patient` split; None = (0.6, 0.2, 0.2)
+    split_fractions: tuple[float, float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,6 +189,8 @@ class RunConfig:
         data["seeds"] = tuple(data["seeds"])
         if data.get("spacing") is not None:
             data["spacing"] = tuple(data["spacing"])
+        if data.get("split_fractions") is not None:
+            data["split_fractions"] = tuple(data["split_fractions"])
         return cls(**data)
 
     def trial_config(self) -> dict[str, Any]:
@@ -279,6 +289,7 @@ def build_config(
         folds=folds if folds is not None else (5 if split == "kfold" else 1),
         deterministic=not has_cuda() if deterministic is None else deterministic,
         spacing=spacing,
+        split_fractions=preset.phantom_split if dataset == "phantom" and split == "patient" else None,
     )
     return replace(cfg, **extra) if extra else cfg
 

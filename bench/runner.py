@@ -98,6 +98,7 @@ def prepare_data(cfg: RunConfig) -> Prepared:
         folds=cfg.folds,
         part_of=prepared.part_of,
         val_fraction=cfg.val_fraction,
+        **({"fractions": cfg.split_fractions} if cfg.split_fractions else {}),
     )
     return prepared
 

@@ -197,9 +197,7 @@ def read_json_object(path: Path, consequence: str) -> dict[str, Any] | None:
 def read_record(trial_dir: Path) -> dict[str, Any] | None:
     """A trial's record.json, or None when it has none; a damaged one is set aside and the trial
     counts as not done: the next run on the folder runs it again."""
-    return read_json_object(
-        Path(trial_dir) / "record.json", "the trial counts as not done and is run again"
-    )
+    return read_json_object(Path(trial_dir) / "record.json", "the trial counts as not done and is run again")
 
 
 def done_trials(run_dir: Path, key: str | None) -> list[tuple[Path, dict]]:

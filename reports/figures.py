@@ -1,6 +1,6 @@
 """Report figures (PNG + SVG): boxplots per metric and model (Figure 5 of Salehi et al.), a
-critical-difference diagram (mean ranks, Wilcoxon-Holm cliques), and qualitative overlays of the
-best, median and worst test slices (Figure 6).
+critical-difference diagram (mean ranks, Wilcoxon-Holm cliques, descriptive), a blob plot of the
+ranking's stability, and qualitative overlays of the best, median and worst test slices (Figure 6).
 
 Uses matplotlib's object API (`Figure`, no pyplot): no global backend or figure state, so it is
 safe in any process and never opens a window.
@@ -144,6 +144,39 @@ def cd_diagram(tests: MetricTests, stem: Path, unit: str = "slice") -> list[Path
     )
     # Outer labels extend past the axis; widen the canvas rather than clip them.
     fig.set_size_inches(7.5 + 0.08 * max(len(m) for m in order), fig.get_figheight())
+    return save(fig, stem)
+
+
+def blob_plot(ranking: dict, metric: str, stem: Path, unit: str = "patient") -> list[Path]:
+    """Ranking stability (challengeR's blob plot): for each model, a blob per rank whose area is
+    the share of bootstrap resamples (patients and seeds) giving it that rank, with the median
+    rank and the 95 % rank interval drawn over it; models in the order of the full ranking."""
+    per_model = ranking["models"]
+    order = sorted(per_model, key=lambda m: (per_model[m]["rank"], m))
+    k = len(order)
+    colors = model_colors(order)
+    fig = Figure(figsize=(1.4 + 1.1 * k, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    samples = ranking["samples"]
+    for x, model in enumerate(order, start=1):
+        info = per_model[model]
+        for rank, count in info["rank_counts"].items():
+            if count:
+                ax.scatter(x, int(rank), s=900 * count / samples, color=colors[model], alpha=0.6, lw=0)
+        ax.vlines(x, info["rank_low"], info["rank_high"], color="black", lw=1)
+        ax.plot(x, info["median_rank"], marker="_", color="black", ms=14, mew=2)
+    ax.set_xticks(range(1, k + 1), order, rotation=20)
+    ax.set_yticks(range(1, k + 1))
+    ax.set_ylim(k + 0.6, 0.4)
+    ax.set_ylabel("rank (1 = best)")
+    ax.grid(axis="y", color="#d0d7de", lw=0.6)
+    title = COLUMNS.get(metric, metric)
+    fig.suptitle(
+        f"{title}: rank in {samples} bootstrap resamples of {unit}s and seeds\n"
+        f"blob area = share of resamples; line = 95 % interval, tick = median; "
+        f"Kendall's τ to the full ranking {ranking['kendall_tau_mean']:.2f}",
+        fontsize=8,
+    )
     return save(fig, stem)
 
 

@@ -7,7 +7,7 @@ import base64
 import html
 from pathlib import Path
 
-from covbench.reports.table import significance_table, test_summaries, to_html
+from covbench.reports.table import significance_table, test_summaries, to_html, verdict_lines, verdict_table
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:78rem;
@@ -46,21 +46,32 @@ def page(
     figures: list[tuple[Path, str]],
     notes: list[str],
     distance_unit: str = "mm",
+    verdicts: dict[str, dict] | None = None,
+    verdict_intro: str = "",
 ) -> str:
     warn = "".join(f'<div class="warn">⚠ {html.escape(w)}</div>' for w in warnings)
     summaries = test_summaries(tests, unit, _strong, html.escape, distance_unit)
     figs = "".join(figure(p, c) for p, c in figures)
     note = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    verdict_block = ""
+    if verdicts:
+        lines = verdict_lines(verdicts, _strong, html.escape, distance_unit)
+        verdict_block = (
+            f"<h2>Verdicts</h2><p>{html.escape(verdict_intro)}</p>"
+            f"<ul>{''.join(f'<li>{line}</li>' for line in lines)}</ul>"
+            f"{to_html(verdict_table(verdicts, distance_unit))}"
+        )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>{html.escape(title)}</title><style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 {warn}
+{verdict_block}
 <h2>Table 1</h2>
 {table_html}
 <h2>Seed view</h2>
 {seed_table_html}
-<h2>Significance</h2>
+<h2>Slice-level tests (descriptive)</h2>
 <ul>{"".join(f"<li>{line}</li>" for line in summaries)}</ul>
 {to_html(significance_table(tests, unit, distance_unit))}
 <h2>Figures</h2>

@@ -123,71 +123,116 @@ def power_of(delta: float, se: float, df: float, alpha: float = ALPHA) -> float:
     return float(np.nan_to_num(upper) + np.nan_to_num(lower))
 
 
-def _two_way(m: np.ndarray) -> tuple[float, float, float, float]:
-    """(MS_seed, df_seed, MS_residual, df_residual) of a seeds x units matrix (one value a cell)."""
-    s, p = m.shape
-    rows, cols, grand = m.mean(axis=1), m.mean(axis=0), m.mean()
-    ms_seed = p * float(np.var(rows, ddof=1)) if s > 1 else math.nan
+def _two_way(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(MS_seed, MS_residual) of a batch of seeds x units matrices (B, S, P), one value a cell;
+    NaN where the design has no such mean square (one seed, or one unit for the residual)."""
+    _, s, p = m.shape
+    rows, cols = m.mean(axis=2), m.mean(axis=1)
+    grand = rows.mean(axis=1)
+    nan = np.full(m.shape[0], np.nan)
+    ms_seed = p * np.var(rows, axis=1, ddof=1) if s > 1 else nan
     if s > 1 and p > 1:
-        resid = m - rows[:, None] - cols[None, :] + grand
-        ms_res = float((resid**2).sum() / ((s - 1) * (p - 1)))
+        resid = m - rows[:, :, None] - cols[:, None, :] + grand[:, None, None]
+        ms_res = (resid**2).sum(axis=(1, 2)) / ((s - 1) * (p - 1))
     else:
-        ms_res = math.nan
-    return ms_seed, float(s - 1), ms_res, float((s - 1) * (p - 1))
+        ms_res = nan
+    return ms_seed, ms_res
 
 
-def components(a: np.ndarray, b: np.ndarray) -> Components:
+@dataclass(frozen=True)
+class Batch:
+    """`difference` for a batch of designs at once (arrays of shape (B,)): what simulations and
+    bootstraps need; `difference` is its one-design view."""
+
+    estimate: np.ndarray
+    se: np.ndarray
+    df: np.ndarray
+    p_value: np.ndarray
+    unit_var: np.ndarray
+    seed_var: tuple[np.ndarray, np.ndarray]
+    terms: list[tuple[np.ndarray, float]]  # (signed value per design, df) of each mean-square term
+    n_units: int
+    n_seeds: tuple[int, int]
+
+    def p_equivalence(self, margin: float) -> np.ndarray:
+        """TOST p-values for |difference| < margin (the larger of the two one-sided p-values)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lower = stats.t.sf((self.estimate + margin) / self.se, self.df)
+            upper = stats.t.cdf((self.estimate - margin) / self.se, self.df)
+        exact = np.where(np.abs(self.estimate) < margin, 0.0, 1.0)
+        return np.where(self.se > 0, np.maximum(lower, upper), exact)
+
+
+def _satterthwaite(terms: list[tuple[np.ndarray, float]], size: int) -> np.ndarray:
+    total, denom = np.zeros(size), np.zeros(size)
+    for value, df in terms:
+        if df > 0:
+            total += value
+            denom += value * value / df
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((total > 0) & (denom > 0), total * total / denom, np.inf)
+
+
+def differences(a: np.ndarray, b: np.ndarray) -> Batch:
+    """Mean difference a - b for a batch of designs: `a` (B, S_a, P) and `b` (B, S_b, P), the same
+    P units in the same order (see the module doc for the variance and its df)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    p = a.shape[1]
-    delta = a.mean(axis=0) - b.mean(axis=0)
-    terms: list[tuple[float, float]] = []
-    unit_var = float(np.var(delta, ddof=1)) / p if p > 1 else 0.0
+    if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[2] or a.shape[2] == 0:
+        raise ValueError(f"both sides need the same designs and units, got {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("values must be finite: apply the missing-value rule first")
+    size, p = a.shape[0], a.shape[2]
+    zero = np.zeros(size)
+    delta = a.mean(axis=1) - b.mean(axis=1)
+    terms: list[tuple[np.ndarray, float]] = []
+    unit_var = np.var(delta, axis=1, ddof=1) / p if p > 1 else zero
     if p > 1:
         terms.append((unit_var, float(p - 1)))
-    seed_parts: list[float] = []
-    raw: list[tuple[int, float, float, float, float]] = []
+    unit_terms = len(terms)
+    sides = []
     for m in (a, b):
-        ms_seed, df_seed, ms_res, df_res = _two_way(m)
-        raw.append((m.shape[0], ms_seed, df_seed, ms_res, df_res))
-    # sigma_w^2 per side; a side with one seed borrows the other side's estimate (same protocol)
-    sigma_w: list[float | None] = []
-    for s, ms_seed, _, ms_res, _ in raw:
-        if s < 2:
-            sigma_w.append(None)
-        elif p > 1:
-            sigma_w.append((ms_seed - ms_res) / p)
-        else:  # one unit: the seed means' spread holds the e part too, and that is all there is
-            sigma_w.append(ms_seed / p)
-    known = [v for v in sigma_w if v is not None]
-    for (s, ms_seed, df_seed, ms_res, df_res), sw in zip(raw, sigma_w, strict=True):
-        if sw is None:
-            borrowed = float(np.mean(known)) if known else 0.0
-            seed_parts.append(max(borrowed, 0.0) / s)
+        s = m.shape[1]
+        ms_seed, ms_res = _two_way(m)
+        # sigma_w^2: unbiased (MS_seed - MS_res) / P; with one unit the seed means' spread is all there is
+        sigma_w = None if s < 2 else ((ms_seed - ms_res) / p if p > 1 else ms_seed / p)
+        sides.append((s, ms_seed, ms_res, sigma_w))
+    known = [sw for _, _, _, sw in sides if sw is not None]
+    seed_var = []
+    for s, ms_seed, ms_res, sw in sides:
+        if sw is None:  # one seed: borrow the other side's sigma_w^2 (the same protocol), else 0
+            seed_var.append(np.maximum(known[0], 0.0) / s if known else zero)
             continue
-        if sw <= 0:
-            seed_parts.append(0.0)
-            continue
-        seed_parts.append(sw / s)
-        terms.append((ms_seed / (p * s), df_seed))
+        positive = sw > 0
+        seed_var.append(np.where(positive, sw / s, 0.0))
+        terms.append((np.where(positive, ms_seed / (p * s), 0.0), float(s - 1)))
         if p > 1:
-            terms.append((-ms_res / (p * s), df_res))
-    return Components(unit_var, float(p - 1), seed_parts[0], seed_parts[1], bool(known), p > 1, tuple(terms))
+            terms.append((np.where(positive, -ms_res / (p * s), 0.0), float((s - 1) * (p - 1))))
+    var = unit_var + seed_var[0] + seed_var[1]
+    se = np.sqrt(np.maximum(var, 0.0))
+    # Satterthwaite, capped by the dominant source (docs/reports.md: plain Satterthwaite is liberal
+    # when one low-df source dominates, 7-8 % false verdicts at 3 patients and 10 seeds)
+    df = _satterthwaite(terms, size)
+    seed_df = _satterthwaite(terms[unit_terms:], size)
+    unit_dominates = (unit_var >= seed_var[0] + seed_var[1]) if p > 1 else np.zeros(size, bool)
+    cap = np.where(unit_dominates, float(p - 1), np.where(np.isfinite(seed_df), seed_df, df))
+    df = np.maximum(np.minimum(df, cap), 1.0)
+    estimate = a.mean(axis=(1, 2)) - b.mean(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_value = np.where(
+            se > 0, 2 * stats.t.sf(np.abs(estimate) / se, df), np.where(estimate == 0, 1.0, 0.0)
+        )
+    return Batch(
+        estimate, se, df, p_value, unit_var, (seed_var[0], seed_var[1]), terms, p, (a.shape[1], b.shape[1])
+    )
 
 
 def satterthwaite(terms: tuple[tuple[float, float], ...]) -> float:
     """Welch-Satterthwaite degrees of freedom of a sum of mean-square terms (value, df)."""
-    total = sum(v for v, _ in terms)
-    denom = sum(v * v / df for v, df in terms if df > 0)
-    if total <= 0 or denom <= 0:
-        return math.inf
-    return float(total * total / denom)
+    return float(_satterthwaite([(np.array([v]), df) for v, df in terms], 1)[0])
 
 
 def degrees_of_freedom(comp: Components) -> float:
-    """Satterthwaite's df, but never more than the df of the source (units or seeds) that carries
-    most of the variance. Plain Satterthwaite is liberal when one low-df source dominates (7-8 %
-    false verdicts at 3 patients and 10 seeds in our simulation); the cap brings it back to 5 %
-    at almost no cost in power (docs/reports.md, calibration)."""
+    """Satterthwaite's df capped by the dominant source, for a design's expected components."""
     if not comp.terms:
         return math.inf
     df = satterthwaite(comp.terms)
@@ -195,31 +240,34 @@ def degrees_of_freedom(comp: Components) -> float:
     if comp.unit_estimable and comp.unit_var >= comp.seed_var_a + comp.seed_var_b:
         cap = comp.unit_df
     else:
-        cap = satterthwaite(seed_terms) if seed_terms else df
+        seed_df = satterthwaite(seed_terms) if seed_terms else df
+        cap = seed_df if math.isfinite(seed_df) else df
     return max(min(df, cap), 1.0)
 
 
 def difference(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Difference:
     """Mean difference a - b of two seeds x units matrices over the same units (see module doc)."""
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
-    if a.shape[1] != b.shape[1] or a.shape[1] == 0:
-        raise ValueError(f"both sides need the same units, got {a.shape[1]} and {b.shape[1]}")
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("values must be finite: apply the missing-value rule first")
-    comp = components(a, b)
-    estimate = float(a.mean() - b.mean())
-    var = comp.unit_var + comp.seed_var_a + comp.seed_var_b
-    se = math.sqrt(var) if var > 0 else 0.0
-    df = degrees_of_freedom(comp)
-    n = (a.shape[1], a.shape[0], b.shape[0])
-    if se == 0.0:
-        # no variation at all (identical networks on every unit): a difference is exact
-        p_value = 1.0 if estimate == 0 else 0.0
-        return Difference(estimate, 0.0, df, estimate, estimate, p_value, *n, comp, level)
-    t = stats.t(df)
-    half = float(t.ppf(0.5 + level / 2)) * se
-    p_value = float(2 * t.sf(abs(estimate) / se))
-    return Difference(estimate, se, df, estimate - half, estimate + half, p_value, *n, comp, level)
+    batch = differences(a[None], b[None])
+    terms = tuple((float(v[0]), df) for v, df in batch.terms if v[0] != 0.0)
+    comp = Components(
+        float(batch.unit_var[0]), float(batch.n_units - 1), float(batch.seed_var[0][0]),
+        float(batch.seed_var[1][0]), max(batch.n_seeds) > 1, batch.n_units > 1, terms,
+    )  # fmt: skip
+    estimate, se, df, p_value = (float(x[0]) for x in (batch.estimate, batch.se, batch.df, batch.p_value))
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    return Difference(
+        estimate,
+        se,
+        df,
+        estimate - half,
+        estimate + half,
+        p_value,
+        batch.n_units,
+        *batch.n_seeds,
+        comp,
+        level,
+    )
 
 
 def p_superior(a: np.ndarray, b: np.ndarray) -> float:
@@ -293,7 +341,7 @@ def estimate_design(matrices: list[np.ndarray]) -> Design:
     ms_seed, ms_res = [], []
     p = matrices[0].shape[1]
     for m in matrices:
-        seed, _, res, _ = _two_way(m)
+        seed, res = (float(x[0]) for x in _two_way(np.asarray(m, dtype=float)[None]))
         if math.isfinite(seed):
             ms_seed.append(seed)
         if math.isfinite(res):

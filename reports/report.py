@@ -26,6 +26,7 @@ from covbench.reports.aggregate import (
     patient_rows,
     summarize,
 )
+from covbench.reports.inference import PRIMARY, ROPE
 from covbench.reports.stats import ALPHA, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, MetricTests, compare_models
 from covbench.reports.table import (
     MARK_LEGEND,
@@ -37,7 +38,10 @@ from covbench.reports.table import (
     to_html,
     to_latex,
     to_markdown,
+    verdict_lines,
+    verdict_table,
 )
+from covbench.reports.verdicts import UnitValues, detectable_statement, unit_values, verdicts
 from covbench.store import done_trials, read_csv, read_json, write_json, write_text
 
 MIN_PATIENTS = 12  # below this many independent test patients, the report warns
@@ -116,26 +120,33 @@ def _patient_of(key: str) -> str:
     return re.sub(r"#\d+$", "", str(key))
 
 
-def check_warnings(run_dir: Path, rows: pd.DataFrame, unit: str, tests: dict[str, MetricTests]) -> list[str]:
+def check_warnings(
+    run_dir: Path,
+    rows: pd.DataFrame,
+    unit: str,
+    tests: dict[str, MetricTests],
+    uv: UnitValues | None = None,
+) -> list[str]:
     """What a reader must know before believing the tests: too few independent units, and
     patients whose slices sit in both training and test."""
     out: list[str] = []
     patients = sorted(set(rows["patient"].astype(str))) if "patient" in rows else []
-    if len(patients) < MIN_PATIENTS:
-        independent = (
-            "the slices of one patient are correlated, so the slice-level tests overstate the evidence"
-            if unit == "slice"
-            else "few independent units: the tests have little power"
-        )
+    if uv is not None and not uv.grouped:
         out.append(
-            f"only {len(patients)} test patient(s) (fewer than {MIN_PATIENTS}); {independent}. "
-            "Read the p-values as descriptive."
+            "the data names no patients (every test unit holds one slice): each slice is treated as an "
+            "independent unit; if several slices come from one patient, the verdicts overstate the evidence."
+        )
+    elif len(patients) < MIN_PATIENTS:
+        out.append(
+            f"only {len(patients)} test patient(s) (fewer than {MIN_PATIENTS}): the verdicts are made per "
+            "patient and can only show large differences; the slice-level tests below are descriptive "
+            "(the slices of one patient are correlated). `covbench plan` says what a question needs."
         )
     n_cases = max((t.n_cases for t in tests.values()), default=0)
     if 0 < n_cases < MIN_WILCOXON:
         out.append(
-            f"only {n_cases} paired test {unit}(s): no Wilcoxon signed-rank test can reach p < {ALPHA} "
-            f"with fewer than {MIN_WILCOXON}, so 'not significantly different' means 'untestable' here."
+            f"only {n_cases} paired test {unit}(s): no slice-level Wilcoxon signed-rank test can reach "
+            f"p < {ALPHA} with fewer than {MIN_WILCOXON}, so its 'not separated' means 'untestable' here."
         )
     split_path = run_dir / "split.json"
     if split_path.exists():
@@ -218,11 +229,76 @@ def _markdown_tests(tests: dict[str, dict], unit: str, distance_unit: str = "mm"
     return [*lines, "", to_markdown(table), f"_{table.caption}_"]
 
 
-def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Report:
+def previous_primary(run_dir: Path) -> str:
+    """The primary metric the folder's last report declared (`--primary` once is enough), else Dice."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        found = read_json(path).get("primary") if path.exists() else None
+    except (DamagedFile, AttributeError):
+        found = None
+    return found if found in METRICS else PRIMARY
+
+
+def power_sentence(power: dict, distance_unit: str = "mm") -> str:
+    """'This run can detect differences of at least X <metric> with 80 % power', or why not."""
+    title = column_titles(distance_unit).get(power["metric"], power["metric"])
+    x = power.get("detectable")
+    if x is None or not math.isfinite(x):
+        return (
+            f"This run cannot estimate what difference of {title} it could detect (too few units or models)."
+        )
+    return (
+        f"This run can detect differences of at least {x:.3g} {title} with {power['power']:.0%} power "
+        f"({power['seeds']} seed(s) per model, {power['units']} test {power['unit']}s; α = {power['alpha']})."
+    )
+
+
+def _markdown_verdicts(
+    verdicts: dict[str, dict], power: dict, uv: UnitValues, distance_unit: str
+) -> list[str]:
+    strong = lambda name: f"**{name}**"  # noqa: E731
+    primary = next((m for m, v in verdicts.items() if v.get("primary")), None)
+    lines = [
+        f"Primary metric: **{column_titles(distance_unit).get(primary, primary)}**. "
+        + power_sentence(power, distance_unit),
+        "",
+    ]
+    lines += ["- " + line for line in verdict_lines(verdicts, strong, distance_unit=distance_unit)]
+    ranking = verdicts.get(primary, {}).get("ranking") if primary else None
+    if ranking:
+        lines += ["", "Ranking stability (bootstrap over test units and seeds):", ""]
+        lines += ["| Model | rank | P(rank 1) | median rank | 95% rank interval |", "|---|---|---|---|---|"]
+        for m, r in sorted(ranking["models"].items(), key=lambda kv: kv[1]["rank"]):
+            lines.append(
+                f"| {m} | {r['rank']:g} | {r['p_rank1']:.2f} | {r['median_rank']:g} | "
+                f"{r['rank_low']:g}–{r['rank_high']:g} |"
+            )
+        lines += [
+            "",
+            f"Kendall's τ between resampled and full ranking: mean {ranking['kendall_tau_mean']:.2f}, "
+            f"2.5 % quantile {ranking['kendall_tau_low']:.2f}.",
+        ]
+    table = verdict_table(verdicts, distance_unit)
+    lines += ["", to_markdown(table), f"_{table.caption}_"]
+    if uv.imputed or uv.left_out:
+        lines += [
+            "",
+            f"Missing values: worst value given to {uv.imputed or 'none'}; units left out (undefined for "
+            f"every model): {uv.left_out or 'none'} (docs/reports.md).",
+        ]
+    return lines
+
+
+def write_report(
+    run_dir: Path, unit: str = "slice", figures: bool = True, primary: str | None = None
+) -> Report:
     """Everything a reader needs to believe (or doubt) the ranking, from the run folder alone."""
     run_dir = Path(run_dir)
     if unit not in UNITS:
         raise CovbenchError(f"--unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    if primary is not None and primary not in METRICS:
+        raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {primary!r}")
+    primary = primary or previous_primary(run_dir)
     slice_rows = load_rows(run_dir)
     config = run_config(run_dir)
     trials = done_trials(run_dir, config.get("_key"))  # this configuration's; damaged records set aside
@@ -250,16 +326,33 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
         caption += (
             " The data records no pixel spacing: ASSD and HD95 are in pixels, NSD's tolerance is in pixels."
         )
-    warnings = check_warnings(run_dir, rows, unit, tests) + version_notes(config)
+    uv = unit_values(rows)
+    verdict_map = verdicts(uv, slice_rows if unit == "slice" else None, primary)
+    power = detectable_statement(uv, primary)
+    warnings = check_warnings(run_dir, rows, unit, tests, uv) + version_notes(config)
     test_dicts = {m: t.to_dict() for m, t in tests.items()}
+    verdict_dicts = {m: v.to_dict() for m, v in verdict_map.items()}
     summary = {
+        "schema": 2,  # 2: verdicts, unit_values and primary added; every version-1 field kept
         "unit": unit,
+        "primary": primary,
+        "inference": {
+            "unit": uv.unit,
+            "grouped": uv.grouped,
+            "alpha": ALPHA,
+            "rope": {m: ROPE[m] for m in verdict_map if m in ROPE},
+            "imputed_worst": uv.imputed,
+            "left_out_undefined": uv.left_out,
+            "detectable": power,
+        },
+        "verdicts": verdict_dicts,
+        "unit_values": uv.to_json(),
         "distance_unit": distance_unit,  # of ASSD, HD95 and the NSD tolerance: "mm" or "px"
         "models": models,
         "aggregation": caption,
         "seed_aggregation": seed_caption,
         "empty_cases": empty_case_counts(rows),
-        "tests": test_dicts,
+        "tests": test_dicts,  # slice-level Friedman / Wilcoxon: descriptive (slices are not independent)
         "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in tests},
         "alpha": ALPHA,
         "bootstrap": {"samples": BOOTSTRAP_SAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95},
@@ -283,15 +376,18 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
 
     figure_list: list[tuple[Path, str]] = []
     if figures:
-        figure_list = _figures(run_dir, slice_rows, per_case, tests, unit, warnings, distance_unit)
+        figure_list = _figures(
+            run_dir, slice_rows, per_case, tests, unit, warnings, distance_unit, verdict_dicts.get(primary)
+        )
         paths += [p.with_suffix(s) for p, _ in figure_list for s in (".png", ".svg")]
     title = f"covbench report: {run_dir.name} ({unit} level)"
     lines = [f"# {title}", ""]
     for w in warnings:
         lines += [f"> **Warning:** {w}", ""]
+    lines += ["## Verdicts", "", *_markdown_verdicts(verdict_dicts, power, uv, distance_unit), ""]
     lines += ["## Table 1", "", to_markdown(table), f"_{caption}_", ""]
     lines += ["## Seed view", "", to_markdown(seed_table), f"_{seed_caption}_", ""]
-    lines += ["## Significance", "", *_markdown_tests(test_dicts, unit, distance_unit), ""]
+    lines += ["## Slice-level tests (descriptive)", "", *_markdown_tests(test_dicts, unit, distance_unit), ""]
     if figure_list:
         lines += ["## Figures", ""] + [f"![{c}]({p.relative_to(run_dir).as_posix()})" for p, c in figure_list]
     markdown = "\n".join(lines) + "\n"
@@ -325,6 +421,8 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
             figure_list,
             notes,
             distance_unit=distance_unit,
+            verdicts=verdict_dicts,
+            verdict_intro=power_sentence(power, distance_unit),
         ),
     )
     return Report(summary, markdown, paths)
@@ -351,6 +449,7 @@ def _figures(
     unit: str,
     warnings: list[str],
     distance_unit: str = "mm",
+    primary: dict | None = None,
 ) -> list[tuple[Path, str]]:
     from covbench.reports import figures as fig
 
@@ -361,12 +460,22 @@ def _figures(
     out.append(
         (folder / "boxplots.png", f"Per-{unit} distribution of every metric and model (Figure 5 style).")
     )
+    if primary and primary.get("ranking"):
+        metric = primary["metric"]
+        fig.blob_plot(primary["ranking"], metric, folder / f"ranking_{metric}", primary["unit"])
+        out.append(
+            (
+                folder / f"ranking_{metric}.png",
+                f"Ranking stability of {metric} (primary): bootstrap over test {primary['unit']}s and seeds.",
+            )
+        )
     if "dice" in tests and len(tests["dice"].mean_ranks) >= 2:
         fig.cd_diagram(tests["dice"], folder / "cd_dice", unit)
         out.append(
             (
                 folder / "cd_dice.png",
-                "Critical-difference diagram of Dice: mean ranks and Wilcoxon-Holm groups.",
+                "Critical-difference diagram of Dice over test slices: mean ranks and Wilcoxon-Holm groups "
+                "(descriptive: slices of one patient are not independent).",
             )
         )
     if (run_dir / "test_slices.npz").exists():

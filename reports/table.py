@@ -1,9 +1,10 @@
 """Table 1: one row per model, mean ± SD per metric, as in Salehi et al. 2023, rendered as
 Markdown, LaTeX (booktabs), CSV and HTML from one `Table` so the four never disagree.
 
-Marks (case view only, where the tests are): bold = best mean for the metric (direction from
-`covbench.metrics.HIGHER_IS_BETTER`); † = not significantly different from the best
-(Holm-adjusted Wilcoxon p >= 0.05, or not testable).
+Marks (case view only) come from the verdicts (`covbench.reports.verdicts`): bold = best mean on
+the paired values the verdicts use (direction from `covbench.metrics.HIGHER_IS_BETTER`);
+≈ = practically equivalent to the best; † = undecided against the best (neither shown worse nor
+shown equivalent: no evidence either way); no mark = the best is better.
 """
 
 from __future__ import annotations
@@ -51,9 +52,12 @@ EXTRA_COLUMNS: dict[str, str] = {
 }
 VIEWS = {"case": ("mean", "sd"), "seed": ("seed_mean", "seed_sd")}
 MARK_LEGEND = (
-    "Lower is better for ASSD, MAE and HD95, higher for the others. Bold: best mean; †: not significantly "
-    "different from the best (Holm-adjusted Wilcoxon p ≥ 0.05)."
+    "Lower is better for ASSD, MAE and HD95, higher for the others. Bold: best mean over the paired "
+    "values the verdicts use; unmarked: the best is better (its verdict); ≈: practically equivalent "
+    "to the best (within the metric's equivalence margin); †: undecided against the best (no evidence "
+    "either way, which is not a tie). Verdicts count test patients and seeds (docs/reports.md)."
 )
+MARK_SIGNS = {"equivalent": "≈", "undecided": "†", "untested": "†"}
 
 
 def _finite(x: object) -> bool:
@@ -78,7 +82,7 @@ def cell(stat: dict | None, digits: int = 2, keys: tuple[str, str] = ("mean", "s
 class Cell:
     text: str
     best: bool = False
-    tied: bool = False
+    mark: str = ""  # "≈" or "†" (MARK_SIGNS), after the text
 
 
 @dataclass
@@ -103,7 +107,7 @@ def build_table(
     `extra` = {model: {"params_m": float, "gflops": float, "train_seconds": (mean, sd)}}."""
     keys = VIEWS[view]
     models = summary["models"]
-    tests = summary.get("tests", {}) if view == "case" else {}
+    verdicts = summary.get("verdicts", {}) if view == "case" else {}
     extra = extra or {}
     metrics = [m for m in COLUMNS if any(m in v for v in models.values())]
     titles_of = column_titles(distance_unit_of(summary))
@@ -113,12 +117,12 @@ def build_table(
         cells = []
         record: dict[str, object] = {"model": name}
         for m in metrics:
-            t = tests.get(m, {})
+            marks = verdicts.get(m, {}).get("marks", {})
             cells.append(
                 Cell(
                     cell(entry.get(m), digits, keys),
-                    best=t.get("best") == name,
-                    tied=name in (t.get("tied_with_best") or []),
+                    best=marks.get(name) == "best",
+                    mark=MARK_SIGNS.get(marks.get(name, ""), ""),
                 )
             )
             stat = entry.get(m, {})
@@ -146,7 +150,7 @@ def build_table(
 
 def _md_text(c: Cell) -> str:
     text = f"**{c.text}**" if c.best else c.text
-    return f"{text} †" if c.tied else text
+    return f"{text} {c.mark}" if c.mark else text
 
 
 def to_markdown(table: Table) -> str:
@@ -159,7 +163,8 @@ def to_markdown(table: Table) -> str:
 def _tex(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
         text = text.replace(a, b)
-    return text.replace("±", r"$\pm$").replace("†", r"$^\dagger$").replace("≥", r"$\geq$")
+    text = text.replace("±", r"$\pm$").replace("†", r"$^\dagger$").replace("≥", r"$\geq$")
+    return text.replace("≈", r"$^{\approx}$")
 
 
 def to_latex(table: Table, label: str = "tab:covbench") -> str:
@@ -168,7 +173,7 @@ def to_latex(table: Table, label: str = "tab:covbench") -> str:
     def fmt(c: Cell) -> str:
         text = _tex(c.text)
         text = rf"\textbf{{{text}}}" if c.best else text
-        return text + r"$^\dagger$" if c.tied else text
+        return text + _tex(c.mark) if c.mark else text
 
     lines = [
         r"\begin{table}[t]",
@@ -208,9 +213,10 @@ def to_html(table: Table) -> str:
     def td(c: Cell) -> str:
         text = html.escape(c.text)
         text = f"<strong>{text}</strong>" if c.best else text
+        what = {"≈": "practically equivalent to the best", "†": "undecided against the best"}
         text = (
-            f'{text}<span class="tie" title="not significantly different from the best">†</span>'
-            if c.tied
+            f'{text}<span class="tie" title="{what.get(c.mark, "")}">{html.escape(c.mark)}</span>'
+            if c.mark
             else text
         )
         return f"<td>{text}</td>"
@@ -233,7 +239,8 @@ def test_summaries(
     text: Callable[[str], str] = str,
     distance_unit: str = "mm",
 ) -> list[str]:
-    """One line per metric: the Friedman test, the best model and the models tied with it.
+    """One line per metric of the slice-level tests (descriptive: slices of one patient are not
+    independent): the Friedman test, the best model and the models the Wilcoxon test did not separate.
     `strong` marks up (and escapes) a bold name, `text` escapes plain text, for Markdown or HTML."""
     titles_of = column_titles(distance_unit)
     lines = []
@@ -244,7 +251,7 @@ def test_summaries(
             friedman = f"Friedman χ² = {t['friedman_statistic']:.2f}, p = {t['friedman_p']:.3g}"
         ties = ", ".join(t.get("tied_with_best") or []) or "none"
         best = (
-            f"best {strong(t['best'])}, not significantly different from it: {text(ties)}"
+            f"best {strong(t['best'])}, not separated from it by the slice-level test: {text(ties)}"
             if t.get("best")
             else "no best (fewer than two models with values)"
         )
@@ -279,5 +286,87 @@ def significance_table(tests: dict[str, dict], unit: str, distance_unit: str = "
         f"dropped), Holm-adjusted over the pairs of each metric, α = {ALPHA}; r = matched-pairs "
         f"rank-biserial correlation (> 0: a larger); 95% CI: percentile bootstrap over {unit}s "
         f"({BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED})."
+    )
+    return Table(header, rows, caption)
+
+
+def _difference_text(p: dict, higher_is_better: bool) -> str:
+    ci = f"[{number(p['ci_low'], '+.4f')}, {number(p['ci_high'], '+.4f')}]"
+    return f"{number(p['estimate'], '+.4f')} {ci}"
+
+
+def verdict_lines(
+    verdicts: dict[str, dict],
+    strong: Callable[[str], str],
+    text: Callable[[str], str] = str,
+    distance_unit: str = "mm",
+    metrics: list[str] | None = None,
+) -> list[str]:
+    """One line per pair of each metric in `metrics` (default: the primary): the verdict, the
+    difference with its 95% CI, and the chance that a seed of one beats a seed of the other."""
+    titles_of = column_titles(distance_unit)
+    chosen = metrics or [m for m, v in verdicts.items() if v.get("primary")]
+    lines = []
+    for metric in chosen:
+        v = verdicts[metric]
+        title = titles_of.get(metric, metric)
+        for p in v["pairs"]:
+            seeds = f"{p['n_seeds_a']} + {p['n_seeds_b']} seeds"
+            lines.append(
+                f"{text(p['a'])} vs {text(p['b'])} on {text(title)}: {strong(p['verdict'])} "
+                f"({text(p['a'])} − {text(p['b'])} = {_difference_text(p, v['higher_is_better'])}, "
+                f"p (Holm) = {number(p['p_adjusted'], '.3g')}, equivalence margin ±{p['rope']:g}; "
+                f"P(a seed of {text(p['a'])} does better than one of {text(p['b'])}) = "
+                f"{p['p_a_better_seed']:.2f}; {p['n_units']} {v['unit']}s, {seeds})"
+            )
+    return lines
+
+
+def verdict_table(verdicts: dict[str, dict], distance_unit: str = "mm") -> Table:
+    """Every (metric, pair) verdict, the primary metric first; Markdown and HTML render it."""
+    titles_of = column_titles(distance_unit)
+    header = [
+        "Metric", "Pair (a − b)", "units × seeds", "Difference [95% CI]", "df", "p (Holm)",
+        "equiv. p (Holm)", "P(seed a better)", "detectable (80%)", "ICC (slices)", "Verdict",
+    ]  # fmt: skip
+    rows: list[tuple[str, list[Cell]]] = []
+    ordered = sorted(verdicts.items(), key=lambda kv: not kv[1].get("primary"))
+    unit = "unit"
+    for metric, v in ordered:
+        unit = v.get("unit", unit)
+        name = titles_of.get(metric, metric) + (" (primary)" if v.get("primary") else "")
+        for p in v["pairs"]:
+            cl = p.get("clustering") or {}
+            icc = (
+                f"{cl['icc']:.2f} (DE {cl['design_effect']:.1f}, n_eff {cl['n_effective']:.0f})"
+                if cl
+                else "–"
+            )
+            texts = [
+                f"{p['a']} − {p['b']}",
+                f"{p['n_units']} × {p['n_seeds_a']}/{p['n_seeds_b']}",
+                _difference_text(p, v["higher_is_better"]),
+                number(p["df"], ".1f"),
+                number(p["p_adjusted"], ".3g"),
+                number(p["p_equivalence_adjusted"], ".3g"),
+                number(p["p_a_better_seed"], ".2f"),
+                number(p["detectable"], ".3g"),
+                icc,
+                p["verdict"],
+            ]
+            rows.append(
+                (
+                    name,
+                    [Cell(t, best=(i == len(texts) - 1 and v.get("primary"))) for i, t in enumerate(texts)],
+                )
+            )
+    caption = (
+        f"Per test {unit}, each model's seeds as independent replicates: difference of means with a "
+        f"95% t-interval whose variance counts {unit}s and seeds (mixed model, Satterthwaite df), "
+        f"two-sided p Holm-adjusted (primary metric over its pairs; secondary metrics over all their "
+        f"pairs together), equivalence by TOST within ± the metric's margin, α = {ALPHA}. "
+        f"'detectable': the smallest difference this design shows with 80% power. ICC: clustering of "
+        f"the pair's slice differences within patients, with the design effect and the effective number "
+        f"of slices (what slice-level tests ignore)."
     )
     return Table(header, rows, caption)

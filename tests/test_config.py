@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
 from covbench.config import PRESETS, build_config, resolve_preset
@@ -86,3 +89,23 @@ def test_split_folds_and_determinism_defaults_are_decided_by_build_config(monkey
         assert by_device.deterministic is not on_cuda  # autotuned kernels on CUDA
         assert build_config(models=["unet"], n_seeds=1, preset=smoke).deterministic is True  # the default
         assert resolve_preset("auto").name == ("paper" if on_cuda else "cpu")
+
+
+def test_cpu_phantom_design_has_enough_test_patients_for_verdicts():
+    """The README's main job: 10 train and 3 val patients as before (same training cost), and 27
+    test patients so the per-patient verdicts can decide something (docs/reports.md)."""
+    from covbench.datasets.splits import patient_split
+
+    cfg = build_config(models=["unet"], n_seeds=1, preset=PRESETS["cpu"])
+    assert cfg.phantom["n_patients"] == 40 and cfg.split_fractions == (0.25, 0.075, 0.675)
+    ids = [f"p{i:02d}" for i in range(40)]
+    parts = patient_split(ids, ["a"] * 20 + ["b"] * 20, fractions=cfg.split_fractions)
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [10, 3, 27]
+    other = build_config(models=["unet"], n_seeds=1, preset=PRESETS["cpu"], dataset="image-folder")
+    assert other.split_fractions is None
+    # a field added later leaves the key of configurations written without it unchanged
+    smoke = build_config(models=["unet"], n_seeds=1, preset=PRESETS["smoke"])
+    before = {k: v for k, v in smoke.trial_config().items() if k not in ("split_fractions", "spacing")}
+    expected = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert smoke.split_fractions is None and smoke.key() == expected
+    assert cfg.key() != build_config(models=["unet"], n_seeds=1, preset=PRESETS["smoke"]).key()

@@ -42,10 +42,10 @@ def test_run_writes_every_report_file(smoke_run):
         "test_slices.npz",
     ):
         assert (out / name).stat().st_size > 100, name
-    for stem in ("boxplots", "cd_dice", "qualitative"):
+    for stem in ("boxplots", "ranking_dice", "cd_dice", "qualitative"):
         assert (out / "figures" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert b"<svg" in (out / "figures" / f"{stem}.svg").read_bytes()[:2000]
-    assert "## Table 1" in output and "Friedman" in output
+    assert "## Verdicts" in output and "## Table 1" in output and "Friedman" in output
 
 
 def test_table_formats_agree_with_summary(smoke_run):
@@ -79,16 +79,54 @@ def test_table_formats_agree_with_summary(smoke_run):
 
 
 def test_best_model_is_marked_by_direction(smoke_run):
+    """Bold goes to the best mean over the values the verdicts use: per (model, seed, patient)
+    slice means, recomputed here from cases.csv."""
     out, _ = smoke_run
     summary = json.loads((out / "summary.json").read_text())
     table = (out / "table.md").read_text()
+    rows = pd.read_csv(out / "cases.csv")
     for metric, higher in (("dice", True), ("assd", False)):
-        means = {m: summary["models"][m][metric]["mean"] for m in MODELS}
-        best = (max if higher else min)(means, key=means.get)
-        assert summary["tests"][metric]["best"] == best
+        per_unit = rows.groupby(["model", "seed", "patient"])[metric].mean().groupby("model").mean()
+        best = (per_unit.idxmax if higher else per_unit.idxmin)()
+        assert summary["verdicts"][metric]["best"] == best
+        assert summary["verdicts"][metric]["means"][best] == pytest.approx(per_unit[best])
         row = next(line for line in table.splitlines() if line.startswith(f"| {best} |"))
         column = 1 + ["dice", "assd"].index(metric)
         assert row.split(" | ")[column].startswith("**")
+
+
+def test_one_test_patient_decides_nothing_and_says_what_it_could_detect(smoke_run):
+    out, _ = smoke_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["primary"] == "dice" and summary["schema"] == 2
+    assert summary["inference"]["unit"] == "patient"
+    for pair in summary["verdicts"]["dice"]["pairs"]:
+        assert pair["verdict"] == "undecided"
+    marks = summary["verdicts"]["dice"]["marks"]
+    assert sorted(marks.values()) == ["best", "undecided", "undecided"]
+    table = (out / "table.md").read_text()
+    assert table.count("†") >= 2  # undecided against the best, on Dice at least
+    report = (out / "report.md").read_text()
+    assert "This run can detect differences of at least" in report
+    values = summary["unit_values"]["values"]
+    assert set(values) == set(MODELS) and set(values["unet"]["dice"]) == {"0", "1", "2"}
+
+
+def test_plan_and_primary_options(smoke_run):
+    out, _ = smoke_run
+    one = runner.invoke(app, ["plan", str(out), "--metric", "dice", "--delta", "0.05"])
+    assert one.exit_code == 2 and "only 1 test patient" in one.output
+    bad = runner.invoke(app, ["plan", str(out), "--delta", "-1"])
+    assert bad.exit_code == 2 and "--delta" in bad.output
+    wrong = runner.invoke(app, ["report", str(out), "--primary", "volume", "--no-figures"])
+    assert wrong.exit_code == 2 and "--primary must be one of" in wrong.output
+    nsd = runner.invoke(app, ["report", str(out), "--primary", "nsd", "--no-figures"])
+    assert nsd.exit_code == 0, nsd.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["primary"] == "nsd" and summary["verdicts"]["nsd"]["primary"]
+    again = runner.invoke(app, ["report", str(out), "--no-figures"])  # remembers the primary
+    assert again.exit_code == 0 and json.loads((out / "summary.json").read_text())["primary"] == "nsd"
+    assert runner.invoke(app, ["report", str(out), "--primary", "dice"]).exit_code == 0
 
 
 def test_summary_holds_tests_effect_sizes_and_cis(smoke_run):
@@ -114,7 +152,7 @@ def test_html_is_self_contained(smoke_run):
     assert html.startswith("<!DOCTYPE html>") and "<caption>" in html
     sources = re.findall(r'(?:src|href)="([^"]*)"', html)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert html.count("<figure>") == 3
+    assert html.count("<figure>") == 4 and "<h2>Verdicts</h2>" in html
     assert "Warning" in (out / "report.md").read_text() and 'class="warn"' in html
 
 

@@ -4,7 +4,7 @@ back; the library decides.
     __init__  the app: commands and sub-apps registered here, `main` (the console script)
     common    consoles, `fail` (the one error path: one escaped line, the error's exit code), warnings
     run       `covbench run`, with `progress` (its live display)
-    reports   `report`, `compare`, `track`, `history`
+    reports   `report`, `plan`, `compare`, `track`, `history`
     models    `models`, `models check`
     data      `data list | info | download`
 
@@ -30,7 +30,7 @@ app = typer.Typer(
     help="Benchmark COVID-19 lesion segmentation models: train from scratch over seeds, score, compare.",
 )
 app.command("run")(run)
-for command in (reports.report, reports.compare, reports.track, reports.history):
+for command in (reports.report, reports.plan, reports.compare, reports.track, reports.history):
     app.command(command.__name__)(command)
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")

@@ -12,11 +12,13 @@ from covbench.cli.common import console, fail, folder_warnings, say, warn
 from covbench.errors import CovbenchError
 
 
-def print_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> None:
+def print_report(
+    run_dir: Path, unit: str = "slice", figures: bool = True, primary: str | None = None
+) -> None:
     """Write the run folder's report files and print Table 1 and where the files are."""
     from covbench.reports.report import write_report
 
-    report = write_report(run_dir, unit=unit, figures=figures)
+    report = write_report(run_dir, unit=unit, figures=figures, primary=primary)
     console.print(report.markdown, highlight=False, markup=False, soft_wrap=True)
     files = ", ".join(p.relative_to(run_dir).as_posix() for p in report.paths)
     say(f"report files in {run_dir}: {files}")
@@ -28,16 +30,42 @@ def report(
         str, typer.Option(help="case unit: 'slice' (test slices) or 'patient' (reassembled test volumes)")
     ] = "slice",
     figures: Annotated[bool, typer.Option(help="draw the PNG/SVG figures")] = True,
+    primary: Annotated[
+        str | None,
+        typer.Option(
+            help="the metric whose verdicts are the headline (default: the folder's last, else dice)"
+        ),
+    ] = None,
 ) -> None:
-    """Write Table 1 (Markdown, LaTeX, CSV, HTML), significance tests, figures and summary.json
-    again from a stored run folder."""
+    """Write the verdicts, Table 1 (Markdown, LaTeX, CSV, HTML), slice-level tests, figures and
+    summary.json again from a stored run folder."""
     from covbench.lock import run_lock
 
     try:
         with run_lock(run_dir, create=False), folder_warnings():  # not while a run writes the folder
-            print_report(run_dir, unit, figures)
+            print_report(run_dir, unit, figures, primary)
     except CovbenchError as exc:
         raise fail(exc) from None
+
+
+def plan(
+    run_dir: Annotated[Path, typer.Argument(help="a finished covbench run folder")],
+    metric: Annotated[str, typer.Option(help="the metric to plan for")] = "dice",
+    delta: Annotated[float, typer.Option(help="the true difference the next run must detect")] = 0.01,
+    power: Annotated[float, typer.Option(help="the chance of detecting it")] = 0.8,
+    unit: Annotated[
+        str, typer.Option(help="'slice' (per-slice values, averaged per patient) or 'patient' (volumes)")
+    ] = "slice",
+) -> None:
+    """Seeds and test patients needed to detect DELTA with POWER, from this run's variance
+    components; and the smallest difference this run itself can detect."""
+    from covbench.reports.plan import plan as make_plan
+
+    try:
+        result = make_plan(run_dir, metric, delta, power, unit=unit)
+    except CovbenchError as exc:
+        raise fail(exc) from None
+    console.print(result.markdown(), highlight=False, markup=False, soft_wrap=True)
 
 
 def compare(

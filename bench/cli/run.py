@@ -102,6 +102,10 @@ def run(
             "last digits); default: deterministic on a CPU, autotuned on CUDA (docs/performance.md)",
         ),
     ] = None,
+    primary: Annotated[
+        str | None,
+        typer.Option(help="the metric whose verdicts are the report's headline (default dice; report only)"),
+    ] = None,
     checkpoint_every: Annotated[
         float,
         typer.Option(
@@ -121,10 +125,13 @@ def run(
     from covbench import registry
     from covbench.config import build_config, parse_model_options, parse_spacing, resolve_preset
     from covbench.lock import run_lock
+    from covbench.metrics import METRICS
     from covbench.run_folder import load_run_config
     from covbench.runner import execute
 
     try:
+        if primary is not None and primary not in METRICS:
+            raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {primary!r}")
         if resume is not None:
             given = [
                 "--" + name.replace("_", "-")
@@ -186,7 +193,7 @@ def run(
                     on_event=progress.event,
                 )
             if outcome.done or outcome.skipped:  # a report of what completed, even when some trials failed
-                print_report(run_dir)
+                print_report(run_dir, primary=primary)
         say(
             f"wall time {outcome.wall_seconds:.0f} s; {len(outcome.done)} trials run, "
             f"{len(outcome.skipped)} already done; results in {run_dir}"

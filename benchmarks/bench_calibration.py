@@ -1,0 +1,101 @@
+"""Calibration of covbench's verdicts by simulation: how often does it declare a winner when there
+is none, and how often does it find a true difference?
+
+Each simulated dataset is two architectures with `seeds` trained networks each, scored on
+`patients` test patients of `slices` slices:
+
+    y[m, s, p, k] = delta * [m = A] + v[m, p] + w[m, s] + e[m, s, p, k]
+
+v: architecture x patient effect, w: seed (shifts every case of one network), e: network x slice
+noise. `icc` is the share of the slice-level difference variance that sits between patients
+(the within-patient correlation of the paired differences), `tau` the slice-level SD of a
+difference (0.1 Dice). The verdict is covbench's (`covbench.reports.inference.differences`, the
+code the reports run): "A better" / "B better" when p < alpha and not practically equivalent.
+"before" is the test covbench used until 2026-12: Wilcoxon over seed-averaged slices.
+
+    python benchmarks/bench_calibration.py                # the full grid (docs/reports.md), minutes
+    python benchmarks/bench_calibration.py --quick        # a few scenarios
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+import warnings
+
+import numpy as np
+from scipy import stats
+
+from covbench.reports.inference import ALPHA, ROPE, differences
+
+ICCS = (0.0, 0.1, 0.3, 0.5)
+SEED_SDS = (0.0, 0.005, 0.01, 0.02)
+SEEDS = (3, 5, 10)
+PATIENTS = (3, 10, 20, 40)
+DELTAS = (0.0, 0.02, 0.05)
+
+
+def simulate(rng, n, seeds, patients, icc, seed_sd, delta, slices=10, tau=0.1):
+    """Per-patient means (n, seeds, patients) of both models, and slice values for 'before'."""
+    out = []
+    for shift in (delta, 0.0):
+        v = rng.normal(0.0, np.sqrt(icc * tau**2 / 2), (n, 1, patients, 1))
+        w = rng.normal(0.0, seed_sd, (n, seeds, 1, 1))
+        e = rng.normal(0.0, np.sqrt((1 - icc) * tau**2 / 2), (n, seeds, patients, slices))
+        out.append(shift + v + w + e)
+    return out
+
+
+def verdict_rates(a_slices, b_slices, margin=ROPE["dice"], alpha=ALPHA):
+    """(share 'A better', share 'B better') of covbench's verdict over the simulated datasets."""
+    batch = differences(a_slices.mean(axis=3), b_slices.mean(axis=3))
+    decided = (batch.p_value < alpha) & ~(batch.p_equivalence(margin) < alpha)
+    return float((decided & (batch.estimate > 0)).mean()), float((decided & (batch.estimate < 0)).mean())
+
+
+def before_rate(a_slices, b_slices, alpha=ALPHA):
+    """The old test: Wilcoxon signed-rank over slices, each averaged over seeds."""
+    d = (a_slices.mean(axis=1) - b_slices.mean(axis=1)).reshape(a_slices.shape[0], -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = stats.wilcoxon(d, axis=1).pvalue
+    return float((p < alpha).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", type=int, default=1000, help="simulated datasets per scenario")
+    parser.add_argument("--quick", action="store_true", help="four scenarios, for a smoke check")
+    parser.add_argument("--seed", type=int, default=20261202)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    grid = list(itertools.product(ICCS, SEED_SDS, SEEDS, PATIENTS))
+    if args.quick:
+        grid = [(0.0, 0.0, 3, 3), (0.5, 0.02, 10, 3), (0.3, 0.01, 5, 20), (0.5, 0.02, 3, 40)]
+    t0 = time.perf_counter()
+    print("| ICC | seed SD | seeds | patients | false 'better' (covbench) | before (slice Wilcoxon) "
+          "| power at 0.02 | power at 0.05 |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    worst = worst_before = 0.0
+    for icc, seed_sd, seeds, patients in grid:
+        a, b = simulate(rng, args.datasets, seeds, patients, icc, seed_sd, 0.0)
+        false = sum(verdict_rates(a, b))
+        before = before_rate(a, b)
+        power = []
+        for delta in DELTAS[1:]:
+            a, b = simulate(rng, args.datasets, seeds, patients, icc, seed_sd, delta)
+            power.append(verdict_rates(a, b)[0])
+        worst, worst_before = max(worst, false), max(worst_before, before)
+        print(
+            f"| {icc} | {seed_sd} | {seeds} | {patients} | {false:.3f} | {before:.3f} | "
+            f"{power[0]:.3f} | {power[1]:.3f} |"
+        )
+    print(
+        f"\n{len(grid)} scenarios x {args.datasets} datasets: largest false-verdict rate {worst:.3f} "
+        f"(before: {worst_before:.3f}) at alpha = {ALPHA}; {time.perf_counter() - t0:.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
