@@ -72,6 +72,7 @@ def test_schedule_writes_after_the_first_epoch_then_by_time(tmp_path):
         CheckpointPolicy(every_seconds=-1)
 
 
+@pytest.mark.process
 def test_the_write_runs_in_the_background(tmp_path, monkeypatch):
     """after_epoch returns while the file is still being written: only the host copy blocks."""
     release, entered = threading.Event(), threading.Event()

@@ -20,6 +20,8 @@ import pytest
 
 from covbench.scheduler import ray_defaults
 
+pytestmark = pytest.mark.process  # what `nox -s stress` repeats, idle and under load
+
 # What only ray[default] / ray[client] install (their Requires-Dist), by import name.
 EXTRAS_ONLY = ("aiohttp", "aiohttp_cors", "colorful", "opencensus", "prometheus_client", "smart_open",
                "virtualenv", "opentelemetry", "pydantic", "grpc", "py_spy")  # fmt: skip

@@ -16,6 +16,8 @@ from covbench.faults import FaultHooks
 from covbench.registry import get_model
 from covbench.train import Best, EpochEnd
 
+pytestmark = pytest.mark.process  # what `nox -s stress` repeats, idle and under load
+
 
 def _in_thread(fn, *args) -> threading.Thread:
     t = threading.Thread(target=fn, args=args, daemon=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
 from helpers import lock_holder
 from typer.testing import CliRunner
 
@@ -243,6 +244,7 @@ def test_history_written_before_benchmarks_still_reads_and_grows(tmp_path):
     assert "(+0.2000)" not in result.output  # the old run is not the new benchmark's predecessor
 
 
+@pytest.mark.process
 def test_compare_and_track_refuse_a_run_folder_a_run_is_writing(tmp_path):
     """gate.json is written into the run folder and track reads it: both take the folder's lock."""
     run = make_run(tmp_path, "r1", 0.70, "a" * 40, "2026-01-01T10:00:00+00:00")

@@ -16,6 +16,8 @@ from helpers import BOUND_S, Hold, lock_holder, running, wait_for
 from covbench.errors import RunLocked
 from covbench.lock import LOCK_NAME, holder, run_lock
 
+pytestmark = pytest.mark.process  # what `nox -s stress` repeats, idle and under load
+
 
 def test_lock_holds_against_another_process_and_dies_with_it(tmp_path):
     run_dir = tmp_path / "run"

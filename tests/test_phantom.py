@@ -93,6 +93,7 @@ def test_phantom_spec_reads_through_the_real_adapter(tmp_path):
     assert len(cases) == 4 and all(c.files for c in cases)
 
 
+@pytest.mark.process
 def test_default_phantom_lesion_share_and_speed(tmp_path):
     import time
 

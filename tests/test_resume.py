@@ -43,6 +43,7 @@ def _one_row_per_case(out: Path, n_trials: int) -> pd.DataFrame:
     return rows
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_session, tmp_path, monkeypatch):
     """Also: --split kfold --folds 2 gives one trial per fold, and split.json lists each fold."""
@@ -88,6 +89,7 @@ def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_session, t
     assert env["resources_per_trial"]["gpus"] == 0  # CPU-only: no GPU requested
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_failing_trial_is_reported_and_a_rerun_trains_only_it(ray_session, tmp_path, monkeypatch):
     out = tmp_path / "run"
@@ -119,6 +121,7 @@ def test_failing_trial_is_reported_and_a_rerun_trains_only_it(ray_session, tmp_p
     assert env["status"] == "complete" and env["previous_sessions"][-1]["status"] == "failed"
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_half_trained_trial_continues_with_resume_dir(ray_session, tmp_path, monkeypatch):
     """With no retries, the killed trial fails after its epoch-1 checkpoint; `--resume DIR` then
@@ -153,6 +156,7 @@ def test_half_trained_trial_continues_with_resume_dir(ray_session, tmp_path, mon
     _one_row_per_case(out, 2)
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_trials_and_the_same_command_resumes(ray_session, tmp_path, monkeypatch):
     """Every trial holds after its epoch (COVBENCH_TEST_HOLD); the first to hold is let go, and

@@ -50,6 +50,7 @@ def test_slots():
     assert slots({"cpus": 2, "gpus": 0}, Resources(4, 0)) == 1
 
 
+@pytest.mark.process
 def test_session_ray_has_no_gpus_and_a_task_sees_none(ray_session, tmp_path):
     ex = RayExecutor()
     assert not ex.started_here and ex.resources()["gpus"] == 0
@@ -173,6 +174,7 @@ def fake_gpu_run(tmp_path_factory):
     return json.loads(line[len("RESULT") :])
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_four_concurrent_trials_get_four_distinct_gpus(fake_gpu_run):
     whole = fake_gpu_run["whole"]
@@ -183,6 +185,7 @@ def test_four_concurrent_trials_get_four_distinct_gpus(fake_gpu_run):
     assert all(t["cuda"] == t["gpu_ids"][0] for t in whole)  # each task sees only its own GPU
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_half_gpu_trials_pack_two_per_gpu(fake_gpu_run):
     half = fake_gpu_run["half"]
@@ -194,11 +197,13 @@ def test_half_gpu_trials_pack_two_per_gpu(fake_gpu_run):
     assert sorted(per_gpu.values()) == [2, 2, 2, 2]
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_trials_without_a_gpu_see_none_on_a_gpu_machine(fake_gpu_run):
     assert [(t["gpu_ids"], t["cuda"]) for t in fake_gpu_run["none"]] == [([], "")] * 2
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_runner_records_its_gpu_per_trial(fake_gpu_run):
     records = fake_gpu_run["records"]
@@ -239,6 +244,7 @@ def test_unreachable_cluster_address_fails_in_seconds(monkeypatch):
         check_address(None)
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_trials_are_packed_two_per_gpu_when_memory_and_work_allow(fake_gpu_run):
     env = fake_gpu_run["packed_environment"]
