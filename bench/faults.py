@@ -1,4 +1,4 @@
-"""Fault injection for the test suite: the one seam through which tests make a trial fail or die.
+"""Fault injection for the test suite: the one seam through which tests make a trial fail, die or wait.
 
 The resume and retry tests need real failures inside real Ray workers: a worker killed like an
 out-of-memory victim, and a trial that always raises; the tests that interrupt a run need a trial
@@ -19,7 +19,8 @@ with none of them set every method here does nothing.
   exists (`release`). A test can then signal, kill or lose the run while it is certainly training,
   however fast the machine trains. Each trial holds once: a later attempt that finds its `.held`
   marker carries on. A hold never released gives up after `HOLD_LIMIT_S` with an error, so a test
-  that forgot to release fails instead of hanging.
+  that forgot to release fails instead of hanging. In-process (no Ray) the driver itself holds:
+  only another thread or process can release it.
 """
 
 from __future__ import annotations
