@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s bench`."""
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s stress`, `nox -s bench`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,15 @@ nox.options.sessions = ["lint", "tests"]
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python="3.11")
+def stress(session: nox.Session) -> None:
+    """The process-level tests (`-m process`) several times, idle and with one busy process per
+    core: catches a test that races the speed of training (docs/contributing.md). Options and
+    pytest arguments: `nox -s stress -- --loaded 3 -- tests/test_lock.py`."""
+    session.install("-e", ".[dev]")
+    session.run("python", "scripts/stress_tests.py", *session.posargs)
 
 
 @nox.session(python="3.11")

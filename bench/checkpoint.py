@@ -117,6 +117,7 @@ class Checkpointer:
         self._pending: Future | None = None
         self._last_write = -float("inf")
         self._started_now = False  # a write began at the last after_epoch
+        self._epoch = 0  # the last epoch after_epoch saw (for the test seam)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -195,7 +196,7 @@ class Checkpointer:
 
     def after_epoch(self, end: EpochEnd) -> float:
         """Start a checkpoint write when one is due; the seconds this cost the training thread."""
-        epoch = int(end.row["epoch"])
+        epoch = self._epoch = int(end.row["epoch"])
         self._started_now = False
         if not self.due():
             return 0.0
@@ -221,11 +222,15 @@ class Checkpointer:
         return blocked
 
     def fault_point(self) -> None:
-        """The test seam (covbench.faults), called once the epoch is logged: with a kill armed and
-        a checkpoint started this epoch, wait until it is on disk and let the hook kill the worker."""
-        if self.faults.kill_armed and self._started_now:
+        """The test seam (covbench.faults), called once the epoch is logged: with a kill or a hold
+        armed, wait until a checkpoint started this epoch is on disk, then let the hooks kill the
+        worker or hold the trial (named by its folder)."""
+        if not (self.faults.kill_armed or self.faults.hold_armed):
+            return
+        if self._started_now:
             self._wait()
             self.faults.after_checkpoint()
+        self.faults.at_epoch_end(self.dir.name, self._epoch)
 
     # -- 3. training finished --------------------------------------------------------------
 

@@ -1,10 +1,11 @@
-"""Fault injection for the test suite: the one seam through which tests make a trial fail or die.
+"""Fault injection for the test suite: the one seam through which tests make a trial fail, die or wait.
 
 The resume and retry tests need real failures inside real Ray workers: a worker killed like an
-out-of-memory victim, and a trial that always raises. The driver reads two environment variables
+out-of-memory victim, and a trial that always raises; the tests that interrupt a run need a trial
+that is provably still running. The driver reads these environment variables
 (`FaultHooks.from_env`) and ships them to every attempt inside `TrialSpec.faults`, so they reach
 Ray workers started before the variable was set. They are never part of the configuration key, and
-with neither variable set every method here does nothing.
+with none of them set every method here does nothing.
 
 - `COVBENCH_TEST_KILL_ONCE=<marker file>`: the first trial attempt that has a checkpoint on disk
   while the marker does not exist creates it and SIGKILLs its own worker process. Exactly one kill
@@ -12,31 +13,68 @@ with neither variable set every method here does nothing.
   meaningful under Ray (in-process it would kill the driver).
 - `COVBENCH_TEST_FAIL=<fnmatch pattern>`: every attempt of a trial whose name matches raises
   `RuntimeError` before training, i.e. a trial that always fails.
+- `COVBENCH_TEST_HOLD=<folder>`: a trial stops at the end of the first epoch its attempt trains,
+  once its checkpoint (if one was due) is on disk. It writes `<folder>/<trial>.held` (JSON: trial,
+  epoch, attempt pid) and waits, polling, until `<folder>/<trial>.release` or `<folder>/release`
+  exists (`release`). A test can then signal, kill or lose the run while it is certainly training,
+  however fast the machine trains. Each trial holds once: a later attempt that finds its `.held`
+  marker carries on. A hold never released gives up after `HOLD_LIMIT_S` with an error, so a test
+  that forgot to release fails instead of hanging. In-process (no Ray) the driver itself holds:
+  only another thread or process can release it.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import signal
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 KILL_ONCE = "COVBENCH_TEST_KILL_ONCE"
 FAIL = "COVBENCH_TEST_FAIL"
+HOLD = "COVBENCH_TEST_HOLD"
+HOLD_LIMIT_S = 900.0  # far above any test's own bound: only a hold nobody releases reaches it
+HOLD_POLL_S = 0.05
+
+
+def held(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """The trials holding (or that held) in `folder`, by name: their `.held` markers."""
+    out = {}
+    for marker in sorted(Path(folder).glob("*.held")):
+        try:
+            out[marker.stem] = json.loads(marker.read_text())
+        except (OSError, ValueError):  # being written: seen on the next poll
+            continue
+    return out
+
+
+def release(folder: str | Path, trial: str | None = None) -> None:
+    """Let one held trial (or, with no name, every trial, now and later) carry on."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    Path(folder, f"{trial}.release" if trial else "release").touch()
 
 
 @dataclass(frozen=True)
 class FaultHooks:
     kill_once_marker: str | None = None
     fail_pattern: str | None = None
+    hold_folder: str | None = None
 
     @classmethod
     def from_env(cls) -> FaultHooks:
-        return cls(os.environ.get(KILL_ONCE) or None, os.environ.get(FAIL) or None)
+        return cls(*(os.environ.get(name) or None for name in (KILL_ONCE, FAIL, HOLD)))
 
     @property
     def kill_armed(self) -> bool:
         return bool(self.kill_once_marker)
+
+    @property
+    def hold_armed(self) -> bool:
+        return bool(self.hold_folder)
 
     def before_training(self, trial: str) -> None:
         """`COVBENCH_TEST_FAIL`: fail a matching trial on purpose."""
@@ -53,3 +91,23 @@ class FaultHooks:
         except FileExistsError:
             return
         os.kill(os.getpid(), signal.SIGKILL)
+
+    def at_epoch_end(self, trial: str, epoch: int) -> None:
+        """`COVBENCH_TEST_HOLD`: hold the trial here until a test releases it, once per trial.
+        Called by the checkpointer at each epoch's end, once its checkpoint (if any) is on disk."""
+        if not self.hold_folder:
+            return
+        folder = Path(self.hold_folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        note = json.dumps({"trial": trial, "epoch": epoch, "pid": os.getpid()})
+        try:  # O_EXCL: one hold per trial; a later attempt finds the marker and carries on
+            fd = os.open(folder / f"{trial}.held", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        with os.fdopen(fd, "w") as f:  # `held` skips a marker it reads half-written
+            f.write(note)
+        deadline = time.monotonic() + HOLD_LIMIT_S
+        while not ((folder / f"{trial}.release").exists() or (folder / "release").exists()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{HOLD}={folder}: trial {trial} was never released")
+            time.sleep(HOLD_POLL_S)

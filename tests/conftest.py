@@ -11,6 +11,14 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "real" / "covid_semiseg"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "process: starts, signals, kills or waits on real processes or Ray runs; "
+        "what `nox -s stress` repeats idle and under load (docs/contributing.md)",
+    )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Keep generated phantoms and pre-processing caches out of the user's home."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import BOUND_S
 
 import covbench.checkpoint as ckpt
 from covbench.checkpoint import CHECKPOINT, WEIGHTS, Checkpointer, CheckpointPolicy
@@ -71,6 +72,7 @@ def test_schedule_writes_after_the_first_epoch_then_by_time(tmp_path):
         CheckpointPolicy(every_seconds=-1)
 
 
+@pytest.mark.process
 def test_the_write_runs_in_the_background(tmp_path, monkeypatch):
     """after_epoch returns while the file is still being written: only the host copy blocks."""
     release, entered = threading.Event(), threading.Event()
@@ -78,7 +80,7 @@ def test_the_write_runs_in_the_background(tmp_path, monkeypatch):
 
     def slow_save(state, path):
         entered.set()
-        assert release.wait(30)
+        assert release.wait(BOUND_S)
         return real(state, path)
 
     monkeypatch.setattr(ckpt, "_durable_save", slow_save)
@@ -87,7 +89,7 @@ def test_the_write_runs_in_the_background(tmp_path, monkeypatch):
     options = TrainOptions(epochs=1, batch_size=4, lr=2e-3)
     opt = torch.optim.Adam(model.parameters())
     checkpointer.after_epoch(EpochEnd({"epoch": 1}, model, opt, Best(0.5, 1, None)))
-    assert entered.wait(30) and not (tmp_path / CHECKPOINT).exists()  # writing, and we are back
+    assert entered.wait(BOUND_S) and not (tmp_path / CHECKPOINT).exists()  # writing, and we are back
     release.set()
     checkpointer.close()
     assert (tmp_path / CHECKPOINT).exists() and options.epochs == 1

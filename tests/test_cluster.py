@@ -20,6 +20,8 @@ import pytest
 
 from covbench.scheduler import ray_defaults
 
+pytestmark = pytest.mark.process  # what `nox -s stress` repeats, idle and under load
+
 # What only ray[default] / ray[client] install (their Requires-Dist), by import name.
 EXTRAS_ONLY = ("aiohttp", "aiohttp_cors", "colorful", "opencensus", "prometheus_client", "smart_open",
                "virtualenv", "opentelemetry", "pydantic", "grpc", "py_spy")  # fmt: skip
@@ -106,7 +108,7 @@ def test_local_ray_is_quiet_private_and_recorded(tmp_path, monkeypatch):
 
 CLUSTER = textwrap.dedent(
     """
-    import json, sys, time
+    import json, os, sys
     from pathlib import Path
     from covbench.scheduler import ray_defaults
 
@@ -117,6 +119,12 @@ CLUSTER = textwrap.dedent(
     from covbench.runner import execute
 
     run_dir, epochs = Path(sys.argv[1]), int(sys.argv[2])
+    sys.path.insert(0, sys.argv[4])  # tests/, for the shared helpers
+    from helpers import Hold
+    from covbench.faults import HOLD
+
+    hold = Hold(Path(sys.argv[3]))
+    os.environ[HOLD] = str(hold.folder)  # the trial stops after its first epoch's checkpoint
     # A head without CPUs (the driver's node) and one worker node: the trial can only start there.
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     worker = cluster.add_node(num_cpus=1)
@@ -128,9 +136,7 @@ CLUSTER = textwrap.dedent(
         # Runs in the driver's loop (the main thread: Cluster.add_node installs signal handlers).
         if kind != "started" or lost:
             return
-        deadline = time.time() + 120
-        while not (trial / "checkpoint.pt").exists() and time.time() < deadline:
-            time.sleep(0.02)  # the trial has trained and saved at least one epoch on the worker
+        hold.wait_held()  # epoch 1 trained and saved on the worker, and no further: it holds
         lost["node_id"] = worker.node_id
         lost["ran_on"] = json.loads((trial / "attempt.json").read_text())["node_id"]
         cluster.remove_node(worker, allow_graceful=False)  # the node is gone, with its processes
@@ -155,9 +161,10 @@ CLUSTER = textwrap.dedent(
 @pytest.mark.slow
 def test_two_node_cluster_loses_the_worker_node_and_the_trial_resumes_elsewhere(tmp_path, monkeypatch):
     _ray_core_only(tmp_path, monkeypatch)
-    epochs = 50  # ~0.1 s each: the node goes while the trial still has seconds of training left
+    epochs = 3  # the node goes while the trial holds after epoch 1 (COVBENCH_TEST_HOLD)
+    args = [str(tmp_path / "run"), str(epochs), str(tmp_path / "hold"), str(Path(__file__).parent)]
     proc = subprocess.run(
-        [sys.executable, "-c", CLUSTER, str(tmp_path / "run"), str(epochs)],
+        [sys.executable, "-c", CLUSTER, *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -169,7 +176,7 @@ def test_two_node_cluster_loses_the_worker_node_and_the_trial_resumes_elsewhere(
     assert out["failed"] == {} and out["done"] == ["unet__seed0__fold0"]
     assert lost["ran_on"] == lost["node_id"]  # the first attempt really ran on the lost node
     assert record["attempts"] == 2 and record["node_id"] != lost["node_id"]  # retried elsewhere
-    assert 1 <= record["resumed_from_epoch"] < epochs  # from its checkpoint, not from scratch
+    assert record["resumed_from_epoch"] == 1  # from its epoch-1 checkpoint, not from scratch
     assert out["epochs"] == list(range(1, epochs + 1))  # every epoch logged once
     env = out["environment"]
     assert env["ray_address"] and {n["head"] for n in env["nodes"]} == {True, False}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 
+import pytest
+from helpers import lock_holder
 from typer.testing import CliRunner
 
 from covbench.cli import app
@@ -244,31 +244,18 @@ def test_history_written_before_benchmarks_still_reads_and_grows(tmp_path):
     assert "(+0.2000)" not in result.output  # the old run is not the new benchmark's predecessor
 
 
-HOLD = """
-import sys, time
-from covbench.lock import run_lock
-with run_lock(sys.argv[1]):
-    print("locked", flush=True)
-    time.sleep(120)
-"""
-
-
+@pytest.mark.process
 def test_compare_and_track_refuse_a_run_folder_a_run_is_writing(tmp_path):
     """gate.json is written into the run folder and track reads it: both take the folder's lock."""
     run = make_run(tmp_path, "r1", 0.70, "a" * 40, "2026-01-01T10:00:00+00:00")
     baseline = tmp_path / "baseline.json"
     baseline.write_text((run / "summary.json").read_text())
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_holder(run) as holder:
         history = ["--history", str(tmp_path / "h")]
         for args in (["compare", str(baseline), str(run)], ["track", str(run), *history]):
             result = runner.invoke(app, args)
             assert result.exit_code == 2, result.output
             assert f"error: {run} is in use by" in result.output and f"pid {holder.pid}" in result.output
         assert not (run / "gate.json").exists() and not (tmp_path / "h").exists()
-    finally:
-        holder.kill()
-        holder.wait()
     assert runner.invoke(app, ["compare", str(baseline), str(run)]).exit_code == 0
     assert (run / "gate.json").is_file()

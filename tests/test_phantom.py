@@ -93,12 +93,13 @@ def test_phantom_spec_reads_through_the_real_adapter(tmp_path):
     assert len(cases) == 4 and all(c.files for c in cases)
 
 
+@pytest.mark.process
 def test_default_phantom_lesion_share_and_speed(tmp_path):
     import time
 
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds: what the generator costs, not how busy the machine is
     root = generate_phantom(tmp_path)
-    assert time.perf_counter() - start < 10
+    assert time.process_time() - start < 10
     cases = list(covid_ct_seg.load(root))
     assert len(cases) == 8 and cases[0].image.shape == (24, 128, 128)
     lung = np.concatenate([c.lung.any(axis=(1, 2)) for c in cases])

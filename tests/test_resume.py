@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import Hold
 from typer.testing import CliRunner
 
 from covbench.cli import app
@@ -42,6 +43,7 @@ def _one_row_per_case(out: Path, n_trials: int) -> pd.DataFrame:
     return rows
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_session, tmp_path, monkeypatch):
     """Also: --split kfold --folds 2 gives one trial per fold, and split.json lists each fold."""
@@ -87,6 +89,7 @@ def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_session, t
     assert env["resources_per_trial"]["gpus"] == 0  # CPU-only: no GPU requested
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_failing_trial_is_reported_and_a_rerun_trains_only_it(ray_session, tmp_path, monkeypatch):
     out = tmp_path / "run"
@@ -118,6 +121,7 @@ def test_failing_trial_is_reported_and_a_rerun_trains_only_it(ray_session, tmp_p
     assert env["status"] == "complete" and env["previous_sessions"][-1]["status"] == "failed"
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_half_trained_trial_continues_with_resume_dir(ray_session, tmp_path, monkeypatch):
     """With no retries, the killed trial fails after its epoch-1 checkpoint; `--resume DIR` then
@@ -152,13 +156,19 @@ def test_half_trained_trial_continues_with_resume_dir(ray_session, tmp_path, mon
     _one_row_per_case(out, 2)
 
 
+@pytest.mark.process
 @pytest.mark.slow
-def test_ctrl_c_keeps_finished_trials_and_the_same_command_resumes(ray_session, tmp_path):
+def test_ctrl_c_keeps_finished_trials_and_the_same_command_resumes(ray_session, tmp_path, monkeypatch):
+    """Every trial holds after its epoch (COVBENCH_TEST_HOLD); the first to hold is let go, and
+    Ctrl-C comes when it is done: exactly one trial finished, whatever the machine's speed."""
     cfg = build_config(models=["unet", "resunet"], n_seeds=2, preset=PRESETS["smoke"], epochs=1)
     out = tmp_path / "run"
+    hold = Hold(tmp_path / "hold").arm(monkeypatch)
     fired = []
 
     def interrupt_after_first(kind: str, info: dict) -> None:
+        if kind == "start":  # all submitted; the workers train while the driver waits here
+            hold.release(next(iter(hold.wait_held())))  # one trial that holds may finish
         if kind == "done" and not fired:
             fired.append(info["trial"])
             raise KeyboardInterrupt  # what Ctrl-C raises in the driver
@@ -166,11 +176,12 @@ def test_ctrl_c_keeps_finished_trials_and_the_same_command_resumes(ray_session, 
     with pytest.raises(KeyboardInterrupt):
         execute(cfg, out, on_event=interrupt_after_first)
     first = _records(out)
-    assert fired[0] in first and len(first) < 4
+    assert list(first) == fired  # the one released trial; the held ones were stopped unfinished
     env = json.loads((out / "environment.json").read_text())
     assert env["status"] == "interrupted"
     _one_row_per_case(out, len(first))
 
+    monkeypatch.delenv("COVBENCH_TEST_HOLD")
     outcome = execute(cfg, out)
     assert sorted(outcome.skipped) == sorted(first) and len(outcome.done) == 4 - len(first)
     after = _records(out)

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,7 @@ def test_slots():
     assert slots({"cpus": 2, "gpus": 0}, Resources(4, 0)) == 1
 
 
+@pytest.mark.process
 def test_session_ray_has_no_gpus_and_a_task_sees_none(ray_session, tmp_path):
     ex = RayExecutor()
     assert not ex.started_here and ex.resources()["gpus"] == 0
@@ -78,7 +80,7 @@ def test_shared_slices_reach_workers_zero_copy(ray_session):
 
 FAKE_GPUS = textwrap.dedent(
     """
-    import json, sys, time
+    import json, os, sys, time
     from pathlib import Path
     import ray
     ray.init(address="local", num_cpus=8, num_gpus=4, include_dashboard=False, log_to_driver=False)
@@ -113,9 +115,22 @@ FAKE_GPUS = textwrap.dedent(
     # --cpus-per-trial is checked in test_resume.py).
     from covbench.config import PRESETS, build_config
     from covbench.runner import execute
+    # Each trial holds after its epoch until all four hold (COVBENCH_TEST_HOLD): they overlap.
+    sys.path.insert(0, sys.argv[2])  # tests/, for the shared helpers
+    from helpers import Hold
+    from covbench.faults import HOLD
+    hold = Hold(Path(sys.argv[1] + "-hold"))
+    os.environ[HOLD] = str(hold.folder)
+
+    def release_when_all_hold(kind, info):
+        if kind == "start":  # all submitted; the workers train while the driver waits here
+            hold.wait_held(4)
+            hold.release()
+
     cfg = build_config(models=["unet"], n_seeds=4, preset=PRESETS["smoke"], epochs=1)
     run_dir = Path(sys.argv[1])
-    outcome = execute(cfg, run_dir, gpus_per_trial=1, cpus_per_trial=1)
+    outcome = execute(cfg, run_dir, gpus_per_trial=1, cpus_per_trial=1, on_event=release_when_all_hold)
+    del os.environ[HOLD]
     out["failed"] = outcome.failed
     out["records"] = [json.loads(p.read_text()) for p in sorted(run_dir.glob("trials/*/record.json"))]
     out["environment"] = json.loads((run_dir / "environment.json").read_text())
@@ -149,13 +164,17 @@ def _max_overlap(items: list[dict], start: str, end: str) -> int:
 def fake_gpu_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("fakegpu") / "run"
     proc = subprocess.run(
-        [sys.executable, "-c", FAKE_GPUS, str(run_dir)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", FAKE_GPUS, str(run_dir), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
     assert proc.returncode == 0 and line, proc.stdout[-2000:] + proc.stderr[-4000:]
     return json.loads(line[len("RESULT") :])
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_four_concurrent_trials_get_four_distinct_gpus(fake_gpu_run):
     whole = fake_gpu_run["whole"]
@@ -166,6 +185,7 @@ def test_four_concurrent_trials_get_four_distinct_gpus(fake_gpu_run):
     assert all(t["cuda"] == t["gpu_ids"][0] for t in whole)  # each task sees only its own GPU
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_half_gpu_trials_pack_two_per_gpu(fake_gpu_run):
     half = fake_gpu_run["half"]
@@ -177,11 +197,13 @@ def test_half_gpu_trials_pack_two_per_gpu(fake_gpu_run):
     assert sorted(per_gpu.values()) == [2, 2, 2, 2]
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_trials_without_a_gpu_see_none_on_a_gpu_machine(fake_gpu_run):
     assert [(t["gpu_ids"], t["cuda"]) for t in fake_gpu_run["none"]] == [([], "")] * 2
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_runner_records_its_gpu_per_trial(fake_gpu_run):
     records = fake_gpu_run["records"]
@@ -196,7 +218,7 @@ def test_runner_records_its_gpu_per_trial(fake_gpu_run):
         for b in records[i + 1 :]:
             if a["worker_started"] < b["worker_finished"] and b["worker_started"] < a["worker_finished"]:
                 assert a["gpu_ids"] != b["gpu_ids"]
-    assert _max_overlap(records, "worker_started", "worker_finished") >= 2
+    assert _max_overlap(records, "worker_started", "worker_finished") == 4  # all held at once
 
 
 def test_unreachable_cluster_address_fails_in_seconds(monkeypatch):
@@ -222,6 +244,7 @@ def test_unreachable_cluster_address_fails_in_seconds(monkeypatch):
         check_address(None)
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_trials_are_packed_two_per_gpu_when_memory_and_work_allow(fake_gpu_run):
     env = fake_gpu_run["packed_environment"]
