@@ -20,7 +20,7 @@ from covbench.errors import CovbenchError, RunFailed
 _CONFIG_OPTIONS = (
     "models", "seeds", "preset", "epochs", "image_size", "batch_size", "lr", "width",
     "augment", "loss", "val_fraction", "tta", "dataset", "data_dir", "split", "folds", "model_option",
-    "deterministic", "spacing",
+    "deterministic", "spacing", "amp",
 )  # fmt: skip
 
 
@@ -102,6 +102,13 @@ def run(
             "last digits); default: deterministic on a CPU, autotuned on CUDA (docs/performance.md)",
         ),
     ] = None,
+    amp: Annotated[
+        str | None,
+        typer.Option(
+            help="mixed precision: auto (bf16 on GPUs of compute capability 8.0+, fp16 with a "
+            "GradScaler on 7.x, float32 elsewhere), bf16, fp16 or off (default: auto)"
+        ),
+    ] = None,
     checkpoint_every: Annotated[
         float,
         typer.Option(
@@ -161,6 +168,7 @@ def run(
                 spacing=parse_spacing(spacing),
                 folds=folds,
                 model_options=parse_model_options(model_option or [], chosen),
+                **({"amp": amp} if amp is not None else {}),
             )
         run_dir = resume or out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
         console.print(
