@@ -19,6 +19,7 @@ import pandas as pd
 
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
+from covbench.reports import curves as training
 from covbench.reports.aggregate import (
     UNITS,
     case_means,
@@ -250,7 +251,10 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
         caption += (
             " The data records no pixel spacing: ASSD and HD95 are in pixels, NSD's tolerance is in pixels."
         )
+    curves = training.load_curves(trials)  # epochs.csv of this configuration's trials
+    diverged = training.divergences(curves)
     warnings = check_warnings(run_dir, rows, unit, tests) + version_notes(config)
+    warnings += [d.warning() for d in diverged]
     test_dicts = {m: t.to_dict() for m, t in tests.items()}
     summary = {
         "unit": unit,
@@ -284,6 +288,7 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
     figure_list: list[tuple[Path, str]] = []
     if figures:
         figure_list = _figures(run_dir, slice_rows, per_case, tests, unit, warnings, distance_unit)
+        figure_list += _curve_figure(run_dir / f"figures{suffix(unit)}", curves, diverged)
         paths += [p.with_suffix(s) for p, _ in figure_list for s in (".png", ".svg")]
     title = f"covbench report: {run_dir.name} ({unit} level)"
     lines = [f"# {title}", ""]
@@ -341,6 +346,26 @@ def _per_case_values(per_case: pd.DataFrame) -> dict[str, dict[str, dict[str, fl
             if m in group
         }
     return out
+
+
+def _curve_figure(
+    folder: Path, curves: training.Curves, diverged: list[training.Divergence]
+) -> list[tuple[Path, str]]:
+    """The training curves (docs/reports.md), when any trial logged its epochs."""
+    from covbench.reports import figures as fig
+
+    if curves.frame.empty:
+        return []
+    bad = {(d.model, d.seed, d.fold) for d in diverged}
+    fig.training_curves(curves.frame, folder / "training_curves", bad)
+    caption = (
+        "Training loss (solid) and validation Dice (dashed) per epoch: mean over trials, band = min-max, "
+        "a thin line per trial when a model has at most 5 (red: diverged); ▼ marks the epoch whose weights "
+        "were evaluated (best validation Dice, or the final epoch without validation)."
+    )
+    if curves.missing:
+        caption += f" No epoch log for: {', '.join(curves.missing)}."
+    return [(folder / "training_curves.png", caption)]
 
 
 def _figures(
