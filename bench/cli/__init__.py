@@ -7,6 +7,7 @@ back; the library decides.
     reports   `report`, `compare`, `track`, `history`
     models    `models`, `models check`
     data      `data list | info | download`
+    predict   `predict` (masks for new images from a finished run)
 
 Every user-fixable problem surfaces as a `CovbenchError`, printed as one line on stderr with exit
 code 2 (1 when trials failed or a comparison found a regression).
@@ -21,6 +22,7 @@ import typer
 from covbench.cli import reports
 from covbench.cli.data import data_app
 from covbench.cli.models import models_app
+from covbench.cli.predict import predict
 from covbench.cli.run import run
 
 app = typer.Typer(
@@ -30,6 +32,7 @@ app = typer.Typer(
     help="Benchmark COVID-19 lesion segmentation models: train from scratch over seeds, score, compare.",
 )
 app.command("run")(run)
+app.command("predict")(predict)
 for command in (reports.report, reports.compare, reports.track, reports.history):
     app.command(command.__name__)(command)
 app.add_typer(models_app, name="models")
