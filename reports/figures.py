@@ -1,6 +1,6 @@
 """Report figures (PNG + SVG): boxplots per metric and model (Figure 5 of Salehi et al.), a
 critical-difference diagram (mean ranks, Wilcoxon-Holm cliques), and qualitative overlays of the
-best, median and worst test slices (Figure 6), and the training curves per model.
+best, median and worst test slices (Figure 6).
 
 Uses matplotlib's object API (`Figure`, no pyplot): no global backend or figure state, so it is
 safe in any process and never opens a window.

@@ -228,6 +228,8 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
     config = run_config(run_dir)
     trials = done_trials(run_dir, config.get("_key"))  # this configuration's; damaged records set aside
     records = [record for _, record in trials]
+    curves = training.load_curves(trials)  # epochs.csv of this configuration's trials
+    diverged = training.divergences(curves)
     if unit == "slice":
         rows = slice_rows
     else:
@@ -251,10 +253,7 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
         caption += (
             " The data records no pixel spacing: ASSD and HD95 are in pixels, NSD's tolerance is in pixels."
         )
-    curves = training.load_curves(trials)  # epochs.csv of this configuration's trials
-    diverged = training.divergences(curves)
     warnings = check_warnings(run_dir, rows, unit, tests) + version_notes(config)
-    warnings += [d.warning() for d in diverged]
     test_dicts = {m: t.to_dict() for m, t in tests.items()}
     summary = {
         "unit": unit,
@@ -285,11 +284,15 @@ def write_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> Re
         write_text(run_dir / name, text)
         paths.append(run_dir / name)
 
+    warnings += [d.warning() for d in diverged]  # the list summary["warnings"] holds: written below
     figure_list: list[tuple[Path, str]] = []
     if figures:
         figure_list = _figures(run_dir, slice_rows, per_case, tests, unit, warnings, distance_unit)
-        figure_list += _curve_figure(run_dir / f"figures{suffix(unit)}", curves, diverged)
         paths += [p.with_suffix(s) for p, _ in figure_list for s in (".png", ".svg")]
+    if figures:  # the training curves (reports/curves.py)
+        curve_figure = _curve_figure(run_dir / f"figures{sfx}", curves, diverged)
+        figure_list += curve_figure
+        paths += [p.with_suffix(s) for p, _ in curve_figure for s in (".png", ".svg")]
     title = f"covbench report: {run_dir.name} ({unit} level)"
     lines = [f"# {title}", ""]
     for w in warnings:

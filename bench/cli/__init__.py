@@ -32,11 +32,11 @@ app = typer.Typer(
     help="Benchmark COVID-19 lesion segmentation models: train from scratch over seeds, score, compare.",
 )
 app.command("run")(run)
-app.command("predict")(predict)
 for command in (reports.report, reports.compare, reports.track, reports.history):
     app.command(command.__name__)(command)
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
+app.command("predict")(predict)
 
 
 def main() -> None:

@@ -94,19 +94,19 @@ def run(
             "distances are then in mm instead of pixels"
         ),
     ] = None,
+    amp: Annotated[
+        str | None,
+        typer.Option(
+            help="mixed precision: auto (bf16 on GPUs of compute capability 8.0+, fp16 with a "
+            "GradScaler on 7.x, float32 elsewhere), bf16, fp16 or off (default: auto)"
+        ),
+    ] = None,
     deterministic: Annotated[
         bool | None,
         typer.Option(
             "--deterministic/--no-deterministic",
             help="deterministic cuDNN kernels, or cuDNN autotuning (faster on a GPU, results vary in the "
             "last digits); default: deterministic on a CPU, autotuned on CUDA (docs/performance.md)",
-        ),
-    ] = None,
-    amp: Annotated[
-        str | None,
-        typer.Option(
-            help="mixed precision: auto (bf16 on GPUs of compute capability 8.0+, fp16 with a "
-            "GradScaler on 7.x, float32 elsewhere), bf16, fp16 or off (default: auto)"
         ),
     ] = None,
     checkpoint_every: Annotated[
