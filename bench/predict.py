@@ -48,11 +48,11 @@ from covbench.datasets.preprocess import (
 from covbench.errors import CovbenchError, DamagedFile
 from covbench.run_folder import read_config
 from covbench.store import atomic_path, done_trials
-from covbench.train import predict
+from covbench.train import TrainOptions, predict
 
 NIFTI, IMAGE = "NIfTI", "image"
 RUN_INPUTS = {"phantom": NIFTI, "covid-ct-seg": NIFTI, "image-folder": IMAGE}  # dataset -> input kind
-IMAGE_SUFFIXES = tuple(s for s in image_folder.SUFFIXES if s != ".npy") + (".npy",)
+IMAGE_SUFFIXES = image_folder.SUFFIXES
 
 
 def input_kind(path: Path) -> str | None:
@@ -99,12 +99,10 @@ class Predictor:
         """(N, S, S) uint8 pre-processed slices -> (N, S, S) float32 lesion probabilities, the mean
         over the members; each member predicts as its trial evaluated (batch, amp, TTA)."""
         x = torch.from_numpy(np.asarray(images)).float().div_(255.0).unsqueeze(1)
+        batch = TrainOptions.from_config(self.config, 0).eval_batch(self.device)  # the trials' own
         total = np.zeros((len(images), *images.shape[1:]), np.float32)
         for member in self.members:
-            prob = predict(
-                member.network, x, 2 * self.config.batch_size, self.device, amp=self.config.amp,
-                tta=self.config.tta,
-            )  # fmt: skip
+            prob = predict(member.network, x, batch, self.device, amp=self.config.amp, tta=self.config.tta)
             total += prob[:, 0].numpy()
         return total / len(self.members)
 
