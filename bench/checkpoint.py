@@ -148,7 +148,7 @@ class Checkpointer:
         if not self._fits(model, state["model"], state["optimizer"], self.checkpoint_path, notes):
             return LoadOutcome(note="; ".join(notes))
         best = Best(float(state["best_val_dice"]), int(state["best_epoch"]), state["best_state"])
-        resume = ResumeFrom(int(state["epoch"]), state["optimizer"], best)
+        resume = ResumeFrom(int(state["epoch"]), state["optimizer"], best, state.get("scaler"))
         self._last_write = time.monotonic()  # the file on disk is recent enough: no write at once
         return LoadOutcome(resume=resume, note="; ".join(notes) or None)
 
@@ -211,6 +211,7 @@ class Checkpointer:
                 "best_val_dice": end.best.val_dice,
                 "best_epoch": end.best.epoch,
                 "config_key": self.key,
+                **({"scaler": end.scaler.state_dict()} if end.scaler is not None else {}),
             }
         )
         state["best_state"] = to_host(end.best.state, copy=False)

@@ -20,6 +20,7 @@ from covbench.errors import CovbenchError
 # implementations are covbench.augment and covbench.train.LOSSES (a test keeps them in step).
 AUGMENTS = ("none", "flip", "affine")
 LOSS_NAMES = ("dice", "dice_bce")
+AMP_NAMES = ("auto", "bf16", "fp16", "off")  # covbench.train.amp_choice
 # Seconds between a trial's checkpoint writes (covbench.checkpoint explains the choice). Not part of
 # the configuration: when a trial checkpoints does not change its results.
 DEFAULT_CHECKPOINT_SECONDS = 120.0
@@ -171,7 +172,10 @@ class RunConfig:
     preprocess: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     deterministic: bool = True
-    amp: str = "auto"  # bf16 autocast: "auto" (on CUDA only), "bf16", "off" (covbench.train.resolve_amp)
+    # mixed precision asked for: "auto" (bf16 from compute capability 8.0, fp16 + GradScaler on 7.x,
+    # float32 elsewhere), "bf16", "fp16", "off"; covbench.train.amp_choice decides, config.json's
+    # `_amp` and each record.json's `amp` say what it chose
+    amp: str = "auto"
     compile: bool = False  # torch.compile each model (minutes of compilation per trial on a GPU)
     # `--spacing`: the (row, col) pixel size in mm of 2D slices whose files carry none (image-folder);
     # None: the data's own spacing, or distances in pixels where it has none
@@ -251,6 +255,8 @@ def build_config(
         raise CovbenchError(f"--augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if loss is not None and loss not in LOSS_NAMES:
         raise CovbenchError(f"--loss must be one of {', '.join(LOSS_NAMES)}, got {loss!r}")
+    if extra.get("amp") is not None and extra["amp"] not in AMP_NAMES:
+        raise CovbenchError(f"--amp must be one of {', '.join(AMP_NAMES)}, got {extra['amp']!r}")
     if val_fraction is not None and not 0 <= val_fraction < 1:
         raise CovbenchError(f"--val-fraction must be at least 0 and below 1, got {val_fraction}")
     size = image_size if image_size is not None else preset.image_size

@@ -155,7 +155,10 @@ def config_record(run_dir: Path, cfg: RunConfig, key: str, versions: dict[str, s
                 "to": {name: new for name, (_, new) in changes.items()},
             }
         )
-    record = {**cfg.to_dict(), "_key": key, "_versions": versions}
+    from covbench.train import local_amp
+
+    # `_amp`: what "auto" meant on this machine; outside the key, which keeps what was asked for
+    record = {**cfg.to_dict(), "_key": key, "_versions": versions, "_amp": local_amp(cfg.amp)}
     if history:
         record["_version_changes"] = history
     return record

@@ -28,7 +28,7 @@ from torch import nn
 
 from covbench.augment import apply_augment, augment_mode, draw_augment
 
-AMP_MODES = ("auto", "bf16", "off")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
 RESIDENT_FRACTION = 0.5  # data goes to the GPU once when it takes at most this share of free memory
 
 
@@ -88,19 +88,62 @@ def slice_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
 
 
-def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `amp` on `device`: "auto" is bf16 on a CUDA GPU that supports it and
-    off elsewhere; "bf16" (or True) forces bf16 on any device (CPU autocast too, for tests);
+# Compute capability from which a GPU does bf16 natively (Ampere, sm_80); and from which fp16 runs
+# on tensor cores (Volta, sm_70). Below 8.0, torch.cuda.is_bf16_supported() still says yes (it
+# emulates bf16), and that emulation is slower than float32.
+BF16_CAPABILITY = (8, 0)
+FP16_CAPABILITY = (7, 0)
+
+
+def amp_choice(amp: str | bool | None, device: torch.device) -> str:
+    """The precision a trial trains in: "bf16", "fp16" or "off" (float32).
+
+    "auto": on a CUDA GPU of compute capability 8.0 or more bf16 (native there); on 7.x (V100,
+    T4) fp16 with a GradScaler (bf16 is only emulated there); on older GPUs and on a CPU float32.
+    "bf16" (or True) and "fp16" force that dtype on any device (CPU autocast too, for tests);
     "off" (False, None) keeps float32."""
     if amp is True or amp == "bf16":
-        return torch.bfloat16
+        return "bf16"
     if amp in (False, None, "off"):
-        return None
+        return "off"
+    if amp == "fp16":
+        return "fp16"
     if amp == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
+        if device.type != "cuda":
+            return "off"
+        capability = torch.cuda.get_device_capability(device)
+        if capability >= BF16_CAPABILITY:
+            return "bf16"
+        return "fp16" if capability >= FP16_CAPABILITY else "off"
     raise ValueError(f"unknown amp mode {amp!r}; use one of {AMP_MODES}")
+
+
+_AMP_DTYPES: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+
+
+def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `amp_choice(amp, device)`; None for float32."""
+    return _AMP_DTYPES[amp_choice(amp, device)]
+
+
+def local_amp(amp: str | bool | None) -> dict[str, str]:
+    """What `amp` resolves to on this machine's first device (cuda:0, else the CPU), for
+    config.json: the choice depends on the GPU, so the configuration keeps what was asked for and
+    this records what it meant here (each trial's record.json has its own device's choice)."""
+    device = torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
+    where = "cpu"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        where = f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+    return {"requested": str(amp), "resolved": amp_choice(amp, device), "device": where}
+
+
+def grad_scaler(dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler | None:
+    """A GradScaler for fp16 training (fp16 gradients underflow without one); None otherwise:
+    bf16 has float32's exponent range and needs no scaling."""
+    if dtype != torch.float16:
+        return None
+    return torch.amp.GradScaler(device.type)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
@@ -215,7 +258,8 @@ def _compiled(model: nn.Module, compile: bool | str) -> nn.Module:
 class TrainOptions:
     """How one trial trains: the protocol (from RunConfig) plus device options.
 
-    Device options (None/"auto" = on for CUDA, off for CPU): `amp` ("auto", "bf16", "off"),
+    Device options (None/"auto" = on for CUDA, off for CPU): `amp` ("auto", "bf16", "fp16", "off";
+    see `amp_choice`),
     `channels_last`, `resident` (move the train/val tensors to the device once, when
     `fits_on_device`; otherwise each batch is copied from the host), `compile` (off by default: it
     costs minutes of compilation per model; a string names the backend, e.g. "eager" in tests),
@@ -278,6 +322,7 @@ class ResumeFrom:
     epoch: int
     optimizer_state: dict[str, Any]
     best: Best
+    scaler_state: dict[str, Any] | None = None  # fp16 training: the GradScaler's scale and counter
 
 
 @dataclass
@@ -288,6 +333,7 @@ class EpochEnd:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     best: Best
+    scaler: torch.amp.GradScaler | None = None  # fp16 training only
 
 
 @dataclass
@@ -342,10 +388,13 @@ def train_model(
         model.to(memory_format=torch.channels_last)
     forward = _compiled(model, opt.compile)
     optimizer = make_optimizer(model, opt.lr, fused=cuda)
+    scaler = grad_scaler(dtype, device)
     start_epoch = 0
     best = Best()
     if resume is not None:
         optimizer.load_state_dict(resume.optimizer_state)
+        if scaler is not None and resume.scaler_state:
+            scaler.load_state_dict(resume.scaler_state)
         start_epoch, best = resume.epoch, resume.best
         if best.state is not None:
             best.state = {k: v.to(device) for k, v in best.state.items()}
@@ -388,8 +437,13 @@ def train_model(
                 output = forward(x)
             batch_loss = supervised_loss(output, y, opt.loss)
             optimizer.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            optimizer.step()
+            if scaler is None:
+                batch_loss.backward()
+                optimizer.step()
+            else:  # fp16: scale the loss so small gradients survive; a step with inf/NaN is skipped
+                scaler.scale(batch_loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             total += batch_loss.detach() * len(idx)
         train_loss = float(total) / max(n, 1)
         t_val = time.perf_counter()
@@ -414,7 +468,7 @@ def train_model(
         row.update(best_val_dice=best.val_dice, best_epoch=best.epoch)
         history.append(row)
         if on_epoch is not None:
-            on_epoch(EpochEnd(row, model, optimizer, best))
+            on_epoch(EpochEnd(row, model, optimizer, best, scaler))
     best_state = best.state if best.state is not None else device_copy(model.state_dict())
     # no validation, or zero epochs asked for: the weights as they are now
     return TrainResult(best_state, best.val_dice, best.epoch, opt.epochs, time.perf_counter() - t0, history)

@@ -26,7 +26,7 @@ from covbench.datasets import SliceSet
 from covbench.epoch_log import EpochLog
 from covbench.faults import FaultHooks
 from covbench.metrics import batch_metrics, empty_case
-from covbench.train import Best, EpochEnd, TrainOptions, predict, seed_everything, train_model
+from covbench.train import Best, EpochEnd, TrainOptions, amp_choice, predict, seed_everything, train_model
 
 
 @dataclass(frozen=True)
@@ -231,6 +231,7 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
         "threads": torch.get_num_threads(),
         "deterministic": cfg.deterministic,
         "eval_batch_size": options.eval_batch(device),
+        "amp": amp_choice(options.amp, device),  # the precision this trial trained in on its device
         "epochs": options.epochs,
         "resumed_from_epoch": trained.resumed_from_epoch,
         "best_epoch": trained.best.epoch,

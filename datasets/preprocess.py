@@ -199,8 +199,40 @@ def _case_name(case: Case) -> str:
     return case.files[0] if case.files else case.case_id
 
 
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Where a case's pre-processed slices came from in its (Z, H, W) volume: the kept slices and
+    the crop box (r0, r1, c0, c1), end exclusive. Enough to put a per-slice prediction back into
+    the input's geometry (`covbench predict`)."""
+
+    shape: tuple[int, int, int]
+    kept: np.ndarray  # z of each pre-processed slice
+    box: tuple[int, int, int, int]
+
+    def restore(self, maps: np.ndarray) -> np.ndarray:
+        """(N, S, S) per-slice maps (probabilities) -> a (Z, H, W) float32 volume: each map resized
+        back into the crop box with linear interpolation; zero outside the box and on the slices
+        selection dropped. The inverse of the resize is not exact (INTER_AREA loses detail)."""
+        r0, r1, c0, c1 = self.box
+        out = np.zeros(self.shape, np.float32)
+        if len(maps) != len(self.kept):
+            raise ValueError(f"{len(maps)} maps for {len(self.kept)} kept slices")
+        for z, m in zip(self.kept, maps, strict=True):
+            out[z, r0:r1, c0:c1] = cv2.resize(
+                np.asarray(m, np.float32), (c1 - c0, r1 - r0), interpolation=cv2.INTER_LINEAR
+            )
+        return out
+
+
 def preprocess_case(case: Case, cfg: PreprocessConfig = PreprocessConfig()) -> SliceSet:
     """One case -> its selected, enhanced, cropped and resized slices."""
+    return preprocess_case_geometry(case, cfg)[0]
+
+
+def preprocess_case_geometry(
+    case: Case, cfg: PreprocessConfig = PreprocessConfig()
+) -> tuple[SliceSet, SliceGeometry]:
+    """`preprocess_case`, and where its slices came from (to map predictions back)."""
     if case.image.ndim != 3 or case.lesion.shape != case.image.shape:
         raise CovbenchError(
             f"{_case_name(case)}: image {case.image.shape} and lesion {case.lesion.shape} "
@@ -254,6 +286,7 @@ def preprocess_case(case: Case, cfg: PreprocessConfig = PreprocessConfig()) -> S
     np.minimum(masks, 1, out=masks)
     sp = np.array([case.spacing[1] * (r1 - r0) / size, case.spacing[2] * (c1 - c0) / size], np.float32)
     n = idx.size
+    geometry = SliceGeometry((z_all, h, w), idx, (r0, r1, c0, c1))
     return SliceSet(
         images=images,
         masks=masks,
@@ -261,7 +294,7 @@ def preprocess_case(case: Case, cfg: PreprocessConfig = PreprocessConfig()) -> S
         patient=np.full(n, case.case_id, dtype=object).astype(str),
         slice_index=(idx + case.slice_offset).astype(np.int32),
         source=np.full(n, case.source, dtype=object).astype(str),
-    )
+    ), geometry
 
 
 def concat_slicesets(parts: list[SliceSet], size: int) -> SliceSet:

@@ -9,11 +9,13 @@ safe in any process and never opens a window.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from covbench.metrics import HIGHER_IS_BETTER
 from covbench.reports.aggregate import load_predictions, load_test_slices
@@ -251,5 +253,66 @@ def qualitative(
         f"Best, median and worst test slices with lesion by Dice (mean over models), seed {seed}\n"
         f"green outline: ground truth; red: prediction (threshold {threshold})",
         fontsize=9,
+    )
+    return save(fig, stem)
+
+
+MAX_SEED_LINES = 5  # up to this many trials per model, each is drawn as a thin line of its own
+
+
+def training_curves(
+    curves: pd.DataFrame, stem: Path, diverged: set[tuple[str, int, int]] = frozenset()
+) -> list[Path]:
+    """One panel per model: training loss (solid, left axis) and validation Dice (dashed, right
+    axis) against epoch; the mean over the model's trials with a min-max band, a thin line per
+    trial when there are at most `MAX_SEED_LINES`, and a marker at each trial's selected epoch
+    (the weights that were evaluated). Trials in `diverged` ((model, seed, fold)) are drawn red."""
+    models = sorted(curves["model"].unique())
+    cols = min(3, len(models))
+    rows = math.ceil(len(models) / cols)
+    fig = Figure(figsize=(4.4 * cols, 3.2 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    colors = model_colors(models)
+    for ax, model in zip(axes, models, strict=False):
+        data = curves[curves["model"] == model]
+        trials = sorted(data.groupby(["seed", "fold"]).groups)
+        has_val = bool(np.isfinite(data["val_dice"].to_numpy(float)).any())
+        dice_ax = ax.twinx() if has_val else None
+        for column, axis, style in (("train_loss", ax, "-"), ("val_dice", dice_ax, "--")):
+            if axis is None:
+                continue
+            table = data.pivot_table(index="epoch", columns=["seed", "fold"], values=column, dropna=False)
+            values = table.to_numpy(float)
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN epochs (a diverged seed)
+                mean, lo, hi = np.nanmean(values, 1), np.nanmin(values, 1), np.nanmax(values, 1)
+            epochs = table.index.to_numpy()
+            axis.fill_between(epochs, lo, hi, color=colors[model], alpha=0.18, linewidth=0)
+            axis.plot(epochs, mean, style, color=colors[model], lw=1.8)
+            if len(trials) <= MAX_SEED_LINES:
+                for k, trial in enumerate(table.columns):
+                    bad = (model, int(trial[0]), int(trial[1])) in diverged
+                    axis.plot(epochs, values[:, k], style, color="#c0392b" if bad else colors[model],
+                              lw=0.7, alpha=0.9 if bad else 0.5)  # fmt: skip
+        # the evaluated epoch of each trial, on the curve it was chosen by
+        marks_ax, column = (dice_ax, "val_dice") if dice_ax is not None else (ax, "train_loss")
+        chosen = data[data["epoch"] == data["selected_epoch"]]
+        marks_ax.plot(chosen["epoch"], chosen[column], "v", color="black", ms=5, zorder=4)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("training loss (solid)")
+        if dice_ax is not None:
+            dice_ax.set_ylabel("validation Dice (dashed)")
+            dice_ax.set_ylim(-0.02, 1.02)
+        n_seeds = data["seed"].nunique()
+        note = "" if has_val else "\nno validation: final epoch evaluated"
+        ax.set_title(f"{model} ({n_seeds} seed{'s' if n_seeds != 1 else ''}){note}", fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(models) :]:
+        ax.set_visible(False)
+    fig.suptitle(
+        "Training curves: mean over trials, band = min-max, thin lines = single trials (red: diverged);\n"
+        "▼ = the epoch whose weights were evaluated",
+        fontsize=10,
     )
     return save(fig, stem)

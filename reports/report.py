@@ -19,6 +19,7 @@ import pandas as pd
 
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
+from covbench.reports import curves as training
 from covbench.reports.aggregate import (
     UNITS,
     case_means,
@@ -303,6 +304,8 @@ def write_report(
     config = run_config(run_dir)
     trials = done_trials(run_dir, config.get("_key"))  # this configuration's; damaged records set aside
     records = [record for _, record in trials]
+    curves = training.load_curves(trials)  # epochs.csv of this configuration's trials
+    diverged = training.divergences(curves)
     if unit == "slice":
         rows = slice_rows
     else:
@@ -374,12 +377,17 @@ def write_report(
         write_text(run_dir / name, text)
         paths.append(run_dir / name)
 
+    warnings += [d.warning() for d in diverged]  # the list summary["warnings"] holds: written below
     figure_list: list[tuple[Path, str]] = []
     if figures:
         figure_list = _figures(
             run_dir, slice_rows, per_case, tests, unit, warnings, distance_unit, verdict_dicts.get(primary)
         )
         paths += [p.with_suffix(s) for p, _ in figure_list for s in (".png", ".svg")]
+    if figures:  # the training curves (reports/curves.py)
+        curve_figure = _curve_figure(run_dir / f"figures{sfx}", curves, diverged)
+        figure_list += curve_figure
+        paths += [p.with_suffix(s) for p, _ in curve_figure for s in (".png", ".svg")]
     title = f"covbench report: {run_dir.name} ({unit} level)"
     lines = [f"# {title}", ""]
     for w in warnings:
@@ -439,6 +447,26 @@ def _per_case_values(per_case: pd.DataFrame) -> dict[str, dict[str, dict[str, fl
             if m in group
         }
     return out
+
+
+def _curve_figure(
+    folder: Path, curves: training.Curves, diverged: list[training.Divergence]
+) -> list[tuple[Path, str]]:
+    """The training curves (docs/reports.md), when any trial logged its epochs."""
+    from covbench.reports import figures as fig
+
+    if curves.frame.empty:
+        return []
+    bad = {(d.model, d.seed, d.fold) for d in diverged}
+    fig.training_curves(curves.frame, folder / "training_curves", bad)
+    caption = (
+        "Training loss (solid) and validation Dice (dashed) per epoch: mean over trials, band = min-max, "
+        "a thin line per trial when a model has at most 5 (red: diverged); ▼ marks the epoch whose weights "
+        "were evaluated (best validation Dice, or the final epoch without validation)."
+    )
+    if curves.missing:
+        caption += f" No epoch log for: {', '.join(curves.missing)}."
+    return [(folder / "training_curves.png", caption)]
 
 
 def _figures(

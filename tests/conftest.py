@@ -50,3 +50,18 @@ def ray_session():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, ray_session) -> Path:
+    """A finished run on the phantom, through the real command: smoke preset, U-Net and Res-UNet,
+    two seeds each, with validation. Read-only for the tests that share it (copy it to change it)."""
+    from typer.testing import CliRunner
+
+    from covbench.cli import app
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    args = ["run", "--preset", "smoke", "--models", "unet,resunet", "--seeds", "2", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out

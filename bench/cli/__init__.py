@@ -7,6 +7,7 @@ back; the library decides.
     reports   `report`, `plan`, `compare`, `track`, `history`
     models    `models`, `models check`
     data      `data list | info | download`
+    predict   `predict` (masks for new images from a finished run)
 
 Every user-fixable problem surfaces as a `CovbenchError`, printed as one line on stderr with exit
 code 2 (1 when trials failed or a comparison found a regression).
@@ -21,6 +22,7 @@ import typer
 from covbench.cli import reports
 from covbench.cli.data import data_app
 from covbench.cli.models import models_app
+from covbench.cli.predict import predict
 from covbench.cli.run import run
 
 app = typer.Typer(
@@ -34,6 +36,7 @@ for command in (reports.report, reports.plan, reports.compare, reports.track, re
     app.command(command.__name__)(command)
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
+app.command("predict")(predict)
 
 
 def main() -> None:

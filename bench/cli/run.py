@@ -20,7 +20,7 @@ from covbench.errors import CovbenchError, RunFailed
 _CONFIG_OPTIONS = (
     "models", "seeds", "preset", "epochs", "image_size", "batch_size", "lr", "width",
     "augment", "loss", "val_fraction", "tta", "dataset", "data_dir", "split", "folds", "model_option",
-    "deterministic", "spacing",
+    "deterministic", "spacing", "amp",
 )  # fmt: skip
 
 
@@ -92,6 +92,13 @@ def run(
         typer.Option(
             help="pixel size in mm (ROW or ROW,COL) of 2D slices that carry none (image-folder); "
             "distances are then in mm instead of pixels"
+        ),
+    ] = None,
+    amp: Annotated[
+        str | None,
+        typer.Option(
+            help="mixed precision: auto (bf16 on GPUs of compute capability 8.0+, fp16 with a "
+            "GradScaler on 7.x, float32 elsewhere), bf16, fp16 or off (default: auto)"
         ),
     ] = None,
     deterministic: Annotated[
@@ -168,6 +175,7 @@ def run(
                 spacing=parse_spacing(spacing),
                 folds=folds,
                 model_options=parse_model_options(model_option or [], chosen),
+                **({"amp": amp} if amp is not None else {}),
             )
         run_dir = resume or out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
         console.print(
