@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from covbench.reports.inference import holm  # one Holm for the verdicts and these tests
+
 ALPHA = 0.05
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed: the same run folder always gives the same report
@@ -53,21 +55,6 @@ class MetricTests:
     def pair(self, a: str, b: str) -> PairTest | None:
         """The test of a vs b in either order."""
         return next((p for p in self.pairs if {p.a, p.b} == {a, b}), None)
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values, monotone and capped at 1, in the input order."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: (math.isnan(p_values[i]), p_values[i]))
-    adjusted = [math.nan] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        p = p_values[i]
-        if math.isnan(p):
-            continue
-        running = max(running, min(1.0, (m - rank) * p))
-        adjusted[i] = running
-    return adjusted
 
 
 def rank_biserial(diff: np.ndarray) -> float:
