@@ -114,7 +114,7 @@ def test_html_is_self_contained(smoke_run):
     assert html.startswith("<!DOCTYPE html>") and "<caption>" in html
     sources = re.findall(r'(?:src|href)="([^"]*)"', html)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert html.count("<figure>") == 3
+    assert html.count("<figure>") == 4  # boxplots, CD diagram, overlays, training curves
     assert "Warning" in (out / "report.md").read_text() and 'class="warn"' in html
 
 
