@@ -33,6 +33,7 @@ from covbench.store import (
     read_record,
     set_aside,
 )
+from covbench.train import local_amp
 
 CASE_COLUMNS = ("model", "seed", "fold", "case")  # one row per (model, seed, fold, case)
 
@@ -155,8 +156,6 @@ def config_record(run_dir: Path, cfg: RunConfig, key: str, versions: dict[str, s
                 "to": {name: new for name, (_, new) in changes.items()},
             }
         )
-    from covbench.train import local_amp
-
     # `_amp`: what "auto" meant on this machine; outside the key, which keeps what was asked for
     record = {**cfg.to_dict(), "_key": key, "_versions": versions, "_amp": local_amp(cfg.amp)}
     if history:

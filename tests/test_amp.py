@@ -3,6 +3,8 @@ GradScaler training step on the CPU, its checkpoint, and the configuration that 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -165,3 +167,13 @@ def test_cli_refuses_an_unknown_amp_in_one_line(tmp_path):
     assert result.exit_code == 2
     assert "--amp must be one of auto, bf16, fp16, off, got 'fp8'" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_records_what_auto_meant(tiny_run):
+    """config.json keeps the request (in the key) and says what it resolved to on this machine;
+    every trial records the precision it trained in."""
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["amp"] == "auto"
+    assert config["_amp"] == {"requested": "auto", "resolved": "off", "device": "cpu"}
+    records = [json.loads(p.read_text()) for p in sorted(tiny_run.glob("trials/*/record.json"))]
+    assert len(records) == 4 and {r["amp"] for r in records} == {"off"}
