@@ -12,27 +12,37 @@ with neither variable set every method here does nothing.
   meaningful under Ray (in-process it would kill the driver).
 - `COVBENCH_TEST_FAIL=<fnmatch pattern>`: every attempt of a trial whose name matches raises
   `RuntimeError` before training, i.e. a trial that always fails.
+- `COVBENCH_TEST_PATCH=<file.py>:<name>`: every trial runs inside `name()` of that file, a context
+  manager that monkeypatches training or evaluation from outside the product code (the regression
+  injection of benchmarks/regressions.py). Undone when the trial ends, so a reused Ray worker is
+  clean for the next run.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import importlib.util
 import os
 import signal
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 KILL_ONCE = "COVBENCH_TEST_KILL_ONCE"
 FAIL = "COVBENCH_TEST_FAIL"
+PATCH = "COVBENCH_TEST_PATCH"
 
 
 @dataclass(frozen=True)
 class FaultHooks:
     kill_once_marker: str | None = None
     fail_pattern: str | None = None
+    patch: str | None = None  # COVBENCH_TEST_PATCH
 
     @classmethod
     def from_env(cls) -> FaultHooks:
-        return cls(os.environ.get(KILL_ONCE) or None, os.environ.get(FAIL) or None)
+        env = os.environ
+        return cls(env.get(KILL_ONCE) or None, env.get(FAIL) or None, env.get(PATCH) or None)
 
     @property
     def kill_armed(self) -> bool:
@@ -53,3 +63,23 @@ class FaultHooks:
         except FileExistsError:
             return
         os.kill(os.getpid(), signal.SIGKILL)
+
+    def patched(self) -> AbstractContextManager:
+        """`COVBENCH_TEST_PATCH=FILE.py:NAME`: the context manager `NAME()` of FILE (loaded by path,
+        so it needs not be importable in the worker), entered around the trial's training and
+        evaluation; a no-op context when unset."""
+        if not self.patch:
+            return nullcontext()
+        path, sep, name = self.patch.rpartition(":")
+        if not sep or not path.endswith(".py"):
+            raise RuntimeError(f"{PATCH}={self.patch}: expected FILE.py:NAME")
+        module_name = "covbench_test_patch_" + hashlib.sha256(path.encode()).hexdigest()[:12]
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None or not os.path.isfile(path):
+            raise RuntimeError(f"{PATCH}={self.patch}: no such file {path}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        factory = getattr(module, name, None)
+        if factory is None:
+            raise RuntimeError(f"{PATCH}={self.patch}: {path} defines no {name!r}")
+        return factory()
