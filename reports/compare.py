@@ -1,11 +1,13 @@
 """`covbench compare BASELINE CURRENT`: did the primary metric of any model really get worse?
 
 Each side is a `summary.json` or a run folder holding one. The decision uses the inference of the
-honest verdicts (`covbench.reports.inference.difference`): per model and metric, the current and the
-baseline seeds x units matrices (`unit_values`: rows are independently trained seeds of each side,
-counted as replicates; columns the same test units, paired). A **regression** is a drop that is
-significant (two-sided p < alpha) AND larger than the metric's floor (`FLOORS`, the region of
-practical equivalence: 0.01 Dice), so float noise across processors (~1e-4) never fails the gate.
+honest verdicts (`covbench.reports.inference.difference`) on the benchmark's fixed test set: per
+model and metric, the seeds x units matrices of both sides (`unit_values`) over the units both hold;
+each independently trained seed is summarised by its mean over those units, and the seeds of each
+side are the replicates (`gate_test`: the gate asks whether this code got worse on this benchmark,
+whose test set the identity fixes, not whether it would on new patients). A **regression** is a
+drop that is significant (two-sided p < alpha) AND larger than the metric's floor (`FLOORS`, the
+region of practical equivalence: 0.01 Dice), so float noise across processors (~1e-4) never fails.
 
 * The **primary** metric (the summary's `primary`, default Dice) decides: each model is tested at
   alpha. `compare` prints, per model, the smallest drop it would detect with 80 % power.
@@ -14,7 +16,8 @@ practical equivalence: 0.01 Dice), so float noise across processors (~1e-4) neve
 * A (model, metric) missing from the current side fails (a metric that silently disappears is how
   a regression hides); one missing from the baseline is reported as new.
 * A side with fewer than 2 seeds cannot estimate seed noise; the comparison says so (the inference
-  then borrows the other side's seed variance, or counts test units only when neither side can).
+  then borrows the other side's seed variance; with one seed a side the units become the
+  replicates, paired).
 * **Numbers changed**: apart from the verdict, every number of the two sides is compared exactly,
   and any change is reported (not a failure: CPU runs are deterministic, a reviewer wants to know).
 
@@ -68,6 +71,7 @@ class Row:
     role: str = SECONDARY_ROLE
     test: Difference | None = None  # None: a side holds no per-seed values of this metric
     p_adjusted: float | None = None  # Holm over the secondary tests; the primary's own p otherwise
+    units: int = 0  # test units both sides hold in every seed (each seed's mean is over these)
 
     @property
     def delta(self) -> float | None:
@@ -149,10 +153,12 @@ class Comparison:
             lines.append("| " + " | ".join(cells) + " |")
         failed = self.failed
         title = titles.get(self.primary, self.primary)
+        units = max((r.units for r in self.rows), default=0)
         lines += [
             "",
             f"Decision: a drop of the primary metric ({title}) fails when it is significant (p < "
-            f"{ALPHA:g}; seeds of each side as replicates, {self.unit}s paired) and larger than its "
+            f"{ALPHA:g}; the seeds of each side as replicates, each seed's mean over the same {units} "
+            f"test {self.unit}s) and larger than its "
             f"floor; secondary metrics fail only with Holm-adjusted p < {ALPHA:g} over "
             f"{sum(r.role == SECONDARY_ROLE and r.test is not None for r in self.rows)} secondary tests.",
         ]
@@ -347,6 +353,18 @@ def number_changes(base: dict, cur: dict) -> Changes:
     return Changes(len(keys), changed, largest, where)
 
 
+def gate_test(current: np.ndarray, baseline: np.ndarray) -> Difference:
+    """current - baseline on the benchmark's fixed test set. The gate asks whether this code got
+    worse on this benchmark, not whether it would on new patients: the test units are fixed by the
+    benchmark identity, so the replicates are the independently trained seeds, each summarised by
+    its mean over the shared units (Welch-Satterthwaite over seeds, `inference.difference` with one
+    column). With one seed on each side there is no seed noise to estimate, and the units become
+    the replicates (paired over units)."""
+    if max(current.shape[0], baseline.shape[0]) < 2:
+        return difference(current, baseline)
+    return difference(current.mean(axis=1, keepdims=True), baseline.mean(axis=1, keepdims=True))
+
+
 def _decide(gain: float, p: float, floor: float) -> str:
     """A change counts when it is significant and beyond the floor, in the metric's better direction."""
     if p < ALPHA and gain < -floor:
@@ -406,7 +424,7 @@ def compare(
                 if pair is None:
                     row.verdict = MISSING if role == PRIMARY_ROLE else NOT_TESTED
                 else:
-                    row.test = difference(*pair)
+                    row.test, row.units = gate_test(*pair), pair[0].shape[1]
                     row.current, row.baseline = float(pair[0].mean()), float(pair[1].mean())
                     row.p_value = row.p_adjusted = row.test.p_value
             result.rows.append(row)
@@ -441,8 +459,6 @@ def seed_notes(result: Comparison, names: tuple[str, str]) -> list[str]:
                 f"{r.model}: {few[0]} has one seed, too few to estimate seed noise; the other side's seed "
                 "variance stands in for it"
             )
-        if r.test.n_units < 2:
-            notes.append(f"{r.model}: one test unit, so the test counts seeds only")
     return notes
 
 

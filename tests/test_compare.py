@@ -21,7 +21,7 @@ from covbench.reports.compare import (
     parse_tolerances,
     unit_values_from_run,
 )
-from covbench.reports.inference import difference, holm
+from covbench.reports.inference import difference
 
 runner = CliRunner()
 
@@ -94,22 +94,49 @@ def test_a_drop_must_be_significant_and_beyond_the_floor():
     assert real["dice"].verdict == REGRESSED and real["dice"].delta == pytest.approx(-0.02)
 
 
-def test_p_value_is_the_shared_inference_over_seeds_and_units():
-    """Seeds of both sides as replicates, units paired: exactly `inference.difference`, whose own
-    tests check it against scipy and statsmodels."""
+def test_p_value_is_the_shared_inference_over_seeds_on_the_fixed_test_set():
+    """Seeds of both sides as replicates, each seed's mean over the shared units: exactly
+    `inference.difference` on one column (Welch-Satterthwaite over seeds, checked against scipy in
+    its own tests); with one seed a side, the units are paired instead."""
     base, cur = summary(), summary(dice=0.79, noise=0.003)
     row = next(r for r in compare(base, cur).rows if r.metric == "dice")
 
-    def matrix(side):
+    def matrix(side, seeds=("0", "1", "2")):
         per_seed = side["unit_values"]["values"]["unet"]["dice"]
-        return np.array([[per_seed[s][f"0/p{u}"] for u in range(6)] for s in ("0", "1", "2")])
+        return np.array([[per_seed[s][f"0/p{u}"] for u in range(6)] for s in seeds])
 
-    expected = difference(matrix(cur), matrix(base))
+    expected = difference(matrix(cur).mean(1, keepdims=True), matrix(base).mean(1, keepdims=True))
     assert row.p_value == pytest.approx(expected.p_value)
-    assert row.delta == pytest.approx(expected.estimate)
+    assert row.delta == pytest.approx(expected.estimate) and row.units == 6
     assert row.detectable == pytest.approx(expected.detectable())
     same = next(r for r in compare(base, base).rows if r.metric == "dice")
     assert same.p_value == 1.0 and same.delta == 0.0
+    one = summary(seeds=1), summary(seeds=1, dice=0.79, noise=0.003)
+    paired = next(r for r in compare(*one).rows if r.metric == "dice")
+    assert paired.p_value == pytest.approx(difference(matrix(one[1], ("0",)), matrix(one[0], ("0",))).p_value)
+
+
+def test_an_untrained_model_fails_with_three_test_patients():
+    """The fast injection benchmark's numbers (3 test patients, 3 seeds; Dice per seed and patient):
+    a network that never trained drops Dice from 0.40 to about 0.05, unevenly over the patients.
+    Generalising to new patients (patients as replicates, 2 df) could not call that (p = 0.07); on
+    the benchmark's fixed test set the seeds are the replicates and it fails."""
+    base_values = [[0.504, 0.569, 0.186], [0.562, 0.615, 0.202], [0.428, 0.404, 0.152]]
+    cur_values = [[0.061, 0.072, 0.031], [0.058, 0.069, 0.030], [0.063, 0.074, 0.032]]
+
+    def side(values):
+        per_seed = {str(s): {f"0/p{u}": v for u, v in enumerate(row)} for s, row in enumerate(values)}
+        mean = float(np.mean(values))
+        return {
+            "unit": "slice",
+            "models": {"unet": {"dice": {"mean": mean}}},
+            "unit_values": {"unit": "patient", "values": {"unet": {"dice": per_seed}}},
+        }
+
+    generalising = difference(np.array(cur_values), np.array(base_values))
+    assert generalising.p_value > 0.05
+    (row,) = compare(side(base_values), side(cur_values)).rows
+    assert row.verdict == REGRESSED and row.p_value < 0.05, row
 
 
 def test_compare_prints_the_detectable_drop_and_the_rule(tmp_path):
@@ -312,8 +339,11 @@ def test_a_side_without_identity_is_compared_with_a_note(tmp_path):
 
 
 def test_committed_ci_baseline_is_the_benchmark_ci_run_runs():
-    """reports/baselines/smoke-ci.json holds the identity of .ci/run's benchmark: same settings as its
-    `covbench run` line and the same phantom bytes. A change to either needs a refreshed baseline."""
+    """reports/baselines/ci.json holds the identity of .ci/run's benchmark: same settings as its
+    `covbench run` line (which is also the injection script's `CI_RUN`) and the same phantom bytes,
+    and the per-seed values the gate tests with. A change to either needs a refreshed baseline."""
+    import shlex
+    import sys
     from pathlib import Path
 
     from covbench.config import PRESETS, build_config
@@ -322,10 +352,27 @@ def test_committed_ci_baseline_is_the_benchmark_ci_run_runs():
     from covbench.reports.identity import differences, identity_from_config
 
     root = Path(__file__).resolve().parents[1]
-    command = "covbench run --preset smoke --epochs 12 --seeds 3 --models paper"
-    assert command in (root / ".ci" / "run").read_text()
-    baseline = json.loads((root / "reports" / "baselines" / "smoke-ci.json").read_text())
-    cfg = build_config(models=["unet", "unetpp", "resunet"], n_seeds=3, preset=PRESETS["smoke"], epochs=12)
+    sys.path.insert(0, str(root / "benchmarks"))
+    from bench_gate import CI_RUN
+
+    line = next(x for x in (root / ".ci" / "run").read_text().splitlines() if x.startswith("covbench run "))
+    assert line.startswith(CI_RUN + " --out ")
+    args = dict(zip(shlex.split(CI_RUN)[2::2], shlex.split(CI_RUN)[3::2], strict=True))
+    assert args == {
+        "--preset": "cpu",
+        "--image-size": "48",
+        "--epochs": "24",
+        "--seeds": "3",
+        "--models": "paper",
+    }
+    baseline = json.loads((root / "reports" / "baselines" / "ci.json").read_text())
+    cfg = build_config(
+        models=["unet", "unetpp", "resunet"], n_seeds=3, preset=PRESETS["cpu"], epochs=24, image_size=48
+    )
     files = phantom.case_files(**cfg.phantom)  # the cached phantom, as `covbench run` reads it
     ci = identity_from_config(cfg.to_dict(), fingerprint_files(files), "slice")
     assert differences(baseline["benchmark"], ci) == []
+    values = baseline["unit_values"]["values"]
+    assert sorted(values) == ["resunet", "unet", "unetpp"]
+    assert all(len(values[m]["dice"]) == 3 for m in values)  # three seeds: the gate estimates seed noise
+    assert all(baseline["models"][m]["dice"]["mean"] >= 0.6 for m in values)  # the models learn
