@@ -305,6 +305,12 @@ def paired_matrices(base: dict, cur: dict, model: str, metric: str) -> tuple[np.
         return None
     units = sorted(set.intersection(*(set(v) for v in (*b.values(), *c.values()))))
     if not units:
+        if not set().union(*b.values()) & set().union(*c.values()):  # not one unit id in common
+            raise CovbenchError(
+                f"{model} {metric}: the two sides name their test units differently (baseline e.g. "
+                f"{min(set().union(*b.values()), default='none')!r}, current e.g. "
+                f"{min(set().union(*c.values()), default='none')!r}); re-create the baseline with --update"
+            )
         return None
 
     def matrix(side: dict[str, dict[str, float]]) -> np.ndarray:

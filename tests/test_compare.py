@@ -376,3 +376,13 @@ def test_committed_ci_baseline_is_the_benchmark_ci_run_runs():
     assert sorted(values) == ["resunet", "unet", "unetpp"]
     assert all(len(values[m]["dice"]) == 3 for m in values)  # three seeds: the gate estimates seed noise
     assert all(baseline["models"][m]["dice"]["mean"] >= 0.6 for m in values)  # the models learn
+
+
+def test_units_named_differently_are_refused_in_one_line(tmp_path):
+    other = summary()
+    per_seed = other["unit_values"]["values"]["unet"]["dice"]
+    for s in per_seed:
+        per_seed[s] = {k.replace("0/", "x/"): v for k, v in per_seed[s].items()}
+    result = invoke(tmp_path, summary(), other)
+    assert result.exit_code == 2, result.output
+    assert "name their test units differently" in result.output and "--update" in result.output
