@@ -2,6 +2,7 @@
 and the gate (docs/reports.md, "The CI gate").
 
     python benchmarks/bench_gate.py reports/baselines/ci.json [--variants no_update,tiny_lr] [--work DIR]
+    python benchmarks/bench_gate.py BASELINE --run "covbench run ..."   # another benchmark's baseline
 
 Per variant: `covbench run` of the CI benchmark (`CI_RUN`, the line of .ci/run) with
 `COVBENCH_TEST_PATCH=benchmarks/regressions.py:<variant>` (covbench.faults), then the gate against
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("baseline", type=Path, help="the committed baseline of the CI benchmark")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma list (default: all)")
     ap.add_argument("--work", type=Path, default=None, help="where the run folders go (default: a temp dir)")
+    ap.add_argument("--run", default=CI_RUN, help="the benchmark command of BASELINE (default: the CI one)")
     args = ap.parse_args(argv)
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in chosen if v not in VARIANTS]
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     escaped = []
     print(f"{'variant':16} {'model':8} {'delta':>8} {'p':>9} {'seconds':>7}  verdict")
     for variant in chosen:
-        for c in inject(variant, args.baseline, work / variant):
+        for c in inject(variant, args.baseline, work / variant, args.run):
             delta = "n/a" if c.delta is None else f"{c.delta:+.4f}"
             p = "n/a" if c.p_value is None else f"{c.p_value:.2g}"
             print(f"{c.variant:16} {c.model:8} {delta:>8} {p:>9} {c.seconds:7.0f}  {c.verdict}", flush=True)
