@@ -383,16 +383,8 @@ def _decide(gain: float, p: float, floor: float) -> str:
 NOT_TESTED = "not tested"
 
 
-def compare(
-    baseline: dict,
-    current: dict,
-    tolerances: dict[str, float] | None = None,
-    metrics: list[str] | None = None,
-    names: tuple[str, str] = ("baseline", "current"),
-    primary: str | None = None,
-) -> Comparison:
-    """Compare two summaries holding `unit_values`; the CLI turns `Comparison.failed` into exit 1."""
-    floors = {**FLOORS, **(tolerances or {})}
+def check_units(baseline: dict, current: dict, names: tuple[str, str]) -> str:
+    """Refuse two summaries of different case or distance units; return the distance unit."""
     if baseline.get("unit", "slice") != current.get("unit", "slice"):
         raise CovbenchError(
             f"cannot compare a {baseline.get('unit', 'slice')}-level baseline with a "
@@ -405,6 +397,20 @@ def compare(
             f"{names[0]} has distances in {base_unit}, {names[1]} in {cur_unit} (one dataset has a pixel "
             "spacing, the other none): ASSD and HD95 cannot be compared; use a baseline of the same data"
         )
+    return cur_unit
+
+
+def compare(
+    baseline: dict,
+    current: dict,
+    tolerances: dict[str, float] | None = None,
+    metrics: list[str] | None = None,
+    names: tuple[str, str] = ("baseline", "current"),
+    primary: str | None = None,
+) -> Comparison:
+    """Compare two summaries holding `unit_values`; the CLI turns `Comparison.failed` into exit 1."""
+    floors = {**FLOORS, **(tolerances or {})}
+    cur_unit = check_units(baseline, current, names)
     for name, side in zip(names, (baseline, current), strict=True):
         if not isinstance(side.get("unit_values"), dict):
             raise CovbenchError(f"{name}: no per-seed values (unit_values); re-run `covbench report`")
@@ -563,6 +569,8 @@ def gate(
             raise
         update_baseline(baseline, cur, current, cur_id)  # asked for: the benchmark itself changed
         return Gate(None, "replaced", changed=exc.detail)
+    names = (str(baseline), str(current))
+    check_units(base, cur, names)  # before the per-seed values: the first thing wrong is named
     try:
         base = with_unit_values(base, base_file, "BASELINE")
     except CovbenchError:
@@ -570,7 +578,7 @@ def gate(
             raise
         update_baseline(baseline, cur, current, cur_id)  # an older baseline: nothing to test it with
         return Gate(None, "replaced", changed="the baseline held no per-seed values")
-    result = compare(base, cur, tolerances, metrics, names=(str(baseline), str(current)))
+    result = compare(base, cur, tolerances, metrics, names=names)
     warning = None
     try:
         record_gate(cur_file, cur, result)
