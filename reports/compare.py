@@ -243,7 +243,7 @@ def parse_metrics(text: str | None) -> list[str] | None:
 
 def _value(entry: dict | None, key: str) -> float | None:
     v = (entry or {}).get(key)
-    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+    return float(v) if _finite(v) else None
 
 
 def unit_values_from_run(run_dir: Path) -> dict:
@@ -290,9 +290,7 @@ def seed_matrix(summary: dict, model: str, metric: str) -> dict[str, dict[str, f
     """{seed: {unit: value}} of one model and metric ({} when the summary holds none)."""
     per_seed = ((summary.get("unit_values") or {}).get("values") or {}).get(model, {}).get(metric) or {}
     return {
-        str(seed): {
-            str(u): float(v) for u, v in units.items() if isinstance(v, int | float) and math.isfinite(v)
-        }
+        str(seed): {str(u): float(v) for u, v in units.items() if _finite(v)}
         for seed, units in per_seed.items()
     }
 
