@@ -21,21 +21,29 @@ with none of them set every method here does nothing.
   marker carries on. A hold never released gives up after `HOLD_LIMIT_S` with an error, so a test
   that forgot to release fails instead of hanging. In-process (no Ray) the driver itself holds:
   only another thread or process can release it.
+- `COVBENCH_TEST_PATCH=<file.py>:<name>`: every trial runs inside `name()` of that file, a context
+  manager that monkeypatches training or evaluation from outside the product code (the regression
+  injection of benchmarks/regressions.py). Undone when the trial ends, so a reused Ray worker is
+  clean for the next run.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import importlib.util
 import json
 import os
 import signal
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 KILL_ONCE = "COVBENCH_TEST_KILL_ONCE"
 FAIL = "COVBENCH_TEST_FAIL"
+PATCH = "COVBENCH_TEST_PATCH"
 HOLD = "COVBENCH_TEST_HOLD"
 HOLD_LIMIT_S = 900.0  # far above any test's own bound: only a hold nobody releases reaches it
 HOLD_POLL_S = 0.05
@@ -62,11 +70,18 @@ def release(folder: str | Path, trial: str | None = None) -> None:
 class FaultHooks:
     kill_once_marker: str | None = None
     fail_pattern: str | None = None
-    hold_folder: str | None = None
+    hold_folder: str | None = None  # COVBENCH_TEST_HOLD
+    patch: str | None = None  # COVBENCH_TEST_PATCH
 
     @classmethod
     def from_env(cls) -> FaultHooks:
-        return cls(*(os.environ.get(name) or None for name in (KILL_ONCE, FAIL, HOLD)))
+        env = os.environ
+        return cls(
+            kill_once_marker=env.get(KILL_ONCE) or None,
+            fail_pattern=env.get(FAIL) or None,
+            hold_folder=env.get(HOLD) or None,
+            patch=env.get(PATCH) or None,
+        )
 
     @property
     def kill_armed(self) -> bool:
@@ -111,3 +126,23 @@ class FaultHooks:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{HOLD}={folder}: trial {trial} was never released")
             time.sleep(HOLD_POLL_S)
+
+    def patched(self) -> AbstractContextManager:
+        """`COVBENCH_TEST_PATCH=FILE.py:NAME`: the context manager `NAME()` of FILE (loaded by path,
+        so it needs not be importable in the worker), entered around the trial's training and
+        evaluation; a no-op context when unset."""
+        if not self.patch:
+            return nullcontext()
+        path, sep, name = self.patch.rpartition(":")
+        if not sep or not path.endswith(".py"):
+            raise RuntimeError(f"{PATCH}={self.patch}: expected FILE.py:NAME")
+        module_name = "covbench_test_patch_" + hashlib.sha256(path.encode()).hexdigest()[:12]
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None or not os.path.isfile(path):
+            raise RuntimeError(f"{PATCH}={self.patch}: no such file {path}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        factory = getattr(module, name, None)
+        if factory is None:
+            raise RuntimeError(f"{PATCH}={self.patch}: {path} defines no {name!r}")
+        return factory()

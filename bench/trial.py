@@ -210,10 +210,11 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
     options = TrainOptions.from_config(cfg, spec.seed)
     checkpointer = Checkpointer(Path(spec.trial_dir), spec.key, spec.checkpoint, spec.faults)
     try:
-        trained = _train(spec, built.model, data, options, device, checkpointer)
-        t_eval = time.perf_counter()
-        rows = _evaluate(spec, built.model, trained.best, data, options, device)
-        eval_seconds = time.perf_counter() - t_eval
+        with spec.faults.patched():  # test-only: regression injection (covbench.faults)
+            trained = _train(spec, built.model, data, options, device, checkpointer)
+            t_eval = time.perf_counter()
+            rows = _evaluate(spec, built.model, trained.best, data, options, device)
+            eval_seconds = time.perf_counter() - t_eval
     finally:
         checkpointer.close()  # the weights are on disk before the trial counts as done
     stats = checkpointer.stats

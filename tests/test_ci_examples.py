@@ -60,8 +60,8 @@ def test_examples_cache_pip_keep_the_history_and_upload_the_run():
     uses = {step.get("uses", "").split("@")[0]: step for step in steps}
     assert uses["actions/setup-python"]["with"]["cache"] == "pip"
     assert {"actions/cache/restore", "actions/cache/save", "actions/upload-artifact"} <= set(uses)
-    assert "runs/smoke-ci" in uses["actions/upload-artifact"]["with"]["path"]
+    assert "runs/ci" in uses["actions/upload-artifact"]["with"]["path"]
     gitlab = yaml.safe_load(GITLAB.read_text())["covbench-gate"]
     cached = [path for cache in gitlab["cache"] for path in cache["paths"]]
     assert ".cache/pip" in cached and ".covbench-history/" in cached
-    assert gitlab["artifacts"]["when"] == "always" and "runs/smoke-ci/" in gitlab["artifacts"]["paths"]
+    assert gitlab["artifacts"]["when"] == "always" and "runs/ci/" in gitlab["artifacts"]["paths"]

@@ -26,7 +26,20 @@ def make_run(tmp_path, name, dice, commit, finished, preset="smoke", fingerprint
         m: {"dice": {"mean": dice + k * 0.01, "sd": 0.1, "n": 8, "seed_mean": dice, "seed_sd": 0.02}}
         for k, m in enumerate(("resunet", "unet"))
     }
-    (run / "summary.json").write_text(json.dumps({"unit": "slice", "models": models, "seeds": [0, 1, 2]}))
+    values = {  # per seed and test patient, as `covbench compare` tests them (seed SD 0.02)
+        m: {
+            "dice": {
+                str(s): {
+                    f"0/p{u}": dice + k * 0.01 + ds + du for u, du in enumerate((-0.05, 0.05, -0.01, 0.01))
+                }
+                for s, ds in enumerate((-0.02, 0.0, 0.02))
+            }
+        }
+        for k, m in enumerate(("resunet", "unet"))
+    }
+    summary = {"unit": "slice", "models": models, "seeds": [0, 1, 2]}
+    summary["unit_values"] = {"unit": "patient", "values": values}
+    (run / "summary.json").write_text(json.dumps(summary))
     env = {"git": {"commit": commit, "dirty": False}, "created": finished, "finished": finished}
     env["data_fingerprint"] = fingerprint
     (run / "environment.json").write_text(json.dumps(env))

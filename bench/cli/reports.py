@@ -73,13 +73,14 @@ def compare(
     current: Annotated[Path, typer.Argument(help="current summary.json or run folder")],
     tolerance: Annotated[
         list[str] | None,
-        typer.Option(help="METRIC=VALUE, repeatable; default per metric: max(floor, 2 x seed SD)"),
+        typer.Option(help="METRIC=VALUE, repeatable: the smallest drop that may fail (default: FLOORS)"),
     ] = None,
     metrics: Annotated[str | None, typer.Option(help="comma list of metrics to check (default: all)")] = None,
     update: Annotated[bool, typer.Option(help="after printing, replace BASELINE with CURRENT")] = False,
 ) -> None:
-    """Compare a run with a baseline of the same benchmark. Exit 0: passed; 1: a metric got worse
-    beyond its tolerance (or went missing); 2: bad input, or BASELINE is another benchmark.
+    """Compare a run with a baseline of the same benchmark. Exit 0: passed; 1: a significant drop
+    beyond its floor (primary metric; secondary ones after Holm) or a metric went missing; 2: bad
+    input, or BASELINE is another benchmark.
     With GITHUB_STEP_SUMMARY set, the Markdown verdict is appended there too."""
     from covbench.reports.compare import append_step_summary, gate, parse_metrics, parse_tolerances
 
