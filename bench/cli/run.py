@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from covbench.cli.common import console, err_console, fail, folder_warnings, say
+from covbench.cli.common import console, err_console, fail, folder_warnings, say, warn
 from covbench.cli.config_file import blame_file, file_keys, load_config, option_flag
 from covbench.cli.progress import RunProgress
 from covbench.cli.reports import print_report
@@ -131,6 +131,13 @@ def run(
             "after the first epoch; 0 = every epoch)"
         ),
     ] = DEFAULT_CHECKPOINT_SECONDS,
+    track: Annotated[
+        str,
+        typer.Option(
+            help="experiment tracking: none, or mlflow (pip install 'covbench[mlflow]'): one MLflow run per "
+            "covbench run, one child run per trial, in RUN/mlflow unless MLFLOW_TRACKING_URI is set"
+        ),
+    ] = "none",
     allow_version_change: Annotated[
         bool,
         typer.Option(
@@ -145,6 +152,7 @@ def run(
     from covbench.lock import run_lock
     from covbench.run_folder import load_run_config
     from covbench.runner import execute
+    from covbench.tracking import check_tracker, open_tracker
 
     try:
         if resume is not None:
@@ -184,6 +192,7 @@ def run(
                 folds=folds,
                 model_options=parse_model_options(model_option or [], chosen),
             )
+        check_tracker(track)
         if dry_run:
             _dry_run(ctx, cfg, resume or out)
             return
@@ -197,21 +206,27 @@ def run(
         )
         # One writer per run folder, from the configuration check to the last report file.
         with run_lock(run_dir), folder_warnings():
-            with RunProgress(console) as progress:
-                outcome = execute(
-                    cfg,
-                    run_dir,
-                    allow_version_change=allow_version_change,
-                    address=address,
-                    cpus_per_trial=cpus_per_trial,
-                    gpus_per_trial=gpus_per_trial,
-                    max_retries=max_retries,
-                    debug=debug,
-                    checkpoint_every=checkpoint_every,
-                    on_event=progress.event,
-                )
-            if outcome.done or outcome.skipped:  # a report of what completed, even when some trials failed
-                print_report(run_dir)
+            tracker, report = open_tracker(track, run_dir, warn=warn), None
+            try:
+                with RunProgress(console) as progress:
+                    outcome = execute(
+                        cfg,
+                        run_dir,
+                        allow_version_change=allow_version_change,
+                        address=address,
+                        cpus_per_trial=cpus_per_trial,
+                        gpus_per_trial=gpus_per_trial,
+                        max_retries=max_retries,
+                        debug=debug,
+                        checkpoint_every=checkpoint_every,
+                        on_event=lambda kind, info: (progress.event(kind, info), tracker.event(kind, info)),
+                    )
+                if outcome.done or outcome.skipped:  # a report of what completed, even if trials failed
+                    report = print_report(run_dir)
+            except BaseException as exc:
+                tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", report)
+                raise
+            tracker.finish("FAILED" if outcome.failed else "FINISHED", report)
         say(
             f"wall time {outcome.wall_seconds:.0f} s; {len(outcome.done)} trials run, "
             f"{len(outcome.skipped)} already done; results in {run_dir}"
