@@ -107,6 +107,7 @@ def test_running_again_reopens_the_parent_and_a_new_store_gets_every_trial(track
     # MLFLOW_TRACKING_URI wins; trials finished before that store saw them are logged there too
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # a store without a server puts artifacts in ./mlruns (MLflow's default)
     other = runner.invoke(app, _args(tracked))
     assert other.exit_code == 0, other.output
     _, parents_there, children_there = _runs(uri)
@@ -152,6 +153,7 @@ def test_an_error_while_logging_is_one_warning_and_tracking_stops(tracked, tmp_p
 
     monkeypatch.setattr(tracking.MlflowTracker, "_trial", broken)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'fresh.db'}")  # both trials to log
+    monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, _args(tracked))
     assert result.exit_code == 0, result.output
     assert "RuntimeError: the store went away" in _one_warning(result.output)
