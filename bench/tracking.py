@@ -99,6 +99,19 @@ def open_tracker(kind: str, run_dir: Path, warn: Callable[[str], None]) -> Track
     return SafeTracker(kind, lambda: MlflowTracker(Path(run_dir)), warn)
 
 
+def tracking_note(kind: str, run_dir: Path | None) -> str:
+    """What `--track KIND` would do, for `--dry-run` (mlflow is looked up, not imported)."""
+    import importlib.util
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_uri(run_dir or Path("runs/<timestamp>"))
+    missing = importlib.util.find_spec("mlflow") is None
+    return f"--track {kind}: store {uri}" + (
+        "; mlflow is not installed (pip install 'covbench[mlflow]'): the run would go on untracked"
+        if missing
+        else ""
+    )
+
+
 def default_uri(run_dir: Path) -> str:
     return f"sqlite:///{(Path(run_dir) / 'mlflow' / 'mlflow.db').resolve()}"
 

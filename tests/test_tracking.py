@@ -162,10 +162,14 @@ def test_an_error_while_logging_is_one_warning_and_tracking_stops(tracked, tmp_p
     assert parents[0].info.status == "RUNNING"  # never finished: tracking was off by then
 
 
-def test_an_unknown_tracker_is_refused(tmp_path):
+def test_an_unknown_tracker_is_refused_and_dry_run_names_the_store(tmp_path):
     result = runner.invoke(app, ["run", "--track", "wandb", "--out", str(tmp_path / "run"), "--dry-run"])
     assert result.exit_code == 2
     assert "--track must be one of none, mlflow, got 'wandb'" in result.output
+    planned = runner.invoke(app, ["run", "--track", "mlflow", "--out", str(tmp_path / "run"), "--dry-run"])
+    assert planned.exit_code == 0, planned.output
+    assert f"# note: --track mlflow: store {default_uri(tmp_path / 'run')}\n" in planned.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_mlflow_is_optional():

@@ -61,7 +61,9 @@ def plan_lines(plan: RunPlan) -> list[str]:
         )
         lines.append(f"packing: {plan.packing.reason}")
     lines += [f"note: {n}" for n in plan.notes]
-    if plan.estimate_seconds is None:
+    if not pending:
+        lines.append("time estimate: nothing left to run")
+    elif plan.estimate_seconds is None:
         lines.append(f"time estimate: {plan.estimate}")
     else:
         lines.append(f"time estimate: about {_duration(plan.estimate_seconds)} ({plan.estimate})")

@@ -249,6 +249,7 @@ def _dry_run(ctx: typer.Context, cfg: RunConfig, run_dir: Path | None) -> None:
     from covbench.cli.config_file import resolved_options, to_yaml
     from covbench.cli.dry_run import print_dry_run
     from covbench.plan import plan_run
+    from covbench.tracking import tracking_note
 
     p = {name: ctx.params[name] for name in inspect.signature(run).parameters if name in ctx.params}
     plan = plan_run(
@@ -262,4 +263,6 @@ def _dry_run(ctx: typer.Context, cfg: RunConfig, run_dir: Path | None) -> None:
         checkpoint_every=p["checkpoint_every"],
         allow_version_change=p["allow_version_change"],
     )
+    if p["track"] != "none":
+        plan.notes.append(tracking_note(p["track"], run_dir))
     print_dry_run(to_yaml(resolved_options(cfg, p)), plan)
