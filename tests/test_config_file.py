@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -62,6 +63,16 @@ def test_a_run_written_as_options_or_as_a_file_has_one_key(tmp_path):
     # and a different value in the file is a different configuration
     path.write_text(YAML.replace("epochs: 3", "epochs: 4"))
     assert dry_run("--config", str(path))[0] != key_cli
+
+
+def test_numbers_as_yaml_reads_them_and_paths_with_a_tilde(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(YAML.replace("lr: 1.0e-3", "lr: 1e-3"))  # text to PyYAML, a number to --lr
+    assert dry_run("--config", str(path))[0] == dry_run(*CLI)[0]
+    path.write_text("dataset: image-folder\ndata-dir: ~/no-such-folder\n")
+    result = runner.invoke(app, ["run", "--config", str(path), "--dry-run"])
+    assert result.exit_code == 2
+    assert f"{Path.home() / 'no-such-folder'}: data folder does not exist" in result.output
 
 
 def test_the_command_line_wins_over_the_file(tmp_path):

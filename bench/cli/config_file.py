@@ -5,8 +5,9 @@ A file sets any option of `covbench run` by its name without the dashes (`image-
 option given on the command line wins, and the options then go through the same parsing and the
 same checks (`covbench.config.build_config`, `covbench.runner`) as typed ones: there is no second
 schema. Types come from `covbench run`'s own signature; a YAML list is accepted where an option
-takes a comma list (`models`, `spacing`) or is repeatable (`model-option`). An unknown key, a wrong
-type or a value out of range ends as one line naming the file and the key, exit 2.
+takes a comma list (`models`, `spacing`) or is repeatable (`model-option`); `~` in a path option is
+expanded as a shell would. An unknown key, a wrong type or a value out of range ends as one line
+naming the file and the key, exit 2.
 
 `--config`, `--dry-run` and `--resume` are command-line only: a file describes a run, `--resume`
 takes the run from a folder. Relative paths in a file (`data-dir`, `out`) are relative to the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import os
 import re
 import types
 import typing
@@ -73,14 +75,16 @@ def _check_value(key: str, value: Any, base: type, nullable: bool, where: str) -
         return value
     if isinstance(value, bool):  # a YAML `yes`/`on` where a number or text belongs
         raise wrong("a number" if base in (int, float) else "text")
-    if base is int:
-        if not isinstance(value, int):
+    if base in (int, float):  # a number, or its text as the command line takes it (PyYAML reads 1e-3 as text)
+        try:
+            number = base(value) if isinstance(value, str) else value
+        except ValueError:
+            number = None
+        if base is int and not isinstance(number, int):
             raise wrong("a whole number")
-        return value
-    if base is float:
-        if not isinstance(value, int | float):
+        if not isinstance(number, int | float):
             raise wrong("a number")
-        return float(value)
+        return base(number)
     if base is list:  # a repeatable option: a list of texts (or one text)
         items = value if isinstance(value, list) else [value]
         if not all(isinstance(v, scalar) and not isinstance(v, bool) for v in items):
@@ -93,7 +97,7 @@ def _check_value(key: str, value: Any, base: type, nullable: bool, where: str) -
         return ",".join(str(v) for v in value)
     if not isinstance(value, scalar):
         raise wrong("text")
-    return str(value)
+    return os.path.expanduser(value) if base is Path else str(value)  # `~/data`, as a shell would
 
 
 def _unique_key_loader() -> type:
@@ -220,7 +224,7 @@ def resolved_options(cfg: RunConfig, given: dict[str, Any]) -> dict[str, Any]:
             for model, options in cfg.model_options.items()
             for key, value in options.items()
         ],
-        "spacing": None if cfg.spacing is None else ",".join(f"{v:g}" for v in cfg.spacing),
+        "spacing": None if cfg.spacing is None else ",".join(repr(float(v)) for v in cfg.spacing),
         # implicit (the preset's) where a model has no width knob: it refuses an explicit --width
         "width": cfg.width if all(registry.get_model(m).has_width for m in cfg.models) else None,
         # configurations written before the affine mode stored a bool (True = flip)
