@@ -26,6 +26,7 @@ every reference model: U-Net 5.6 GiB measured / 13.5 estimated, U-Net++ 6.2 / 16
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -64,6 +65,17 @@ def trial_memory_bytes(
         + ACTIVATION_SLACK * activation_bytes_per_batch
         + data
         + CUDA_CONTEXT_BYTES
+    )
+
+
+def largest_trial_memory(checks: Iterable[Any], resident_slices: int, image_size: int) -> int | None:
+    """`trial_memory_bytes` of the largest model, from its contract check (covbench.checks.ModelCheck)."""
+    return max(
+        (
+            trial_memory_bytes(c.parameters, c.activation_bytes_per_batch, resident_slices, image_size)
+            for c in checks
+        ),
+        default=None,
     )
 
 

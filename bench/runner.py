@@ -30,7 +30,7 @@ from covbench.executor import Executor
 from covbench.faults import FaultHooks
 from covbench.lock import run_lock
 from covbench.manifest import code_versions, environment_manifest, now_iso
-from covbench.packing import Packing, plan_packing, trial_memory_bytes
+from covbench.packing import Packing, largest_trial_memory, plan_packing
 from covbench.run_folder import (
     check_data_key,
     check_run_dir,
@@ -83,13 +83,18 @@ def check_folds(cfg: RunConfig) -> None:
         raise CovbenchError("--split kfold needs --folds 2 or more")
 
 
-def prepare_data(cfg: RunConfig) -> Prepared:
-    """Read the dataset through its adapter (or the pre-processing cache) and split it into folds."""
+def data_request(cfg: RunConfig) -> tuple[registry.DatasetSpec, dict[str, Any], PreprocessConfig]:
+    """The dataset adapter, its options and the pre-processing this run asks for."""
     spec = registry.get_dataset(cfg.dataset)
     options = dict(cfg.phantom) if not spec.needs_data_dir else {}
     if cfg.spacing is not None:
         options["spacing"] = tuple(cfg.spacing)  # build_config checked the dataset takes it
-    pre = PreprocessConfig(image_size=cfg.image_size, **cfg.preprocess)
+    return spec, options, PreprocessConfig(image_size=cfg.image_size, **cfg.preprocess)
+
+
+def prepare_data(cfg: RunConfig) -> Prepared:
+    """Read the dataset through its adapter (or the pre-processing cache) and split it into folds."""
+    spec, options, pre = data_request(cfg)
     prepared = prepare_slices(spec, cfg.data_dir, pre, options=options)  # checks the data folder
     prepared.folds = make_splits(
         cfg.split,
@@ -198,6 +203,31 @@ def execute(cfg: RunConfig, run_dir: Path, **options: Any) -> RunOutcome:
         return _execute(cfg, run_dir, **options)
 
 
+def check_options(
+    cfg: RunConfig,
+    *,
+    address: str | None,
+    debug: bool,
+    cpus_per_trial: float,
+    max_retries: int,
+    checkpoint_every: float,
+) -> CheckpointPolicy:
+    """Everything about a run that can be refused before any work (also `covbench run --dry-run`)."""
+    for name in cfg.models:
+        registry.get_model(name)  # unknown names fail before any work
+    check_folds(cfg)
+    if not debug:
+        check_address(address)
+    if cpus_per_trial <= 0:
+        raise CovbenchError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
+    if max_retries < 0:
+        raise CovbenchError(f"--max-retries must be 0 or more, got {max_retries}")
+    try:
+        return CheckpointPolicy(checkpoint_every)
+    except ValueError as exc:
+        raise CovbenchError(f"--checkpoint-every: {exc}") from None
+
+
 def _execute(
     cfg: RunConfig,
     run_dir: Path,
@@ -220,19 +250,10 @@ def _execute(
     checkpoints stay for the next run), writes cases.csv for what is done, and re-raises.
     """
     t0 = time.perf_counter()
-    for name in cfg.models:
-        registry.get_model(name)  # unknown names fail before any work
-    check_folds(cfg)
-    if not debug:
-        check_address(address)
-    if cpus_per_trial <= 0:
-        raise CovbenchError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
-    if max_retries < 0:
-        raise CovbenchError(f"--max-retries must be 0 or more, got {max_retries}")
-    try:
-        checkpoint = CheckpointPolicy(checkpoint_every)
-    except ValueError as exc:
-        raise CovbenchError(f"--checkpoint-every: {exc}") from None
+    checkpoint = check_options(
+        cfg, address=address, debug=debug, cpus_per_trial=cpus_per_trial, max_retries=max_retries,
+        checkpoint_every=checkpoint_every,
+    )  # fmt: skip
     versions = code_versions(cfg.models)  # covbench's and each model plugin's distribution version
     check_run_dir(run_dir, cfg, versions, allow_version_change)
     emit = on_event or (lambda kind, info: None)
@@ -345,13 +366,7 @@ def _plan_packing(
     """GPUs per trial: `--gpus-per-trial` if given, else as many trials per GPU as fit and pay
     (covbench.packing), from the contract check's memory figures and the GPU's free memory."""
     resident = max((len(p["train"]) + len(p["val"]) for p in parts), default=0)
-    trial_memory = max(
-        (
-            trial_memory_bytes(c.parameters, c.activation_bytes_per_batch, resident, cfg.image_size)
-            for c in checks.values()
-        ),
-        default=None,
-    )
+    trial_memory = largest_trial_memory(checks.values(), resident, cfg.image_size)
     probe = requested is None and 1 <= resources["gpus"] < n_trials  # packing could pay
     gpu_memory = executor.gpu_memory() if probe else None
     return plan_packing(

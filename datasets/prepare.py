@@ -161,6 +161,41 @@ def load_slices(path: Path, *, mmap: bool = True) -> tuple[SliceSet, dict[str, A
     return SliceSet(**arrays), meta
 
 
+def find_cached(
+    dataset: Any,
+    data_dir: str | Path | None,
+    cfg: PreprocessConfig,
+    *,
+    options: Mapping[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    skip_bad: bool = False,
+) -> dict[str, Any] | None:
+    """The `meta.json` of the newest cache entry made with this dataset, folder, options and
+    pre-processing, or None; read-only and without reading or hashing the source files, so the
+    entry may predate a change to them (`prepare_slices` checks their fingerprint)."""
+    spec = _spec(dataset)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_root()
+    folder = str(Path(data_dir)) if data_dir not in (None, "") else None  # as prepare_slices records it
+    wanted = json.loads(json.dumps({**(options or {}), "skip_bad": skip_bad}, sort_keys=True, default=str))
+    found: list[tuple[float, dict[str, Any]]] = []
+    for path in (root / "slices").glob("*/meta.json"):
+        try:
+            meta = json.loads(path.read_text())
+            when = path.stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        if (
+            isinstance(meta, dict)
+            and meta.get("version") == CACHE_VERSION
+            and meta.get("dataset") == spec.name
+            and meta.get("data_dir") == folder
+            and meta.get("preprocess") == json.loads(json.dumps(cfg.to_dict(), default=str))
+            and meta.get("options") == wanted
+        ):
+            found.append((when, meta))
+    return max(found, key=lambda item: item[0])[1] if found else None
+
+
 def prepare_slices(
     dataset: Any,
     data_dir: str | Path | None = None,

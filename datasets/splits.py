@@ -222,6 +222,16 @@ def _with_val_fraction(test_share: float, val_fraction: float) -> list[float]:
     return [rest * (1.0 - val_fraction), rest * val_fraction, test_share]
 
 
+def n_folds(strategy: str, folds: int = 5) -> int:
+    """How many folds (manifests) `make_splits` gives for `strategy`, known before any data is read
+    (`covbench run --dry-run` plans its trials with it)."""
+    if strategy not in STRATEGIES:
+        raise CovbenchError(f"unknown split {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    if strategy == "kfold":
+        return folds
+    return len(MA2021_TEST_FOLDS) if strategy in ("ma2021", "ma2021-limited") else 1
+
+
 def make_splits(
     strategy: str,
     slices,

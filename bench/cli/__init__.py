@@ -3,7 +3,8 @@ back; the library decides.
 
     __init__  the app: commands and sub-apps registered here, `main` (the console script)
     common    consoles, `fail` (the one error path: one escaped line, the error's exit code), warnings
-    run       `covbench run`, with `progress` (its live display)
+    run       `covbench run`, with `progress` (its live display), `config_file` (`--config FILE.yaml`)
+              and `dry_run` (`--dry-run`'s output)
     reports   `report`, `plan`, `compare`, `track`, `history`
     models    `models`, `models check`
     data      `data list | info | download`

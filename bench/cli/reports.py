@@ -4,17 +4,20 @@ in `covbench.reports`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from covbench.cli.common import console, fail, folder_warnings, say, warn
 from covbench.errors import CovbenchError
 
+if TYPE_CHECKING:
+    from covbench.reports.report import Report
+
 
 def print_report(
     run_dir: Path, unit: str = "slice", figures: bool = True, primary: str | None = None
-) -> None:
+) -> Report:
     """Write the run folder's report files and print Table 1 and where the files are."""
     from covbench.reports.report import write_report
 
@@ -22,6 +25,7 @@ def print_report(
     console.print(report.markdown, highlight=False, markup=False, soft_wrap=True)
     files = ", ".join(p.relative_to(run_dir).as_posix() for p in report.paths)
     say(f"report files in {run_dir}: {files}")
+    return report
 
 
 def report(

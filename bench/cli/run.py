@@ -3,6 +3,7 @@ progress and the report printed."""
 
 from __future__ import annotations
 
+import inspect
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -10,10 +11,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from covbench.cli.common import console, err_console, fail, folder_warnings, say
+from covbench.cli.common import console, err_console, fail, folder_warnings, say, warn
+from covbench.cli.config_file import blame_file, file_keys, load_config, option_flag
 from covbench.cli.progress import RunProgress
 from covbench.cli.reports import print_report
-from covbench.config import DEFAULT_CHECKPOINT_SECONDS
+from covbench.config import DEFAULT_CHECKPOINT_SECONDS, RunConfig
 from covbench.errors import CovbenchError, RunFailed
 
 # Options that decide a run's numbers: `--resume DIR` takes them from DIR/config.json instead.
@@ -24,8 +26,28 @@ _CONFIG_OPTIONS = (
 )  # fmt: skip
 
 
+def _load_config(ctx: typer.Context, value: Path | None) -> Path | None:
+    return load_config(ctx, value, run)
+
+
 def run(
     ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            is_eager=True,
+            callback=_load_config,
+            help="YAML file of run options (keys: the option names, e.g. image-size: 128); "
+            "options on the command line win (docs/configuration.md)",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="print the resolved configuration (YAML, loadable with --config) and the trial plan; "
+            "train nothing, write nothing"
+        ),
+    ] = False,
     models: Annotated[str, typer.Option(help="'all', 'paper' or a comma list of model names")] = "all",
     seeds: Annotated[int, typer.Option(help="number of random seeds per model (seeds 0..N-1)")] = 5,
     preset: Annotated[
@@ -120,6 +142,13 @@ def run(
             "after the first epoch; 0 = every epoch)"
         ),
     ] = DEFAULT_CHECKPOINT_SECONDS,
+    track: Annotated[
+        str,
+        typer.Option(
+            help="experiment tracking: none, or mlflow (pip install 'covbench[mlflow]'): one MLflow run per "
+            "covbench run, one child run per trial, in RUN/mlflow unless MLFLOW_TRACKING_URI is set"
+        ),
+    ] = "none",
     allow_version_change: Annotated[
         bool,
         typer.Option(
@@ -135,16 +164,17 @@ def run(
     from covbench.metrics import METRICS
     from covbench.run_folder import load_run_config
     from covbench.runner import execute
+    from covbench.tracking import check_tracker, open_tracker
 
     try:
         if primary is not None and primary not in METRICS:
             raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {primary!r}")
         if resume is not None:
             given = [
-                "--" + name.replace("_", "-")
+                option_flag(name)
                 for name in _CONFIG_OPTIONS
                 if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
-            ]
+            ] + [f"{key} (in {config})" for key in file_keys(ctx, _CONFIG_OPTIONS)]
             if given:
                 raise CovbenchError(
                     f"--resume takes the configuration from {resume}/config.json; drop {', '.join(given)}"
@@ -177,6 +207,10 @@ def run(
                 model_options=parse_model_options(model_option or [], chosen),
                 **({"amp": amp} if amp is not None else {}),
             )
+        check_tracker(track)
+        if dry_run:
+            _dry_run(ctx, cfg, resume or out)
+            return
         run_dir = resume or out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
         console.print(
             f"covbench run → [bold]{escape(str(run_dir))}[/]  preset={cfg.preset} "
@@ -187,21 +221,27 @@ def run(
         )
         # One writer per run folder, from the configuration check to the last report file.
         with run_lock(run_dir), folder_warnings():
-            with RunProgress(console) as progress:
-                outcome = execute(
-                    cfg,
-                    run_dir,
-                    allow_version_change=allow_version_change,
-                    address=address,
-                    cpus_per_trial=cpus_per_trial,
-                    gpus_per_trial=gpus_per_trial,
-                    max_retries=max_retries,
-                    debug=debug,
-                    checkpoint_every=checkpoint_every,
-                    on_event=progress.event,
-                )
-            if outcome.done or outcome.skipped:  # a report of what completed, even when some trials failed
-                print_report(run_dir, primary=primary)
+            tracker, report = open_tracker(track, run_dir, warn=warn), None
+            try:
+                with RunProgress(console) as progress:
+                    outcome = execute(
+                        cfg,
+                        run_dir,
+                        allow_version_change=allow_version_change,
+                        address=address,
+                        cpus_per_trial=cpus_per_trial,
+                        gpus_per_trial=gpus_per_trial,
+                        max_retries=max_retries,
+                        debug=debug,
+                        checkpoint_every=checkpoint_every,
+                        on_event=lambda kind, info: (progress.event(kind, info), tracker.event(kind, info)),
+                    )
+                if outcome.done or outcome.skipped:  # a report of what completed, even if trials failed
+                    report = print_report(run_dir, primary=primary)
+            except BaseException as exc:
+                tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", report)
+                raise
+            tracker.finish("FAILED" if outcome.failed else "FINISHED", report)
         say(
             f"wall time {outcome.wall_seconds:.0f} s; {len(outcome.done)} trials run, "
             f"{len(outcome.skipped)} already done; results in {run_dir}"
@@ -212,7 +252,32 @@ def run(
                 + "; ".join(f"{name}: {error}" for name, error in sorted(outcome.failed.items()))
             )
     except CovbenchError as exc:
-        raise fail(exc) from None
+        raise fail(blame_file(ctx, exc)) from None
     except KeyboardInterrupt:
         err_console.print("interrupted: finished trials are kept; run the same command again to resume")
         raise typer.Exit(code=130) from None
+
+
+def _dry_run(ctx: typer.Context, cfg: RunConfig, run_dir: Path | None) -> None:
+    """`--dry-run`: the checks the run makes before its first trial, then the resolved options and
+    the plan on stdout; no Ray, no training, no file written."""
+    from covbench.cli.config_file import resolved_options, to_yaml
+    from covbench.cli.dry_run import print_dry_run
+    from covbench.plan import plan_run
+    from covbench.tracking import tracking_note
+
+    p = {name: ctx.params[name] for name in inspect.signature(run).parameters if name in ctx.params}
+    plan = plan_run(
+        cfg,
+        run_dir,
+        address=p["address"],
+        debug=p["debug"],
+        cpus_per_trial=p["cpus_per_trial"],
+        gpus_per_trial=p["gpus_per_trial"],
+        max_retries=p["max_retries"],
+        checkpoint_every=p["checkpoint_every"],
+        allow_version_change=p["allow_version_change"],
+    )
+    if p["track"] != "none":
+        plan.notes.append(tracking_note(p["track"], run_dir))
+    print_dry_run(to_yaml(resolved_options(cfg, p)), plan)

@@ -1,0 +1,223 @@
+"""What `covbench run` would do, worked out without doing it (`covbench run --dry-run`).
+
+The plan makes the run's own refusals (options, models, data folder, a run folder holding another
+configuration) and lists its trials, their resources, the GPU packing decision and a time
+estimate, but trains nothing, starts no Ray and writes nothing: the run folder is only read, the
+data only looked up in the pre-processing cache (`covbench.datasets.prepare.find_cached`).
+
+What cannot be known without doing the work is said, not guessed:
+- a cluster's CPUs and GPUs (`--address`) are asked when the run joins it;
+- packing on local GPUs needs the contract check's memory figures (run here, on the CPU, only
+  when packing could pay) and the GPU's free memory;
+- a time estimate needs finished trials of this configuration in the run folder: their training
+  seconds per epoch and evaluation seconds, scaled to the epochs asked. Without them there is none
+  (a FLOP count gives no seconds without the device's measured throughput).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from covbench.config import RunConfig
+from covbench.datasets.prepare import find_cached
+from covbench.datasets.splits import n_folds
+from covbench.errors import DamagedFile
+from covbench.packing import Packing, largest_trial_memory, plan_packing
+from covbench.run_folder import check_run_dir, read_config
+from covbench.store import read_json, trial_name
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    model: str
+    seed: int
+    fold: int
+    done: bool = False  # finished in the run folder for this configuration: the run skips it
+
+    @property
+    def name(self) -> str:
+        return trial_name(self.model, self.seed, self.fold)
+
+
+@dataclass
+class RunPlan:
+    config_key: str  # RunConfig.key(); config.json's `_key` adds the data fingerprint
+    trials: list[PlannedTrial]
+    n_folds: int
+    cpus_per_trial: float
+    resources: dict[str, float] | None  # this machine's CPUs and GPUs; None: a cluster's, asked at run start
+    packing: Packing | None  # None: decided when the run joins the cluster
+    slots: int | None  # trials at a time
+    folder: str  # what the run folder holds and what the run does with it
+    data: str  # what is known of the data without reading it
+    estimate_seconds: float | None = None
+    estimate: str = ""  # how the estimate was made, or why there is none
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def pending(self) -> list[PlannedTrial]:
+        return [t for t in self.trials if not t.done]
+
+
+def _finished_records(run_dir: Path, key: str) -> dict[str, dict[str, Any]]:
+    """{trial name: record} of the folder's done trials of configuration `key` (read only: a
+    damaged record is left for the run to set aside, and counts as not done)."""
+    out = {}
+    for path in sorted((run_dir / "trials").glob("*/record.json")):
+        try:
+            record = read_json(path)
+        except (OSError, DamagedFile):
+            continue
+        if (
+            isinstance(record, dict)
+            and record.get("status") == "done"
+            and str(record.get("config_key", "")).split("-")[0] == key
+        ):
+            out[path.parent.name] = record
+    return out
+
+
+def _folder(cfg: RunConfig, run_dir: Path | None, allow_version_change: bool) -> tuple[str, dict[str, Any]]:
+    """What the run would find in `run_dir`, and its finished trials. Raises the run's own
+    CovbenchError when the folder holds another configuration or code version."""
+    if run_dir is None:
+        return "a new folder runs/<timestamp> (no --out given)", {}
+    if not run_dir.exists():
+        return f"{run_dir}: a new folder, created when the run starts", {}
+    try:
+        stored = read_config(run_dir)
+    except DamagedFile as exc:
+        return f"{run_dir}: {exc}; the run sets it aside if every finished trial there matches", {}
+    if stored is not None:
+        from covbench.manifest import code_versions
+
+        check_run_dir(run_dir, cfg, code_versions(cfg.models), allow_version_change)  # no damage: read-only
+    done = _finished_records(run_dir, cfg.key())
+    if stored is None and not done:
+        return f"{run_dir}: exists, holds no run yet", done
+    return f"{run_dir}: holds this configuration; finished trials are skipped", done
+
+
+def _estimate(
+    cfg: RunConfig, done: dict[str, dict[str, Any]], pending: list[PlannedTrial], slots: int | None
+) -> tuple[float | None, str]:
+    if not pending:
+        return 0.0, "nothing left to run"
+    per_model: dict[str, list[float]] = {}
+    for record in done.values():
+        trained = int(record.get("epochs") or 0) - int(record.get("resumed_from_epoch") or 0)
+        train_s, eval_s = record.get("train_seconds"), record.get("eval_seconds")
+        if trained > 0 and isinstance(train_s, int | float) and isinstance(eval_s, int | float):
+            per_model.setdefault(record.get("model"), []).append(train_s / trained * cfg.epochs + eval_s)
+    if not per_model:
+        return None, (
+            "none: no finished trial of this configuration in the run folder to time it by "
+            "(a FLOP count gives no seconds without the device's measured speed)"
+        )
+    missing = sorted({t.model for t in pending} - set(per_model))
+    if missing:
+        return None, f"none: no finished trial of {', '.join(missing)} in the run folder to time it by"
+    trial_seconds = sum(statistics.median(per_model[t.model]) for t in pending)
+    at_once = max(1, min(slots or 1, len(pending)))
+    n_timed = sum(len(v) for v in per_model.values())
+    return trial_seconds / at_once, (
+        f"from {n_timed} finished trial(s) in the run folder (median training seconds per epoch x "
+        f"{cfg.epochs} epochs + evaluation), {len(pending)} trial(s) {at_once} at a time; "
+        "without start-up, data preparation and the report"
+    )
+
+
+def _data(cfg: RunConfig) -> tuple[str, dict[str, Any] | None]:
+    from covbench.runner import data_request
+
+    spec, options, pre = data_request(cfg)
+    data_dir = spec.check_data_dir(cfg.data_dir)  # the run's own refusal of a missing folder
+    meta = find_cached(spec, data_dir, pre, options=options)
+    where = f"dataset {cfg.dataset!r}" + (f" at {data_dir}" if data_dir else "")
+    if meta is None:
+        return f"{where}: not pre-processed at {cfg.image_size} px yet; the run reads it first", None
+    return (
+        f"{where}: {meta.get('n_cases')} cases, {meta.get('n_slices')} slices at {cfg.image_size} px "
+        f"(pre-processing cache, fingerprint {str(meta.get('fingerprint'))[:12]}; the run checks it)",
+        meta,
+    )
+
+
+def plan_run(
+    cfg: RunConfig,
+    run_dir: Path | None,
+    *,
+    address: str | None = None,
+    debug: bool = False,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float | None = None,
+    max_retries: int = 2,
+    checkpoint_every: float = 120.0,
+    allow_version_change: bool = False,
+) -> RunPlan:
+    """The plan of `covbench.runner.execute(cfg, run_dir, ...)` with the same options; raises the
+    CovbenchError the run would raise before its first trial."""
+    from covbench.runner import check_options
+    from covbench.scheduler import InProcessExecutor, Resources, free_gpu_memory, slots
+
+    check_options(
+        cfg, address=address, debug=debug, cpus_per_trial=cpus_per_trial, max_retries=max_retries,
+        checkpoint_every=checkpoint_every,
+    )  # fmt: skip
+    folds = n_folds(cfg.split, cfg.folds)
+    data_note, meta = _data(cfg)
+    folder_note, done = _folder(cfg, run_dir, allow_version_change)
+    trials = [  # the runner's order: seeds, then folds, then models
+        PlannedTrial(model, seed, fold, trial_name(model, seed, fold) in done)
+        for seed in cfg.seeds
+        for fold in range(folds)
+        for model in cfg.models
+    ]
+    n_pending = sum(not t.done for t in trials)
+    notes: list[str] = []
+    cluster = (address or os.environ.get("RAY_ADDRESS")) and not debug
+    if cluster:
+        resources = packing = at_once = None
+    else:
+        resources = InProcessExecutor().resources()  # what a local Ray instance is given
+        gpus = resources["gpus"]
+        trial_memory = gpu_memory = None
+        if gpus_per_trial is None and 1 <= gpus < n_pending:  # packing could pay: as the runner decides
+            from covbench.checks import check_config
+
+            resident = int(meta["n_slices"]) if meta else 0
+            trial_memory = largest_trial_memory(check_config(cfg).values(), resident, cfg.image_size)
+            gpu_memory = free_gpu_memory()
+            notes.append(
+                "trial memory from the contract check (run here on the CPU) with "
+                + (
+                    f"all {resident} cached slices resident (the run counts one fold's train + val)"
+                    if meta
+                    else "no resident slices: the data is not pre-processed yet"
+                )  # fmt: skip
+            )
+        packing = plan_packing(
+            gpus_per_trial, gpus, n_trials=n_pending, trial_memory=trial_memory, gpu_memory=gpu_memory
+        )
+        at_once = 1 if debug else slots(resources, Resources(cpus_per_trial, packing.gpus_per_trial))
+        if debug:
+            notes.append("--debug: trials run one after another in this process, without Ray")
+    seconds, how = _estimate(cfg, done, [t for t in trials if not t.done], at_once)
+    return RunPlan(
+        config_key=cfg.key(),
+        trials=trials,
+        n_folds=folds,
+        cpus_per_trial=cpus_per_trial,
+        resources=resources,
+        packing=packing,
+        slots=at_once,
+        folder=folder_note,
+        data=data_note,
+        estimate_seconds=seconds,
+        estimate=how,
+        notes=notes,
+    )
