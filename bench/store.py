@@ -113,8 +113,10 @@ def read_json(path: Path) -> Any:
         return json.loads(text)
     except DamagedFile:
         raise
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of >4300 digits
         raise DamagedFile(path, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise DamagedFile(path, "not covbench JSON: nested too deeply") from None
 
 
 def read_csv(path: Path, columns: tuple[str, ...] = ()) -> Any:

@@ -10,8 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from covbench import registry
-from covbench.cli.common import console, err_console, fail
-from covbench.errors import CovbenchError
+from covbench.cli.common import ERRORS, console, err_console, fail
 
 models_app = typer.Typer(
     invoke_without_command=True,
@@ -35,7 +34,7 @@ def models_cmd(
 
     try:
         chosen = resolve_preset(preset)
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(exc) from None
     sizes, broken = model_sizes(chosen.width)
     table = Table(title=f"covbench models (preset {chosen.name})")
@@ -104,7 +103,7 @@ def models_check(
             model_options=parse_model_options(model_option or [], chosen),
         )
         checks = check_config(cfg)
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(exc) from None
     console.print(f"contract check at {cfg.image_size}x{cfg.image_size}, batch {cfg.batch_size}, on the CPU:")
     for name, c in checks.items():

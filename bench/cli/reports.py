@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from covbench.cli.common import console, fail, folder_warnings, say, warn
-from covbench.errors import CovbenchError
+from covbench.cli.common import ERRORS, console, fail, folder_warnings, say, warn
 
 
 def print_report(run_dir: Path, unit: str = "slice", figures: bool = True) -> None:
@@ -36,7 +35,7 @@ def report(
     try:
         with run_lock(run_dir, create=False), folder_warnings():  # not while a run writes the folder
             print_report(run_dir, unit, figures)
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(exc) from None
 
 
@@ -63,7 +62,7 @@ def compare(
 
     try:
         done = gate(baseline, current, parse_tolerances(tolerance), parse_metrics(metrics), update=update)
-    except CovbenchError as exc:
+    except ERRORS as exc:
         step_summary("refused (exit 2)", str(exc))
         raise fail(exc) from None
     if done.note:
@@ -104,7 +103,7 @@ def track(
 
     try:
         tracked = track_run(run_dir, history, benchmark)
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(exc) from None
     what = "new benchmark" if tracked.new_benchmark else "benchmark"
     gate = f"; gate: {tracked.gate}" if tracked.gate else ""
@@ -132,5 +131,5 @@ def history(
             folder = plots or hist.plots_folder(file)
             paths = hist.plot_history(points, folder, benchmarks)
             say(f"{len(paths)} plot files in {folder}")
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(exc) from None
