@@ -33,6 +33,16 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
+_fired: list[int] = []  # the signals received inside the active `trap_signals` block, in order
+
+
+def received() -> str | None:
+    """The name of the first signal the active trap received ("SIGTERM"), or None. Ray turns an
+    exception raised by a signal handler during `ray.wait` into a plain KeyboardInterrupt, so the
+    exception alone does not say which signal it was."""
+    return signal.Signals(_fired[0]).name if _fired else None
+
+
 def exit_code(exc: KeyboardInterrupt) -> int:
     """130 for a plain KeyboardInterrupt (Ctrl-C), 128 + signal number for `Interrupted`."""
     return exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
@@ -46,16 +56,22 @@ def trap_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    fired: list[int] = []
+    outer = list(_fired)
+    _fired.clear()
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        fired.append(signum)
-        if len(fired) == 1:
+        _fired.append(signum)
+        if len(_fired) == 1:
             raise Interrupted(signum)
 
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
     try:
         yield
+    except KeyboardInterrupt as exc:
+        if _fired and not isinstance(exc, Interrupted):  # Ray's stand-in for our exception
+            raise Interrupted(_fired[0]) from None
+        raise
     finally:
         for s, h in previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+        _fired[:] = outer

@@ -29,7 +29,7 @@ from covbench.datasets.splits import make_splits, split_indices
 from covbench.errors import CovbenchError, RunFolderWarning
 from covbench.executor import Executor
 from covbench.faults import FaultHooks
-from covbench.interrupt import trap_signals
+from covbench.interrupt import received, trap_signals
 from covbench.lock import run_lock
 from covbench.manifest import code_versions, environment_manifest, now_iso
 from covbench.packing import Packing, plan_packing, trial_memory_bytes
@@ -219,11 +219,10 @@ def _failure_reason(f: Finished) -> str:
 
 
 def _stop_reason(exc: BaseException) -> str:
-    name = getattr(exc, "name", None)  # covbench.interrupt.Interrupted: the signal
-    if name:
-        return str(name)
+    """The signal's name for an interrupt (Ray may have replaced our exception by a plain
+    KeyboardInterrupt; covbench.interrupt still knows), else the error."""
     if isinstance(exc, KeyboardInterrupt):
-        return "SIGINT"
+        return getattr(exc, "name", None) or received() or "SIGINT"
     return f"{type(exc).__name__}: {exc}"[:300]
 
 

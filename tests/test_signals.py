@@ -88,8 +88,8 @@ def test_sigterm_mid_run_records_what_finished_exits_143_and_resumes_exactly(ray
     proc = _driver([*RUN, "--models", "unet,holdnet", "--out", str(out)], tmp_path)
     try:
         unet_done = out / "trials" / "unet__seed0__fold0" / "record.json"
-        _wait_for(lambda: unet_done.exists() and (holdnet / "entered").exists(), 300, "unet done, holdnet held",
-                  proc)  # fmt: skip
+        both = lambda: unet_done.exists() and (holdnet / "entered").exists()  # noqa: E731
+        _wait_for(both, 300, "unet done and holdnet held", proc)
         ray_processes = _descendants(proc.pid)
         assert ray_processes, "the driver started no Ray processes"
         proc.send_signal(signal.SIGTERM)  # what Kubernetes, Slurm and spot preemption send

@@ -9,7 +9,6 @@ import math
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import torch

@@ -215,5 +215,6 @@ def run(
             f"interrupted ({stopped}): finished trials are kept; run the same command again to resume",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(code=exit_code(exc)) from None
