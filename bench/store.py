@@ -90,6 +90,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.close(fd)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write() names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
