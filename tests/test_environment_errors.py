@@ -90,7 +90,8 @@ def test_full_disk_mid_run_is_one_line_and_resume_after_freeing_space_finishes(r
     assert result.exit_code == 2, result.output
     error = _one_error(result)
     assert "No space left on device (ENOSPC); free some space, then run the same command again" in error
-    assert str(tmpfs) in error  # names the path it could not write
+    # the trial failed on the full disk in its worker; recording that failure failed too, and says so
+    assert f"{out / 'trials' / 'holdnet__seed0__fold0' / 'failure.json'}: No space left" in error
     assert not (out / "trials" / "holdnet__seed0__fold0" / "record.json").exists()
 
     filled[0].unlink()  # space freed: the same folder resumes, nothing from before is in the way
