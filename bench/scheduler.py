@@ -440,7 +440,7 @@ class RayExecutor:
             self._poll_started(on_started)
             if done:
                 yield self._finish(done[0])
-            elif stall_timeout:
+            if stall_timeout:
                 for ref in self._stalled(stall_timeout):
                     yield self._end_stalled(ref, stall_timeout)
 

@@ -89,7 +89,7 @@ def models_check(
 ) -> None:
     """Contract check: import, build, forward + backward at the run size; parameters, FLOPs, memory."""
     from covbench.checks import check_config
-    from covbench.config import build_config, parse_model_options, resolve_preset
+    from covbench.config import DEFAULT_STALL_SECONDS, build_config, parse_model_options, resolve_preset
 
     try:
         chosen = registry.resolve_models(names)
@@ -102,7 +102,7 @@ def models_check(
             width=width,
             model_options=parse_model_options(model_option or [], chosen),
         )
-        checks = check_config(cfg)
+        checks = check_config(cfg, timeout=DEFAULT_STALL_SECONDS)  # a blocking plugin cannot hang it
     except ERRORS as exc:
         raise fail(exc) from None
     console.print(f"contract check at {cfg.image_size}x{cfg.image_size}, batch {cfg.batch_size}, on the CPU:")
