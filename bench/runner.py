@@ -308,6 +308,7 @@ def _execute(
 
     outcome = RunOutcome(run_dir, versions=versions)
     executor: Executor | None = None
+    stopped_by: BaseException | None = None
     env_written = False
     try:
         executor = InProcessExecutor() if debug else RayExecutor(address=address)
@@ -359,6 +360,7 @@ def _execute(
         _collect(executor, outcome, emit, stall_timeout or None)
     except BaseException as exc:  # a signal (KeyboardInterrupt) or an error of the driver itself
         outcome.interrupted, outcome.stopped_by = True, _stop_reason(exc)
+        stopped_by = exc
         if executor is not None:
             _stop(executor, outcome, emit)
         raise
@@ -366,7 +368,13 @@ def _execute(
         if executor is not None:
             executor.shutdown()
         if env_written:
-            _finalize(run_dir, outcome, t0)
+            try:
+                _finalize(run_dir, outcome, t0)
+            except OSError:
+                # A full or read-only disk that stopped the run fails here again: the first error,
+                # naming the write that failed first, is the one to report.
+                if not isinstance(stopped_by, OSError):
+                    raise
     return outcome
 
 
