@@ -22,7 +22,7 @@ from plugin_packages import pip_install, write_plugin
 NAME = "holdnet"
 LIMIT = 600
 
-BODY = '''
+BODY = """
 import os
 import sys
 import time
@@ -72,7 +72,7 @@ def build(in_channels=1, classes=1):
 
 
 SPEC = ModelSpec(name="holdnet", build=build, title="HoldNet", reference="covbench tests")
-'''
+"""
 
 
 def install(site: Path, root: Path, control: Path) -> None:

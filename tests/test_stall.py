@@ -108,8 +108,10 @@ def test_a_blocking_forward_cannot_hang_the_contract_check(holdnet):
         with pytest.raises(ContractError) as err:
             check_models(["holdnet"], image_size=32, batch_size=8, timeout=2.0)
         assert time.monotonic() - started < 10
-        assert "model 'holdnet' (entry point holdnet:SPEC, from covbench-holdnet 0.0.1) did not finish " \
+        assert (
+            "model 'holdnet' (entry point holdnet:SPEC, from covbench-holdnet 0.0.1) did not finish "
             "the contract check within 2 s (--stall-timeout)" in str(err.value)
+        )
     finally:
         (holdnet / "block-check").unlink()  # let the abandoned check thread end
     blocked = [t for t in threading.enumerate() if t.name == "covbench-check-holdnet"]
