@@ -21,8 +21,9 @@ are scaled linearly to the run's batch size, which is exact for convolutional ne
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -250,6 +251,35 @@ def check_model(
     )
 
 
+def _within(timeout: float | None, name: str, check: Callable[[], ModelCheck]) -> ModelCheck:
+    """`check()` in a daemon thread, given up after `timeout` seconds: a plugin whose build or
+    forward pass blocks must not hang the run at "checking models". The blocked thread cannot be
+    killed; it is left behind (a daemon, it ends with the process) and the run stops with exit 2."""
+    if timeout is None:
+        return check()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["check"] = check()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name=f"covbench-check-{name}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        o = registry.model_origin(name)
+        raise ContractError(
+            f"model {name!r} (entry point {o.entry_point}, from {o.distribution} {o.version}) did not "
+            f"finish the contract check within {timeout:g} s (--stall-timeout): its build or forward "
+            "pass blocks"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["check"]
+
+
 def check_models(
     names: Iterable[str],
     *,
@@ -257,20 +287,25 @@ def check_models(
     batch_size: int,
     run_width: int | None = None,
     model_options: Mapping[str, Mapping[str, Any]] | None = None,
+    timeout: float | None = None,
 ) -> dict[str, ModelCheck]:
     """Check every model; all failures are gathered into one ContractError, so a run with two
-    broken plugins says so at once."""
+    broken plugins says so at once. `timeout`: seconds one model's check may take (None: no limit)."""
     model_options = model_options or {}
     checks: dict[str, ModelCheck] = {}
     errors: list[str] = []
     for name in names:
         try:
-            checks[name] = check_model(
+            checks[name] = _within(
+                timeout,
                 name,
-                image_size=image_size,
-                batch_size=batch_size,
-                run_width=run_width,
-                options=model_options.get(name, {}),
+                lambda name=name: check_model(
+                    name,
+                    image_size=image_size,
+                    batch_size=batch_size,
+                    run_width=run_width,
+                    options=model_options.get(name, {}),
+                ),
             )
         except CovbenchError as exc:
             errors.append(str(exc))
@@ -279,15 +314,16 @@ def check_models(
     return checks
 
 
-def check_config(cfg: RunConfig) -> dict[str, ModelCheck]:
+def check_config(cfg: RunConfig, timeout: float | None = None) -> dict[str, ModelCheck]:
     """`check_models` for a run configuration: its models at its image size, batch size, width and
-    model options, built as its trials will build them."""
+    model options, built as its trials will build them; each check bounded by `timeout` seconds."""
     return check_models(
         cfg.models,
         image_size=cfg.image_size,
         batch_size=cfg.batch_size,
         run_width=cfg.width,
         model_options=cfg.model_options,
+        timeout=timeout,
     )
 
 

@@ -24,6 +24,12 @@ AMP_NAMES = ("auto", "bf16", "fp16", "off")  # covbench.train.amp_choice
 # Seconds between a trial's checkpoint writes (covbench.checkpoint explains the choice). Not part of
 # the configuration: when a trial checkpoints does not change its results.
 DEFAULT_CHECKPOINT_SECONDS = 120.0
+# Seconds without progress after which a trial (or a model's contract check) counts as stalled and
+# is ended (`--stall-timeout`, docs/cluster.md). Progress is beaten at every optimizer step, epoch
+# and evaluation step, so this only has to outlast the longest single step: model build and the
+# first batch with `torch.compile` (minutes), an evaluation of a large test set, a slow shared
+# file system. 30 minutes is far above those and still small next to a cluster allocation.
+DEFAULT_STALL_SECONDS = 1800.0
 
 
 @dataclass(frozen=True)
@@ -249,8 +255,8 @@ def build_config(
     for opt, value in {"--epochs": epochs, "--batch-size": batch_size, "--width": width}.items():
         if value is not None and value < 1:
             raise CovbenchError(f"{opt} must be positive, got {value}")
-    if lr is not None and not lr > 0:
-        raise CovbenchError(f"--lr must be positive, got {lr}")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise CovbenchError(f"--lr must be a positive finite number, got {lr}")
     if augment is not None and augment not in AUGMENTS:
         raise CovbenchError(f"--augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if loss is not None and loss not in LOSS_NAMES:

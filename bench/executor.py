@@ -59,9 +59,11 @@ class Executor(Protocol):
         self,
         on_started: Callable[[Any, dict[str, Any]], None] | None = None,
         poll_seconds: float = 0.5,
+        stall_timeout: float | None = None,
     ) -> Iterator[Finished]:
         """Yield a `Finished` per call in completion order, calling `on_started(tag, heartbeat)`
-        when an attempt begins; a failed call is a `Finished` with `error`, never an exception."""
+        when an attempt begins; a failed call is a `Finished` with `error`, never an exception.
+        An attempt without progress for `stall_timeout` seconds is ended (reason "stalled")."""
         ...
 
     def drain_ready(self) -> list[Finished]:

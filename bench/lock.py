@@ -15,6 +15,7 @@ deleted: that would let a third process lock a fresh inode while the second hold
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -31,6 +32,9 @@ from covbench.errors import RunFolderWarning, RunLocked
 from covbench.manifest import now_iso
 
 LOCK_NAME = ".lock"
+# Written when covbench makes a folder its run folder (covbench.run_folder.claim_run_dir): covbench
+# writes only into folders that carry it, are empty, or are run folders of an older covbench.
+MARKER = ".covbench-run"
 
 
 @dataclass
@@ -99,6 +103,9 @@ def run_lock(run_dir: Path, create: bool = True) -> Iterator[None]:
     except OSError as exc:  # a read-only folder, a file system without locks: say nothing guards it
         if fd >= 0:
             os.close(fd)
+        if exc.errno == errno.EROFS:  # nobody can write it, so nobody needs to be kept out
+            yield
+            return
         warnings.warn(
             f"{run_dir}: cannot lock {LOCK_NAME} ({exc}); make sure no other covbench writes this folder",
             RunFolderWarning,
@@ -116,9 +123,10 @@ def run_lock(run_dir: Path, create: bool = True) -> Iterator[None]:
         del _held[key]
         try:
             os.ftruncate(fd, 0)  # a lock file nobody holds names nobody
-            if created and os.listdir(run_dir) == [LOCK_NAME]:
+            if created and set(os.listdir(run_dir)) <= {LOCK_NAME, MARKER}:
                 # A bad option stopped the command before anything was written: leave no empty
                 # folder behind. Still holding the lock, and nobody else knew the folder.
+                (run_dir / MARKER).unlink(missing_ok=True)
                 os.unlink(run_dir / LOCK_NAME)
                 run_dir.rmdir()
         except OSError:

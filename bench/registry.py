@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from covbench.errors import CovbenchError
+from covbench.paths import folder_problem
 
 MODEL_GROUP = "covbench.models"
 FAMILY_GROUP = "covbench.families"
@@ -134,8 +135,9 @@ class DatasetSpec:
                 raise CovbenchError(f"dataset {self.name!r} needs a data folder (--data-dir)")
             return None
         path = Path(data_dir)
-        if self.needs_data_dir and not path.is_dir():
-            raise CovbenchError(f"{path}: data folder does not exist")
+        problem = folder_problem(path)
+        if problem and (self.needs_data_dir or problem != "does not exist"):  # a phantom creates it
+            raise CovbenchError(f"{path}: data folder {problem}")
         return path
 
     def load_options(self, options: Mapping[str, Any], skip_bad: bool, bad: list[str]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ data differ is refused.
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from covbench.checkpoint import WEIGHTS
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
+from covbench.lock import LOCK_NAME, MARKER
 from covbench.manifest import now_iso
+from covbench.paths import folder_problem
 from covbench.store import (
     atomic_path,
     done_trials,
@@ -32,10 +35,52 @@ from covbench.store import (
     read_json_object,
     read_record,
     set_aside,
+    write_json,
 )
 from covbench.train import local_amp
 
 CASE_COLUMNS = ("model", "seed", "fold", "case")  # one row per (model, seed, fold, case)
+
+
+def _older_run_folder(run_dir: Path) -> bool:
+    """A run folder of a covbench from before the marker: its config.json is a covbench
+    configuration, or its environment.json is a covbench run manifest."""
+    try:
+        if read_config(run_dir) is not None:
+            return True
+    except (DamagedFile, OSError):
+        pass
+    try:
+        env = read_json(run_dir / "environment.json")
+    except (DamagedFile, OSError):
+        return False
+    return isinstance(env, dict) and {"data_fingerprint", "packages", "command"} <= set(env)
+
+
+def check_out_folder(run_dir: Path) -> None:
+    """Refuse an --out that covbench must not write into: a file, a device or a link loop where
+    a folder belongs, or a non-empty folder covbench did not create (no MARKER, and not a run
+    folder of an older covbench). A folder that does not exist yet is fine: the run creates it."""
+    problem = folder_problem(run_dir)
+    if problem == "does not exist":
+        return
+    if problem:
+        raise CovbenchError(f"--out {run_dir} {problem}; name a new or empty folder")
+    entries = set(os.listdir(run_dir)) - {LOCK_NAME}
+    if not entries or MARKER in entries or _older_run_folder(Path(run_dir)):
+        return
+    shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+    raise CovbenchError(
+        f"--out {run_dir} is a folder covbench did not create and it is not empty ({shown}); "
+        "covbench writes only into new or empty folders and its own run folders: name another --out"
+    )
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Mark `run_dir` as a covbench run folder (MARKER), after `check_out_folder` allowed it."""
+    marker = Path(run_dir) / MARKER
+    if not marker.exists():
+        write_json(marker, {"created": now_iso(), "what": "a covbench run folder"})
 
 
 def split_manifest(cfg: RunConfig, folds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ decides, unless `--gpus-per-trial` says otherwise; each finished trial is record
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -20,7 +21,7 @@ import pandas as pd
 from covbench import registry
 from covbench.checkpoint import CheckpointPolicy
 from covbench.checks import check_config, models_record
-from covbench.config import DEFAULT_CHECKPOINT_SECONDS, RunConfig
+from covbench.config import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_STALL_SECONDS, RunConfig
 from covbench.datasets import SliceSet
 from covbench.datasets.prepare import Prepared, prepare_slices
 from covbench.datasets.preprocess import PreprocessConfig
@@ -28,12 +29,15 @@ from covbench.datasets.splits import make_splits, split_indices
 from covbench.errors import CovbenchError, RunFolderWarning
 from covbench.executor import Executor
 from covbench.faults import FaultHooks
+from covbench.interrupt import received, trap_signals
 from covbench.lock import run_lock
 from covbench.manifest import code_versions, environment_manifest, now_iso
 from covbench.packing import Packing, largest_trial_memory, plan_packing
 from covbench.run_folder import (
     check_data_key,
+    check_out_folder,
     check_run_dir,
+    claim_run_dir,
     collect_cases,
     config_record,
     is_done,
@@ -67,6 +71,7 @@ class RunOutcome:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
+    stopped_by: str | None = None  # what ended an interrupted run: a signal's name or an error
     wall_seconds: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)  # code versions the trials ran with
 
@@ -147,6 +152,7 @@ def _record_finished(f: Finished, outcome: RunOutcome, emit: Callable[[str, dict
                 "seed": spec.seed,
                 "fold": spec.fold,
                 "status": "failed",
+                "reason": _failure_reason(f),
                 "error": f.error,
                 "failed_at": now_iso(),
                 **timing,
@@ -182,6 +188,9 @@ def _finalize(run_dir: Path, outcome: RunOutcome, t0: float) -> None:
     env_path = run_dir / "environment.json"
     env = read_previous_environment(run_dir) or {}
     status = "interrupted" if outcome.interrupted else ("failed" if outcome.failed else "complete")
+    env.pop("stopped_by", None)
+    if outcome.stopped_by:
+        env["stopped_by"] = outcome.stopped_by
     write_json(
         env_path,
         {
@@ -198,8 +207,13 @@ def _finalize(run_dir: Path, outcome: RunOutcome, t0: float) -> None:
 def execute(cfg: RunConfig, run_dir: Path, **options: Any) -> RunOutcome:
     """Run every (model, seed, fold) trial not already done in `run_dir` (options: `_execute`),
     holding the folder's lock throughout (covbench.lock): a second run, resume or report on the
-    folder stops at once, and the configuration check and config.json have a single writer."""
-    with run_lock(run_dir):
+    folder stops at once, and the configuration check and config.json have a single writer.
+
+    SIGINT and SIGTERM stop the run cleanly (covbench.interrupt): what finished is recorded, the
+    rest is cancelled, environment.json says "interrupted", and `Interrupted` is raised."""
+    run_dir = Path(run_dir).absolute()  # workers do not share the driver's working directory
+    check_out_folder(run_dir)
+    with run_lock(run_dir), trap_signals():
         return _execute(cfg, run_dir, **options)
 
 
@@ -211,6 +225,7 @@ def check_options(
     cpus_per_trial: float,
     max_retries: int,
     checkpoint_every: float,
+    stall_timeout: float = 0.0,
 ) -> CheckpointPolicy:
     """Everything about a run that can be refused before any work (also `covbench run --dry-run`)."""
     for name in cfg.models:
@@ -218,14 +233,46 @@ def check_options(
     check_folds(cfg)
     if not debug:
         check_address(address)
-    if cpus_per_trial <= 0:
-        raise CovbenchError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
+    if not (math.isfinite(cpus_per_trial) and cpus_per_trial > 0):
+        raise CovbenchError(f"--cpus-per-trial must be a positive finite number, got {cpus_per_trial}")
+    if not (math.isfinite(stall_timeout) and stall_timeout >= 0):
+        raise CovbenchError(
+            f"--stall-timeout must be 0 (never) or a positive number of seconds, got {stall_timeout}"
+        )
     if max_retries < 0:
         raise CovbenchError(f"--max-retries must be 0 or more, got {max_retries}")
     try:
         return CheckpointPolicy(checkpoint_every)
     except ValueError as exc:
         raise CovbenchError(f"--checkpoint-every: {exc}") from None
+
+
+def _failure_reason(f: Finished) -> str:
+    """One word for failure.json: stalled, diverged or error."""
+    if f.reason:
+        return f.reason
+    return "diverged" if (f.error or "").startswith("TrainingDiverged") else "error"
+
+
+def _stop_reason(exc: BaseException) -> str:
+    """The signal's name for an interrupt (Ray may have replaced our exception by a plain
+    KeyboardInterrupt; covbench.interrupt still knows), else the error."""
+    if isinstance(exc, KeyboardInterrupt):
+        return getattr(exc, "name", None) or received() or "SIGINT"
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _stop(executor: Executor, outcome: RunOutcome, emit: Callable[[str, dict[str, Any]], None]) -> None:
+    """Keep the trials that finished before the stop, then cancel every other one (their
+    checkpoints stay for the next run)."""
+    try:
+        for finished in executor.drain_ready():
+            _record_finished(finished, outcome, emit)
+    finally:
+        try:
+            executor.cancel_all()
+        except Exception:  # Ray already gone: shutdown() below ends what is left
+            pass
 
 
 def _execute(
@@ -239,28 +286,33 @@ def _execute(
     max_retries: int = 2,
     debug: bool = False,
     checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS,
+    stall_timeout: float = DEFAULT_STALL_SECONDS,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> RunOutcome:
     """Run every (model, seed, fold) trial not already done in `run_dir`.
 
     `gpus_per_trial` None packs trials onto GPUs as covbench.packing decides; `checkpoint_every`
-    is the seconds between a trial's checkpoint writes (covbench.checkpoint; 0 = every epoch).
+    is the seconds between a trial's checkpoint writes (covbench.checkpoint; 0 = every epoch);
+    `stall_timeout` the seconds without progress after which a trial, or a model's contract
+    check, is ended as stalled (0 = never).
 
-    Ctrl-C (KeyboardInterrupt) records the trials that already finished, kills the rest (their
-    checkpoints stay for the next run), writes cases.csv for what is done, and re-raises.
+    Ctrl-C, SIGTERM (KeyboardInterrupt) or any error of the driver itself records the trials that
+    already finished, kills the rest (their checkpoints stay for the next run), writes cases.csv for
+    what is done and environment.json with status "interrupted", and re-raises.
     """
     t0 = time.perf_counter()
     checkpoint = check_options(
         cfg, address=address, debug=debug, cpus_per_trial=cpus_per_trial, max_retries=max_retries,
-        checkpoint_every=checkpoint_every,
+        checkpoint_every=checkpoint_every, stall_timeout=stall_timeout,
     )  # fmt: skip
     versions = code_versions(cfg.models)  # covbench's and each model plugin's distribution version
     check_run_dir(run_dir, cfg, versions, allow_version_change)
+    claim_run_dir(run_dir)
     emit = on_event or (lambda kind, info: None)
 
     # Every model meets its contract before any data is prepared or trial starts (checks.py).
     emit("status", {"message": "checking models"})
-    checks = check_config(cfg)
+    checks = check_config(cfg, timeout=stall_timeout or None)
 
     emit("status", {"message": "preparing data"})
     data = prepare_data(cfg)
@@ -275,10 +327,12 @@ def _execute(
     parts = [split_indices(data.slices, manifest) for manifest in data.folds]
     write_test_slices(run_dir / "test_slices.npz", data.slices, parts)
 
-    executor = InProcessExecutor() if debug else RayExecutor(address=address)
     outcome = RunOutcome(run_dir, versions=versions)
+    executor: Executor | None = None
+    stopped_by: BaseException | None = None
     env_written = False
     try:
+        executor = InProcessExecutor() if debug else RayExecutor(address=address)
         todo = _pending_trials(cfg, run_dir, key, parts, outcome)
         resources = executor.resources()
         packing = _plan_packing(executor, cfg, checks, parts, gpus_per_trial, resources, len(todo))
@@ -324,17 +378,24 @@ def _execute(
                 "packing": packing.reason,
             },
         )
-        _collect(executor, outcome, emit)
-    except KeyboardInterrupt:
-        outcome.interrupted = True
-        for finished in executor.drain_ready():  # finished before the interrupt: keep them
-            _record_finished(finished, outcome, emit)
-        executor.cancel_all()
+        _collect(executor, outcome, emit, stall_timeout or None)
+    except BaseException as exc:  # a signal (KeyboardInterrupt) or an error of the driver itself
+        outcome.interrupted, outcome.stopped_by = True, _stop_reason(exc)
+        stopped_by = exc
+        if executor is not None:
+            _stop(executor, outcome, emit)
         raise
     finally:
-        executor.shutdown()
+        if executor is not None:
+            executor.shutdown()
         if env_written:
-            _finalize(run_dir, outcome, t0)
+            try:
+                _finalize(run_dir, outcome, t0)
+            except OSError:
+                # A full or read-only disk that stopped the run fails here again: the first error,
+                # naming the write that failed first, is the one to report.
+                if not isinstance(stopped_by, OSError):
+                    raise
     return outcome
 
 
@@ -395,12 +456,17 @@ def _run_manifest(
     )
 
 
-def _collect(executor: Executor, outcome: RunOutcome, emit: Callable[[str, dict[str, Any]], None]) -> None:
-    """Record each trial as it finishes; report each attempt as it starts."""
+def _collect(
+    executor: Executor,
+    outcome: RunOutcome,
+    emit: Callable[[str, dict[str, Any]], None],
+    stall_timeout: float | None = None,
+) -> None:
+    """Record each trial as it finishes (or stalls); report each attempt as it starts."""
 
     def started(spec: TrialSpec, beat: dict[str, Any]) -> None:
         kind = "started" if beat.get("attempt", 1) == 1 else "retry"
         emit(kind, {"trial": spec.name, "attempt": beat.get("attempt", 1), "gpu_ids": beat.get("gpu_ids")})
 
-    for finished in executor.as_completed(on_started=started):
+    for finished in executor.as_completed(on_started=started, stall_timeout=stall_timeout):
         _record_finished(finished, outcome, emit)

@@ -19,15 +19,32 @@ loopback one, and without a token anyone who reaches those ports can run code as
 How "running" is known: each task, on entering its worker, writes a small heartbeat file (path
 given at `submit`, inside the trial's own folder). The driver polls those files while it waits,
 so the progress display counts trials that really started, and a retried attempt is seen as one.
+
+How a stalled trial ends: while the attempt runs, the trial renews the heartbeat file's time at
+every step of progress (covbench.heartbeat). `as_completed(stall_timeout=S)` ends an attempt whose
+file has not changed for S seconds, by the driver's clock: its task is cancelled with force (Ray
+kills the worker process; a cancelled task is not retried) and it comes back as failed with the
+reason "stalled". An attempt whose worker died on this host (pid gone) is waiting for its retry,
+not stalled.
+
+What workers import: Ray puts the driver's working directory at the front of every worker's
+`sys.path` (`JobConfig._py_driver_sys_path`), where the driver itself, started as the `covbench`
+script, never looks. A plugin folder under development or a stray `covbench.py` there would then
+be imported by the trials instead of the installed package. A Ray instance is therefore joined or
+started from an empty folder of covbench's own (`neutral_cwd`), so the path Ray adds holds nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
+import signal
 import socket
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,8 +52,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from covbench import heartbeat as beats
 from covbench.errors import CovbenchError
 from covbench.store import read_json, write_json
+
+STALLED = "stalled"  # Finished.reason of an attempt ended by the stall watch
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,7 @@ class Finished:
     placement: dict[str, Any] = field(default_factory=dict)
     submitted: float = 0.0
     collected: float = 0.0
+    reason: str | None = None  # why it failed when the scheduler knows: STALLED
 
 
 def choose_gpus_per_trial(requested: float | None, cluster_gpus: float) -> float:
@@ -186,7 +207,11 @@ def _run_attempt(
     info.update(token=token, attempt=attempt, worker_started=started)
     if path is not None:
         write_json(path, info)
-    result = fn(*args)
+    beats.attach(path)  # the trial's progress beats renew this file (stall watch)
+    try:
+        result = fn(*args)
+    finally:
+        beats.attach(None)
     info["worker_finished"] = time.time()
     return result, info
 
@@ -204,6 +229,50 @@ class _Pending:
     heartbeat: Path | None
     submitted: float
     attempt_seen: int = 0
+    beat: dict[str, Any] | None = None  # the running attempt's heartbeat content
+    beat_mtime: float | None = None  # the heartbeat file's time as last seen (the worker's clock)
+    beat_changed: float = 0.0  # when it last changed, by the driver's monotonic clock
+
+
+def _alive_here(beat: dict[str, Any]) -> bool:
+    """False only when the attempt ran on this host and its process is gone (a dead worker whose
+    retry waits for a slot); True when alive or unknowable (another node)."""
+    if beat.get("host") != platform.node() or not isinstance(beat.get("pid"), int):
+        return True
+    try:
+        os.kill(beat["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def neutral_cwd() -> Path:
+    """An empty folder of covbench's own, to stand in as the working directory Ray hands to its
+    workers (see the module docstring). Kept, not deleted: a local Ray instance's processes keep it
+    as their working directory."""
+    path = Path(tempfile.gettempdir()) / f"covbench-ray-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    for entry in path.iterdir():  # nothing may be imported from here
+        raise CovbenchError(f"{path} should be empty (covbench starts Ray from it); remove {entry.name}")
+    return path
+
+
+@contextlib.contextmanager
+def _from_neutral_cwd() -> Iterator[None]:
+    """Run the block in `neutral_cwd()`, keeping the caller's SIGTERM handler (ray.init replaces
+    it with one that raises SystemExit, which would make a preempted run look finished)."""
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
+    before = os.getcwd()
+    os.chdir(neutral_cwd())
+    try:
+        yield
+    finally:
+        os.chdir(before)
+        if main and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 class RayExecutor:
@@ -237,7 +306,8 @@ class RayExecutor:
                 if num_gpus is not None:
                     kwargs["num_gpus"] = num_gpus
             try:
-                ray.init(**kwargs)
+                with _from_neutral_cwd():
+                    ray.init(**kwargs)
             except ConnectionError as exc:
                 raise CovbenchError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
             self.started_here = True
@@ -317,26 +387,62 @@ class RayExecutor:
         out.submitted, out.collected = p.submitted, time.time()
         return out
 
-    def _poll_started(self, on_started: Callable[[Any, dict[str, Any]], None]) -> None:
+    def _poll_started(self, on_started: Callable[[Any, dict[str, Any]], None] | None) -> None:
         for p in self._pending.values():
             beat = _read_heartbeat(p.heartbeat)
             if beat and beat.get("token") == p.token and beat.get("attempt", 0) > p.attempt_seen:
-                p.attempt_seen = beat["attempt"]
-                on_started(p.tag, beat)
+                p.attempt_seen, p.beat = beat["attempt"], beat
+                if on_started is not None:
+                    on_started(p.tag, beat)
+
+    def _stalled(self, stall_timeout: float) -> list[Any]:
+        """Refs of running attempts whose heartbeat file has not changed for `stall_timeout` s."""
+        now, out = time.monotonic(), []
+        for ref, p in self._pending.items():
+            if p.attempt_seen == 0 or p.heartbeat is None:
+                continue  # not started yet: queued work is not stalled
+            try:
+                mtime = p.heartbeat.stat().st_mtime
+            except OSError:
+                continue
+            if mtime != p.beat_mtime:
+                p.beat_mtime, p.beat_changed = mtime, now
+            elif now - p.beat_changed > stall_timeout:
+                if p.beat is not None and not _alive_here(p.beat):
+                    p.beat_changed = now  # died; its retry is queued, and starts a new beat
+                    continue
+                out.append(ref)
+        return out
+
+    def _end_stalled(self, ref: Any, stall_timeout: float) -> Finished:
+        self._ray.cancel(ref, force=True)  # kills the worker process; not retried
+        p = self._pending.pop(ref)
+        error = (
+            f"stalled: no progress (a training step, an epoch or an evaluation step) for "
+            f"{stall_timeout:g} s (--stall-timeout); its worker was stopped"
+        )
+        out = Finished(p.tag, error=error, placement=p.beat or {}, reason=STALLED)
+        out.submitted, out.collected = p.submitted, time.time()
+        return out
 
     def as_completed(
         self,
         on_started: Callable[[Any, dict[str, Any]], None] | None = None,
         poll_seconds: float = 0.5,
+        stall_timeout: float | None = None,
     ) -> Iterator[Finished]:
         """Yield each submitted task as soon as it finishes, in completion order; between
-        completions, call `on_started(tag, heartbeat)` for every attempt that began."""
+        completions, call `on_started(tag, heartbeat)` for every attempt that began. With
+        `stall_timeout`, an attempt without progress for that many seconds is ended and yielded
+        as failed (`reason` STALLED)."""
         while self._pending:
             done, _ = self._ray.wait(list(self._pending), num_returns=1, timeout=poll_seconds)
-            if on_started is not None:
-                self._poll_started(on_started)
+            self._poll_started(on_started)
             if done:
                 yield self._finish(done[0])
+            if stall_timeout:
+                for ref in self._stalled(stall_timeout):
+                    yield self._end_stalled(ref, stall_timeout)
 
     def drain_ready(self) -> list[Finished]:
         """The tasks that have already finished, without waiting (used on Ctrl-C)."""
@@ -393,7 +499,10 @@ class InProcessExecutor:
         return len(self._queue)
 
     def as_completed(
-        self, on_started: Callable[[Any, dict[str, Any]], None] | None = None, poll_seconds: float = 0.5
+        self,
+        on_started: Callable[[Any, dict[str, Any]], None] | None = None,
+        poll_seconds: float = 0.5,
+        stall_timeout: float | None = None,  # not enforced: a trial in this process cannot be killed
     ) -> Iterator[Finished]:
         while self._queue:
             tag, fn, args, submitted = self._queue.pop(0)

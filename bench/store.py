@@ -90,6 +90,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.close(fd)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write() names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -113,8 +117,10 @@ def read_json(path: Path) -> Any:
         return json.loads(text)
     except DamagedFile:
         raise
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of >4300 digits
         raise DamagedFile(path, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise DamagedFile(path, "not covbench JSON: nested too deeply") from None
 
 
 def read_csv(path: Path, columns: tuple[str, ...] = ()) -> Any:

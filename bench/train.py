@@ -32,6 +32,20 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 RESIDENT_FRACTION = 0.5  # data goes to the GPU once when it takes at most this share of free memory
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: every later epoch would be wasted, and the
+    evaluation would fail on NaN probabilities much later. Ends the trial (recorded as failed)."""
+
+
+def check_finite_loss(loss: float, epoch: int, lr: float) -> None:
+    """Raise TrainingDiverged naming the (1-based) epoch and its learning rate for a non-finite loss."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"training diverged: the loss is {loss} in epoch {epoch} at learning rate {lr:g}; "
+            "try a smaller --lr"
+        )
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, numpy and torch; ask for deterministic kernels where they exist, and let cuDNN
     autotune its convolution algorithms otherwise (faster, but the choice may vary run to run)."""
@@ -366,6 +380,7 @@ def train_model(
     device: torch.device,
     *,
     on_epoch: Callable[[EpochEnd], None] | None = None,
+    on_step: Callable[[], None] | None = None,
     resume: ResumeFrom | None = None,
 ) -> TrainResult:
     """Train for `options.epochs` epochs (from `resume.epoch` when resuming) and keep the weights of
@@ -373,7 +388,8 @@ def train_model(
     nnU-Net evaluates its final checkpoint), logged with a NaN validation Dice. `on_epoch` receives
     each epoch's log row with the live model/optimizer/best, so a caller can checkpoint; a column
     it adds to the row (e.g. `ckpt_s`) is kept in `history`. Each row splits the epoch into
-    `train_s` and `val_s`.
+    `train_s` and `val_s`. `on_step` is called after every optimizer step (a progress beat; it must
+    be cheap). A NaN or infinite epoch loss raises TrainingDiverged at the end of that epoch.
     """
     opt = options
     train_x, train_y = train
@@ -445,7 +461,10 @@ def train_model(
                 scaler.step(optimizer)
                 scaler.update()
             total += batch_loss.detach() * len(idx)
+            if on_step is not None:
+                on_step()
         train_loss = float(total) / max(n, 1)
+        check_finite_loss(train_loss, epoch + 1, schedule(epoch))
         t_val = time.perf_counter()
         val_dice = math.nan
         if validate:

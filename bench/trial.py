@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from covbench import registry
+from covbench import heartbeat, registry
 from covbench.checkpoint import WEIGHTS, Checkpointer, CheckpointPolicy, LoadOutcome
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
@@ -129,6 +129,7 @@ def _train(
     def on_epoch(end: EpochEnd) -> None:
         end.row["ckpt_s"] = checkpointer.after_epoch(end)  # seconds checkpointing took from training
         log.write(end.row)
+        heartbeat.beat()
         checkpointer.fault_point()
 
     try:
@@ -139,6 +140,7 @@ def _train(
             options,
             device,
             on_epoch=on_epoch,
+            on_step=heartbeat.beat,  # progress for the driver's stall watch (covbench.heartbeat)
             resume=loaded.resume,
         )
     finally:
@@ -163,6 +165,7 @@ def _evaluate(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     test_x, test_y = slice_tensors(data.slices, data.test)
+    heartbeat.beat()
     prob = predict(
         model,
         test_x,
@@ -174,7 +177,9 @@ def _evaluate(
     )[:, 0].numpy()
     pred = prob >= options.threshold
     target = test_y[:, 0].numpy().astype(bool)
+    heartbeat.beat()
     metrics = batch_metrics(pred, target, data.slices.spacing[data.test], probs=prob)
+    heartbeat.beat()
     # Quantised predictions for the report's qualitative figures; small enough to keep.
     np.savez_compressed(
         Path(spec.trial_dir) / "predictions.npz",
@@ -205,7 +210,8 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
     torch.set_num_threads(max(1, spec.threads))
     seed_everything(spec.seed, cfg.deterministic)
     Path(spec.trial_dir).mkdir(parents=True, exist_ok=True)
-    built = _build(spec)
+    built = _build(spec)  # the first attempt in a worker imports the model's plugin here
+    heartbeat.beat()
     device = pick_device()
     options = TrainOptions.from_config(cfg, spec.seed)
     checkpointer = Checkpointer(Path(spec.trial_dir), spec.key, spec.checkpoint, spec.faults)

@@ -48,6 +48,7 @@ from covbench.manifest import now_iso
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports.identity import Incomparable, check_comparable, summary_identity
 from covbench.reports.inference import ALPHA, POWER, PRIMARY, ROPE, Difference, difference, holm
+from covbench.reports.summary_check import validate_summary
 from covbench.reports.table import column_titles, distance_unit_of
 from covbench.store import read_json, write_json
 
@@ -201,6 +202,7 @@ def load_summary(path: Path, option: str = "summary") -> dict:
         data = read_json(p)
     except (OSError, ValueError) as exc:
         raise CovbenchError(f"{option} {p}: not readable JSON ({exc})") from None
+    validate_summary(data, f"{option} {p}")
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise CovbenchError(f"{option} {p}: not a covbench summary (no 'models')")
     return data

@@ -14,7 +14,8 @@ import hashlib
 import json
 import math
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,14 +95,25 @@ class Tracked:
     note: str | None = None  # why a new series was started under a derived name
 
 
+#: Seconds a command waits for another process's write to the history to end (SQLite's busy wait).
+LOCK_WAIT_SECONDS = 30.0
+
+
 def _connect(path: Path, create: bool) -> sqlite3.Connection:
     path = Path(path)
     if not create and not path.exists():
         raise CovbenchError(
             f"history {path}: no such file; create it with `covbench track RUN_DIR --history {path}`"
         )
+    if path.is_dir():
+        raise CovbenchError(f"history {path}: is a folder, not a history file")
+    if path.is_file() and path.stat().st_size == 0:  # SQLite would quietly make it a database
+        raise CovbenchError(
+            f"history {path}: an empty file, not a covbench history database; remove it to start a "
+            "new history there"
+        )
     try:
-        con = sqlite3.connect(path)
+        con = sqlite3.connect(path, timeout=LOCK_WAIT_SECONDS)
         con.executescript(SCHEMA)
         have = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
         with con:
@@ -109,8 +121,32 @@ def _connect(path: Path, create: bool) -> sqlite3.Connection:
                 if column not in have:
                     con.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
     except sqlite3.DatabaseError as exc:
-        raise CovbenchError(f"history {path}: not a covbench history database ({exc})") from None
+        raise _database_error(path, exc) from None
     return con
+
+
+def _database_error(path: Path, exc: sqlite3.DatabaseError) -> CovbenchError:
+    """What a SQLite error means for the user: locked, not openable, or not a history database."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return CovbenchError(
+            f"history {path}: locked by another process for more than {LOCK_WAIT_SECONDS:g} s "
+            f"({text}); try again when it is done"
+        )
+    if isinstance(exc, sqlite3.OperationalError) and ("unable to open" in text or "readonly" in text):
+        return CovbenchError(f"history {path}: cannot be opened for writing ({text}); check the folder")
+    return CovbenchError(f"history {path}: not a covbench history database ({text})")
+
+
+@contextmanager
+def _database(path: Path, create: bool) -> Iterator[sqlite3.Connection]:
+    """A connection to the history, closed afterwards; a lock held too long by another process,
+    at any statement of the block, ends as one CovbenchError saying so."""
+    with closing(_connect(path, create)) as con:
+        try:
+            yield con
+        except sqlite3.OperationalError as exc:
+            raise _database_error(path, exc) from None
 
 
 def _num(x: object) -> float | None:
@@ -119,7 +155,7 @@ def _num(x: object) -> float | None:
 
 def load_benchmarks(history: Path) -> dict[str, dict[str, Any] | None]:
     """name -> identity; runs tracked before identities existed appear as `legacy-<config key>`."""
-    with closing(_connect(history, create=False)) as con:
+    with _database(history, create=False) as con:
         named = {n: json.loads(i) for n, i in con.execute("SELECT name, identity FROM benchmarks")}
         legacy = con.execute("SELECT DISTINCT config_key FROM runs WHERE benchmark IS NULL").fetchall()
     return {**named, **{_legacy_name(k): None for (k,) in legacy}}
@@ -203,7 +239,7 @@ def _track(run_dir: Path, history: Path, benchmark: str | None) -> Tracked:
     # the trend. What is tracked once is a run: its summary, commit and start time together.
     once = json.dumps([summary_digest(summary), git.get("commit"), env.get("created")]).encode()
     digest = hashlib.sha256(once).hexdigest()
-    with closing(_connect(history, create=True)) as con, con:
+    with _database(history, create=True) as con, con:
         if con.execute("SELECT id FROM runs WHERE summary_sha256 = ?", (digest,)).fetchone():
             raise CovbenchError(f"history {history}: this summary of {run_dir} is already tracked")
         name, new, note = _choose_benchmark(con, identity, benchmark, f"history {history}")
@@ -259,7 +295,7 @@ def load_history(history: Path, benchmark: str | None = None) -> list[Point]:
         if benchmark not in names:
             known = ", ".join(sorted(names)) or "none yet"
             raise CovbenchError(f"--benchmark {benchmark!r}: not in {history}; tracked benchmarks: {known}")
-    with closing(_connect(history, create=False)) as con:
+    with _database(history, create=False) as con:
         rows = con.execute(
             "SELECT r.id, r.date, r.git_commit, m.model, m.metric, m.mean, m.seed_sd, r.benchmark, "
             "r.config_key, r.gate FROM metrics m JOIN runs r ON r.id = m.run_id "

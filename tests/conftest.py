@@ -65,3 +65,29 @@ def tiny_run(tmp_path_factory, ray_session) -> Path:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return out
+
+
+def _holdnet_installed(plugin_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `holdnet` test plugin (tests/hold_plugin.py) in the plugin site, once per session: Ray
+    workers keep a plugin module once imported, so its control folder never changes."""
+    from hold_plugin import install, uninstall
+
+    from covbench import registry
+
+    control = tmp_path_factory.mktemp("holdnet-control")
+    before = set(plugin_site.iterdir())
+    install(plugin_site, tmp_path_factory.mktemp("holdnet-src"), control)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(plugin_site))
+        registry.reload()
+        yield control
+    uninstall(plugin_site, before)
+    registry.reload()
+
+
+@pytest.fixture
+def holdnet(_holdnet_installed: Path) -> Path:
+    """holdnet's control folder, emptied after the test (see tests/hold_plugin.py)."""
+    yield _holdnet_installed
+    for path in _holdnet_installed.iterdir():
+        path.unlink()

@@ -12,8 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from covbench import registry
-from covbench.cli.common import console, err_console, fail, say, warn
-from covbench.errors import CovbenchError
+from covbench.cli.common import ERRORS, console, err_console, fail, say, warn
 
 data_app = typer.Typer(
     no_args_is_help=True, help="Dataset adapters: list them, inspect a folder, download data."
@@ -47,7 +46,7 @@ def info(
 
     try:
         d = describe(name, data_dir, skip_bad=skip_bad)
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(exc) from None
     sizes = ", ".join(f"{h}x{w}" for h, w in d["sizes"][:6]) + (" ..." if len(d["sizes"]) > 6 else "")
     console.print(f"[bold]{escape(d['dataset'])}[/] {escape(str(d['data_dir'] or '(built in)'))}")
@@ -109,6 +108,6 @@ def download(
                     bar.update(tasks[file], completed=done, total=total)
 
                 dl.download(dest, progress=progress, notify=warn)
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(exc) from None
     say(f"{name} ready in {dest}; try `covbench data info {name} --data-dir {dest}`")

@@ -10,8 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from covbench import registry
-from covbench.cli.common import console, err_console, fail
-from covbench.errors import CovbenchError
+from covbench.cli.common import ERRORS, console, err_console, fail
 
 models_app = typer.Typer(
     invoke_without_command=True,
@@ -35,7 +34,7 @@ def models_cmd(
 
     try:
         chosen = resolve_preset(preset)
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(exc) from None
     sizes, broken = model_sizes(chosen.width)
     table = Table(title=f"covbench models (preset {chosen.name})")
@@ -90,7 +89,7 @@ def models_check(
 ) -> None:
     """Contract check: import, build, forward + backward at the run size; parameters, FLOPs, memory."""
     from covbench.checks import check_config
-    from covbench.config import build_config, parse_model_options, resolve_preset
+    from covbench.config import DEFAULT_STALL_SECONDS, build_config, parse_model_options, resolve_preset
 
     try:
         chosen = registry.resolve_models(names)
@@ -103,8 +102,8 @@ def models_check(
             width=width,
             model_options=parse_model_options(model_option or [], chosen),
         )
-        checks = check_config(cfg)
-    except CovbenchError as exc:
+        checks = check_config(cfg, timeout=DEFAULT_STALL_SECONDS)  # a blocking plugin cannot hang it
+    except ERRORS as exc:
         raise fail(exc) from None
     console.print(f"contract check at {cfg.image_size}x{cfg.image_size}, batch {cfg.batch_size}, on the CPU:")
     for name, c in checks.items():

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from covbench.cli.common import fail, folder_warnings, say
-from covbench.errors import CovbenchError
+from covbench.cli.common import ERRORS, fail, folder_warnings, say
 
 
 def predict(
@@ -41,5 +40,5 @@ def predict(
             say(f"{model}: {len(predictor.members)} trial(s) (seed {seeds}) on {predictor.device}; "
                 f"{len(files)} input(s)")  # fmt: skip
             predict_files(predictor, files, output, lung, on_written=lambda src, dst: say(f"{src} -> {dst}"))
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(exc) from None

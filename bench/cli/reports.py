@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from covbench.cli.common import console, fail, folder_warnings, say, warn
-from covbench.errors import CovbenchError
+from covbench.cli.common import ERRORS, console, fail, folder_warnings, say, warn
 
 if TYPE_CHECKING:
     from covbench.reports.report import Report
@@ -48,7 +47,7 @@ def report(
     try:
         with run_lock(run_dir, create=False), folder_warnings():  # not while a run writes the folder
             print_report(run_dir, unit, figures, primary)
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(exc) from None
 
 
@@ -67,7 +66,7 @@ def plan(
 
     try:
         result = make_plan(run_dir, metric, delta, power, unit=unit)
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(exc) from None
     console.print(result.markdown(), highlight=False, markup=False, soft_wrap=True)
 
@@ -96,7 +95,7 @@ def compare(
 
     try:
         done = gate(baseline, current, parse_tolerances(tolerance), parse_metrics(metrics), update=update)
-    except CovbenchError as exc:
+    except ERRORS as exc:
         step_summary("refused (exit 2)", str(exc))
         raise fail(exc) from None
     if done.note:
@@ -137,7 +136,7 @@ def track(
 
     try:
         tracked = track_run(run_dir, history, benchmark)
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(exc) from None
     what = "new benchmark" if tracked.new_benchmark else "benchmark"
     gate = f"; gate: {tracked.gate}" if tracked.gate else ""
@@ -165,5 +164,5 @@ def history(
             folder = plots or hist.plots_folder(file)
             paths = hist.plot_history(points, folder, benchmarks)
             say(f"{len(paths)} plot files in {folder}")
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(exc) from None

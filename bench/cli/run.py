@@ -11,11 +11,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from covbench.cli.common import console, err_console, fail, folder_warnings, say, warn
+from covbench.cli.common import ERRORS, console, err_console, fail, folder_warnings, say, warn
 from covbench.cli.config_file import blame_file, file_keys, load_config, option_flag
 from covbench.cli.progress import RunProgress
 from covbench.cli.reports import print_report
-from covbench.config import DEFAULT_CHECKPOINT_SECONDS, RunConfig
+from covbench.config import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_STALL_SECONDS, RunConfig
 from covbench.errors import CovbenchError, RunFailed
 
 # Options that decide a run's numbers: `--resume DIR` takes them from DIR/config.json instead.
@@ -149,6 +149,14 @@ def run(
             "covbench run, one child run per trial, in RUN/mlflow unless MLFLOW_TRACKING_URI is set"
         ),
     ] = "none",
+    stall_timeout: Annotated[
+        float,
+        typer.Option(
+            help="seconds without progress (a training step, an epoch, an evaluation step) after which "
+            "a trial is stopped and recorded as failed ('stalled'); bounds each model's contract check "
+            "too; 0 = never (docs/cluster.md)"
+        ),
+    ] = DEFAULT_STALL_SECONDS,
     allow_version_change: Annotated[
         bool,
         typer.Option(
@@ -160,9 +168,10 @@ def run(
     """Train and evaluate every selected model over several seeds, then write the report."""
     from covbench import registry
     from covbench.config import build_config, parse_model_options, parse_spacing, resolve_preset
+    from covbench.interrupt import exit_code
     from covbench.lock import run_lock
     from covbench.metrics import METRICS
-    from covbench.run_folder import load_run_config
+    from covbench.run_folder import check_out_folder, load_run_config
     from covbench.runner import execute
     from covbench.tracking import check_tracker, open_tracker
 
@@ -209,6 +218,8 @@ def run(
             )
         check_tracker(track)
         if dry_run:
+            if resume or out:
+                check_out_folder(resume or out)  # the refusal the run would make, nothing written
             _dry_run(ctx, cfg, resume or out)
             return
         run_dir = resume or out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -219,6 +230,7 @@ def run(
             f"split={cfg.split} deterministic={cfg.deterministic}"
             + (f" folds={cfg.folds}" if cfg.folds > 1 else "")
         )
+        check_out_folder(run_dir)  # before the lock writes anything into it
         # One writer per run folder, from the configuration check to the last report file.
         with run_lock(run_dir), folder_warnings():
             tracker, report = open_tracker(track, run_dir, warn=warn), None
@@ -234,6 +246,7 @@ def run(
                         max_retries=max_retries,
                         debug=debug,
                         checkpoint_every=checkpoint_every,
+                        stall_timeout=stall_timeout,
                         on_event=lambda kind, info: (progress.event(kind, info), tracker.event(kind, info)),
                     )
                 if outcome.done or outcome.skipped:  # a report of what completed, even if trials failed
@@ -251,11 +264,17 @@ def run(
                 f"{len(outcome.failed)} trial(s) failed: "
                 + "; ".join(f"{name}: {error}" for name, error in sorted(outcome.failed.items()))
             )
-    except CovbenchError as exc:
+    except ERRORS as exc:
         raise fail(blame_file(ctx, exc)) from None
-    except KeyboardInterrupt:
-        err_console.print("interrupted: finished trials are kept; run the same command again to resume")
-        raise typer.Exit(code=130) from None
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (covbench.interrupt)
+        stopped = getattr(exc, "name", "SIGINT")
+        err_console.print(
+            f"interrupted ({stopped}): finished trials are kept; run the same command again to resume",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=exit_code(exc)) from None
 
 
 def _dry_run(ctx: typer.Context, cfg: RunConfig, run_dir: Path | None) -> None:
