@@ -19,6 +19,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,8 +63,10 @@ def run_round(label: str, pytest_args: list[str]) -> Round:
                           capture_output=True, text=True, cwd=REPO)  # fmt: skip
     wall, cpu = time.monotonic() - t, _children_cpu() - cpu
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    if proc.returncode != 0:
-        print(proc.stdout[-6000:] + proc.stderr[-2000:])
+    if proc.returncode != 0:  # the whole output, to read later; the end of it now
+        log = Path(tempfile.gettempdir(), f"covbench-stress-{label.replace(' ', '-')}-{os.getpid()}.log")
+        log.write_text(proc.stdout + proc.stderr)
+        print(proc.stdout[-6000:] + proc.stderr[-2000:] + f"\n(all of it in {log})")
     return Round(label, proc.returncode, wall, cpu, lines[-1] if lines else proc.stderr.strip()[-200:])
 
 

@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import RUN_BOUND_S
 
 from covbench.scheduler import ray_defaults
 
@@ -92,7 +93,7 @@ def test_local_ray_is_quiet_private_and_recorded(tmp_path, monkeypatch):
     for name in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "RAY_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
     _ray_core_only(tmp_path, monkeypatch)
-    proc = subprocess.run([sys.executable, "-c", LOCAL], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", LOCAL], capture_output=True, text=True, timeout=RUN_BOUND_S)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
     assert proc.returncode == 0 and line, proc.stdout[-2000:] + proc.stderr[-4000:]
     out = json.loads(line[len("RESULT") :])
@@ -167,7 +168,7 @@ def test_two_node_cluster_loses_the_worker_node_and_the_trial_resumes_elsewhere(
         [sys.executable, "-c", CLUSTER, *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=RUN_BOUND_S,
     )
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
     assert proc.returncode == 0 and line, proc.stdout[-2000:] + proc.stderr[-4000:]

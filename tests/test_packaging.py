@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import RUN_BOUND_S
 
 REPO = Path(__file__).resolve().parents[1]
 ROOMS = {"bench": "covbench", "plugins": "covbench/plugins", "datasets": "covbench/datasets"}
@@ -40,7 +41,7 @@ def wheel_names(tmp_path_factory) -> set[str]:
         + ["--wheel-dir", str(out), str(src)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=RUN_BOUND_S,
     )
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = out.glob("covbench-*.whl")

@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import RUN_BOUND_S
 
 from covbench.config import PRESETS, build_config
 from covbench.errors import CovbenchError
@@ -87,10 +88,10 @@ FAKE_GPUS = textwrap.dedent(
     from covbench.scheduler import RayExecutor, Resources
 
     def hold(barrier, n):
-        # Wait until n tasks hold their slot at the same time (at most 120 s), then let go.
+        # Wait until n tasks hold their slot at the same time (at most 600 s, helpers.BOUND_S).
         start = time.time()
         Path(barrier, str(time.time_ns())).touch()
-        while len(list(Path(barrier).iterdir())) < n and time.time() - start < 120:
+        while len(list(Path(barrier).iterdir())) < n and time.time() - start < 600:
             time.sleep(0.05)
         return start, time.time(), len(list(Path(barrier).iterdir()))
 
@@ -167,7 +168,7 @@ def fake_gpu_run(tmp_path_factory):
         [sys.executable, "-c", FAKE_GPUS, str(run_dir), str(Path(__file__).parent)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=RUN_BOUND_S,
     )
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
     assert proc.returncode == 0 and line, proc.stdout[-2000:] + proc.stderr[-4000:]
