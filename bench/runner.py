@@ -233,8 +233,10 @@ def check_options(
     check_folds(cfg)
     if not debug:
         check_address(address)
-    if not (math.isfinite(cpus_per_trial) and cpus_per_trial > 0):
-        raise CovbenchError(f"--cpus-per-trial must be a positive finite number, got {cpus_per_trial}")
+    if cpus_per_trial <= 0:
+        raise CovbenchError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
+    if not math.isfinite(cpus_per_trial):  # NaN passes the comparison above
+        raise CovbenchError(f"--cpus-per-trial must be a finite number, got {cpus_per_trial}")
     if not (math.isfinite(stall_timeout) and stall_timeout >= 0):
         raise CovbenchError(
             f"--stall-timeout must be 0 (never) or a positive number of seconds, got {stall_timeout}"

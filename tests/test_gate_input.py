@@ -21,7 +21,7 @@ from covbench.reports.compare import load_summary
 from covbench.reports.summary_check import validate_summary
 
 runner = CliRunner()
-BASELINE = Path(__file__).resolve().parents[1] / "reports" / "baselines" / "smoke-ci.json"
+BASELINE = Path(__file__).resolve().parents[1] / "reports" / "baselines" / "ci.json"
 
 
 @pytest.fixture(scope="module")

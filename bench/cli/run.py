@@ -171,7 +171,7 @@ def run(
     from covbench.interrupt import exit_code
     from covbench.lock import run_lock
     from covbench.metrics import METRICS
-    from covbench.run_folder import check_out_folder, load_run_config
+    from covbench.run_folder import check_out_folder, claim_run_dir, load_run_config
     from covbench.runner import execute
     from covbench.tracking import check_tracker, open_tracker
 
@@ -233,6 +233,7 @@ def run(
         check_out_folder(run_dir)  # before the lock writes anything into it
         # One writer per run folder, from the configuration check to the last report file.
         with run_lock(run_dir), folder_warnings():
+            claim_run_dir(run_dir)  # covbench's folder from here on, before the tracker's store lands in it
             tracker, report = open_tracker(track, run_dir, warn=warn), None
             try:
                 with RunProgress(console) as progress:
