@@ -67,6 +67,7 @@ def tiny_run(tmp_path_factory, ray_session) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
 def _holdnet_installed(plugin_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `holdnet` test plugin (tests/hold_plugin.py) in the plugin site, once per session: Ray
     workers keep a plugin module once imported, so its control folder never changes."""
