@@ -23,7 +23,7 @@ MODELS = ("resunet", "unet", "unetpp")
 def smoke_run(tmp_path_factory, ray_session):
     out = tmp_path_factory.mktemp("report") / "smoke3"
     result = runner.invoke(
-        app, ["run", "--preset", "smoke", "--models", "all", "--seeds", "3", "--out", str(out)]
+        app, ["run", "--preset", "smoke", "--models", "paper", "--seeds", "3", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
     return out, result.output
