@@ -209,13 +209,7 @@ def differences(a: np.ndarray, b: np.ndarray) -> Batch:
             terms.append((np.where(positive, -ms_res / (p * s), 0.0), float((s - 1) * (p - 1))))
     var = unit_var + seed_var[0] + seed_var[1]
     se = np.sqrt(np.maximum(var, 0.0))
-    # Satterthwaite, capped by the dominant source (docs/reports.md: plain Satterthwaite is liberal
-    # when one low-df source dominates, 7-8 % false verdicts at 3 patients and 10 seeds)
-    df = _satterthwaite(terms, size)
-    seed_df = _satterthwaite(terms[unit_terms:], size)
-    unit_dominates = (unit_var >= seed_var[0] + seed_var[1]) if p > 1 else np.zeros(size, bool)
-    cap = np.where(unit_dominates, float(p - 1), np.where(np.isfinite(seed_df), seed_df, df))
-    df = np.maximum(np.minimum(df, cap), 1.0)
+    df = _capped_df(terms, unit_terms, unit_var, seed_var[0] + seed_var[1], p)
     estimate = a.mean(axis=(1, 2)) - b.mean(axis=(1, 2))
     with np.errstate(divide="ignore", invalid="ignore"):
         p_value = np.where(
@@ -226,23 +220,34 @@ def differences(a: np.ndarray, b: np.ndarray) -> Batch:
     )
 
 
-def satterthwaite(terms: tuple[tuple[float, float], ...]) -> float:
-    """Welch-Satterthwaite degrees of freedom of a sum of mean-square terms (value, df)."""
-    return float(_satterthwaite([(np.array([v]), df) for v, df in terms], 1)[0])
+def _capped_df(
+    terms: list[tuple[np.ndarray, float]],
+    unit_terms: int,
+    unit_var: np.ndarray,
+    seed_var: np.ndarray,
+    units: int,
+) -> np.ndarray:
+    """Satterthwaite's df, never more than the df of the source (units or seeds) that carries most
+    of the variance (docs/reports.md: plain Satterthwaite is liberal when one low-df source
+    dominates, 7-8 % false verdicts at 3 patients and 10 seeds). `terms[:unit_terms]` are the
+    units' terms, the rest the seeds'."""
+    size = unit_var.shape[0]
+    df = _satterthwaite(terms, size)
+    seed_df = _satterthwaite(terms[unit_terms:], size)
+    unit_dominates = (unit_var >= seed_var) if units > 1 else np.zeros(size, bool)
+    cap = np.where(unit_dominates, float(units - 1), np.where(np.isfinite(seed_df), seed_df, df))
+    return np.maximum(np.minimum(df, cap), 1.0)
 
 
 def degrees_of_freedom(comp: Components) -> float:
-    """Satterthwaite's df capped by the dominant source, for a design's expected components."""
+    """`_capped_df` of one design's (expected) components, for planning."""
     if not comp.terms:
         return math.inf
-    df = satterthwaite(comp.terms)
-    seed_terms = comp.terms[1:] if comp.unit_estimable else comp.terms
-    if comp.unit_estimable and comp.unit_var >= comp.seed_var_a + comp.seed_var_b:
-        cap = comp.unit_df
-    else:
-        seed_df = satterthwaite(seed_terms) if seed_terms else df
-        cap = seed_df if math.isfinite(seed_df) else df
-    return max(min(df, cap), 1.0)
+    terms = [(np.array([v]), df) for v, df in comp.terms]
+    unit_terms = 1 if comp.unit_estimable else 0
+    units = int(comp.unit_df) + 1
+    seed_var = np.array([comp.seed_var_a + comp.seed_var_b])
+    return float(_capped_df(terms, unit_terms, np.array([comp.unit_var]), seed_var, units)[0])
 
 
 def difference(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Difference:

@@ -258,6 +258,7 @@ def verdicts(
             adj = [next(adj_sec) for _ in diffs]
             adj_eq = [next(adj_eq_sec) for _ in diffs]
             family = f"secondary metric: Holm over all {n_secondary} secondary pair-metric tests"
+        slices = _slice_table(slice_rows, metric) if uv.grouped else None  # once per metric
         pairs = []
         for (a, b, d), pa, pe in zip(diffs, adj, adj_eq, strict=True):
             oriented = _oriented(d.estimate, hib)
@@ -270,7 +271,7 @@ def verdicts(
                     a, b, d.estimate, d.ci_low, d.ci_high, d.se, d.df, d.p_value, pa,
                     d.p_equivalence(rope), pe, rope, word, p_seed, d.detectable(alpha=alpha),
                     d.n_units, d.n_seeds_a, d.n_seeds_b, d.components.seed_estimable,
-                    _pair_clustering(slice_rows, a, b, metric) if uv.grouped else None,
+                    _pair_clustering(slices, a, b),
                 )
             )  # fmt: skip
         means = {m: float(np.nanmean(mats[m])) for m in mats if np.isfinite(mats[m]).any()}
@@ -300,14 +301,18 @@ def verdicts(
     return out
 
 
-def _pair_clustering(slice_rows: pd.DataFrame | None, a: str, b: str, metric: str) -> dict | None:
+def _slice_table(slice_rows: pd.DataFrame | None, metric: str) -> pd.DataFrame | None:
+    """Slices x models of one metric (seed-averaged), indexed by (fold, case, patient)."""
     if slice_rows is None or "patient" not in slice_rows or metric not in slice_rows:
         return None
-    per_case = slice_rows.groupby(["model", "fold", "case", "patient"])[metric].mean().reset_index()
-    wide = per_case.pivot_table(index=["fold", "case", "patient"], columns="model", values=metric)
-    if a not in wide or b not in wide:
+    wide = slice_rows.pivot_table(index=["fold", "case", "patient"], columns="model", values=metric)
+    return wide.replace([np.inf, -np.inf], np.nan)
+
+
+def _pair_clustering(wide: pd.DataFrame | None, a: str, b: str) -> dict | None:
+    if wide is None or a not in wide or b not in wide:
         return None
-    pair = wide[[a, b]].replace([np.inf, -np.inf], np.nan).dropna()
+    pair = wide[[a, b]].dropna()
     c = clustering((pair[a] - pair[b]).to_numpy(), pair.index.get_level_values("patient").astype(str))
     return asdict(c) if c else None
 

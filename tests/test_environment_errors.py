@@ -9,10 +9,10 @@ import json
 import os
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 from typer.testing import CliRunner
 
 from covbench.cli import app
@@ -36,14 +36,6 @@ def _one_error(result) -> str:
     errors = _errors(result.output)
     assert len(errors) == 1, result.output
     return " ".join(errors[0].split())
-
-
-def _wait_for(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -79,7 +71,7 @@ def test_full_disk_mid_run_is_one_line_and_resume_after_freeing_space_finishes(r
     filled: list[Path] = []
 
     def fill_while_held() -> None:
-        _wait_for(lambda: (holdnet / "entered").exists(), 300, "holdnet held in its worker")
+        wait_for(lambda: (holdnet / "entered").exists(), "holdnet held in its worker", timeout=300)
         filled.append(_fill(tmpfs))
         (holdnet / "hold").unlink()  # training goes on, onto a full disk
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+from helpers import wait_for
 from typer.testing import CliRunner
 
 from covbench.checks import ContractError, check_models
@@ -27,14 +28,6 @@ runner = CliRunner()
 # healthy smoke trial is its worker's first import of the model plugins, several seconds on a
 # loaded CI machine, so the limit stays well above that.
 STALL = 20.0
-
-
-def _wait_for(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _gone(pid: int) -> bool:
@@ -63,7 +56,7 @@ def test_a_stalled_trial_is_killed_within_its_limit_and_the_run_goes_on(ray_sess
     assert failure["collected"] - entered.stat().st_mtime < STALL + 5, "not ended within its limit"
     assert failure["collected"] - last_beat >= STALL - 1, "ended before its limit"
     pid = int(entered.read_text())
-    _wait_for(lambda: _gone(pid), 30, f"the stalled worker (pid {pid}) to be gone")
+    wait_for(lambda: _gone(pid), f"the stalled worker (pid {pid}) to be gone", timeout=30)
     env = json.loads((out / "environment.json").read_text())
     assert env["status"] == "failed" and env["failed"] == ["holdnet__seed0__fold0"]
 
