@@ -1,4 +1,9 @@
-"""A trial's resumable state on disk, written off the training's critical path.
+"""A trial's resumable state in the run's storage, written off the training's critical path.
+
+The storage (covbench.storage) is the trial's folder in the run folder by default, or a prefix on
+object storage (`--storage s3://...`) when the cluster's nodes share no disk: a retry or a resume
+on any node then finds the checkpoint there. The code below only names files; the storage makes
+every write atomic and durable.
 
 Lifecycle of one trial folder:
 
@@ -35,12 +40,12 @@ from torch import nn
 
 from covbench.config import DEFAULT_CHECKPOINT_SECONDS
 from covbench.faults import FaultHooks
-from covbench.store import atomic_path, set_aside
+from covbench.storage import Storage
 from covbench.train import Best, EpochEnd, ResumeFrom
 
 CHECKPOINT = "checkpoint.pt"  # model + Adam + best weights: resumes training
 WEIGHTS = "weights.pt"  # the evaluated weights of a trial whose training finished
-FORMAT = 2  # 1: the per-epoch checkpoint before the scheduled writer (same keys, still loadable)
+FORMAT = 3  # 3 adds the epoch log; 2 and 1 (the per-epoch checkpoint) have the same keys, still loadable
 _REQUIRED_WEIGHTS = ("state", "best_epoch", "best_val_dice", "config_key")
 _REQUIRED = ("model", "optimizer", "epoch", "best_val_dice", "best_epoch", "best_state", "config_key")
 
@@ -64,6 +69,7 @@ class LoadOutcome:
     resume: ResumeFrom | None = None
     finished: Best | None = None  # training already complete: evaluate these weights
     note: str | None = None
+    epoch_log: list[dict[str, Any]] = field(default_factory=list)  # epochs.csv rows up to that point
 
 
 @dataclass
@@ -91,24 +97,29 @@ def to_host(obj: Any, copy: bool = True) -> Any:
     return obj
 
 
-def _durable_save(state: dict[str, Any], path: Path) -> int:
-    """torch.save through `store.atomic_path` (unique temporary name, fsync, rename, fsync of the
-    folder): a reader sees the old file or the new one, never half of one."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-        size = tmp.stat().st_size
-    return size
+def _durable_save(state: dict[str, Any], storage: Storage, name: str) -> int:
+    """torch.save to the storage, atomically (a reader sees the old file or the new one, never half
+    of one); the bytes written."""
+    return storage.save_torch(state, name)
+
+
+def _log(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The epoch log a checkpoint carries (none in a file of a covbench from before format 3)."""
+    log = state.get("epoch_log")
+    return [dict(row) for row in log] if isinstance(log, list) else []
 
 
 class Checkpointer:
     def __init__(
         self,
-        trial_dir: Path,
+        trial: Path | Storage,
         config_key: str,
         policy: CheckpointPolicy | None = None,
         faults: FaultHooks | None = None,
     ) -> None:
-        self.dir = Path(trial_dir)
+        """`trial`: where this trial's files live, a local folder or a storage location."""
+        self.storage = trial if isinstance(trial, Storage) else Storage.local(Path(trial))
+        self.name = self.storage.uri.rstrip("/").rsplit("/", 1)[-1]  # the trial's name, for the test seam
         self.key = config_key
         self.policy = policy or CheckpointPolicy()
         self.faults = faults or FaultHooks()
@@ -119,55 +130,44 @@ class Checkpointer:
         self._started_now = False  # a write began at the last after_epoch
         self._epoch = 0  # the last epoch after_epoch saw (for the test seam)
 
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.dir / CHECKPOINT
-
-    @property
-    def weights_path(self) -> Path:
-        return self.dir / WEIGHTS
-
     # -- 1. load ---------------------------------------------------------------------------
 
     def load(self, model: nn.Module) -> LoadOutcome:
         """Where this trial continues; damaged or ill-fitting files are set aside (see module doc)."""
-        for stale in self.dir.glob(f".{CHECKPOINT}.*.tmp"):  # a writer killed mid-save
-            stale.unlink(missing_ok=True)
-        for stale in self.dir.glob(f".{WEIGHTS}.*.tmp"):
-            stale.unlink(missing_ok=True)
+        self.storage.remove_stale_temporaries()  # of a writer killed mid-save
         notes: list[str] = []
-        finished = self._read(self.weights_path, _REQUIRED_WEIGHTS, notes)
+        finished = self._read(WEIGHTS, _REQUIRED_WEIGHTS, notes)
         if finished is not None and finished["config_key"] == self.key:
-            if self._fits(model, finished["state"], None, self.weights_path, notes):
-                self.checkpoint_path.unlink(missing_ok=True)  # left by a kill before its removal
+            if self._fits(model, finished["state"], None, WEIGHTS, notes):
+                self.storage.remove(CHECKPOINT)  # left by a kill before its removal
                 best = Best(float(finished["best_val_dice"]), int(finished["best_epoch"]), finished["state"])
-                return LoadOutcome(finished=best, note="; ".join(notes) or None)
-        state = self._read(self.checkpoint_path, _REQUIRED, notes)
+                return LoadOutcome(finished=best, note="; ".join(notes) or None, epoch_log=_log(finished))
+        state = self._read(CHECKPOINT, _REQUIRED, notes)
         if state is None or state["config_key"] != self.key:
             return LoadOutcome(note="; ".join(notes) or None)  # another configuration's: start over
-        if not self._fits(model, state["model"], state["optimizer"], self.checkpoint_path, notes):
+        if not self._fits(model, state["model"], state["optimizer"], CHECKPOINT, notes):
             return LoadOutcome(note="; ".join(notes))
         best = Best(float(state["best_val_dice"]), int(state["best_epoch"]), state["best_state"])
         resume = ResumeFrom(int(state["epoch"]), state["optimizer"], best, state.get("scaler"))
         self._last_write = time.monotonic()  # the file on disk is recent enough: no write at once
-        return LoadOutcome(resume=resume, note="; ".join(notes) or None)
+        return LoadOutcome(resume=resume, note="; ".join(notes) or None, epoch_log=_log(state))
 
-    def _read(self, path: Path, required: tuple[str, ...], notes: list[str]) -> dict[str, Any] | None:
-        if not path.exists():
-            return None
+    def _read(self, name: str, required: tuple[str, ...], notes: list[str]) -> dict[str, Any] | None:
         try:
             # Only files covbench wrote itself, never with pickle: weights_only refuses arbitrary objects.
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = self.storage.load_torch(name)
+            if state is None:
+                return None
             missing = [k for k in required if k not in state] if isinstance(state, dict) else ["all"]
             if missing:
                 raise ValueError(f"missing {', '.join(missing)}")
         except Exception as exc:  # truncated, empty, not a torch file, wrong content: all the same
-            notes.append(self._damaged(path, exc))
+            notes.append(self._damaged(name, exc))
             return None
         return state
 
     def _fits(
-        self, model: nn.Module, weights: dict[str, Any], optimizer: dict[str, Any] | None, path: Path,
+        self, model: nn.Module, weights: dict[str, Any], optimizer: dict[str, Any] | None, name: str,
         notes: list[str],
     ) -> bool:  # fmt: skip
         """Load the saved weights into the model if they fit it (and the Adam state its parameters);
@@ -179,14 +179,14 @@ class Checkpointer:
                 torch.optim.Adam(model.parameters()).load_state_dict(optimizer)
         except Exception as exc:
             model.load_state_dict(initial)  # a failed load has copied the tensors that did fit
-            notes.append(self._damaged(path, exc))
+            notes.append(self._damaged(name, exc))
             return False
         return True
 
-    def _damaged(self, path: Path, exc: BaseException) -> str:
+    def _damaged(self, name: str, exc: BaseException) -> str:
         reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:200]
-        moved = set_aside(path, f"could not be used ({reason}); the trial starts over")
-        return f"{path.name} could not be used ({reason}); set aside as {moved.name}, trial starts over"
+        moved = self.storage.set_aside(name, why=f"could not be used ({reason}); the trial starts over")
+        return f"{name} could not be used ({reason}); set aside as {moved}, trial starts over"
 
     # -- 2. after each epoch ---------------------------------------------------------------
 
@@ -194,8 +194,10 @@ class Checkpointer:
         """After the first epoch of a fresh trial, then every `policy.every_seconds`."""
         return time.monotonic() - self._last_write >= self.policy.every_seconds
 
-    def after_epoch(self, end: EpochEnd) -> float:
-        """Start a checkpoint write when one is due; the seconds this cost the training thread."""
+    def after_epoch(self, end: EpochEnd, log: list[dict[str, Any]] = ()) -> float:  # type: ignore[assignment]
+        """Start a checkpoint write when one is due; the seconds this cost the training thread.
+        `log` (the epoch log so far) travels with the checkpoint: a resumed trial's epochs.csv is
+        whole even when the attempt that wrote the first epochs ran on a lost node."""
         epoch = self._epoch = int(end.row["epoch"])
         self._started_now = False
         if not self.due():
@@ -211,12 +213,13 @@ class Checkpointer:
                 "best_val_dice": end.best.val_dice,
                 "best_epoch": end.best.epoch,
                 "config_key": self.key,
+                "epoch_log": [dict(row) for row in log],
                 **({"scaler": end.scaler.state_dict()} if end.scaler is not None else {}),
             }
         )
         state["best_state"] = to_host(end.best.state, copy=False)
         self._last_write = time.monotonic()
-        self._submit(state, self.checkpoint_path, epoch)
+        self._submit(state, CHECKPOINT, epoch)
         self._started_now = True
         blocked = time.perf_counter() - t
         self.stats.blocked_s += blocked
@@ -231,11 +234,11 @@ class Checkpointer:
         if self._started_now:
             self._wait()
             self.faults.after_checkpoint()
-        self.faults.at_epoch_end(self.dir.name, self._epoch)
+        self.faults.at_epoch_end(self.name, self._epoch)
 
     # -- 3. training finished --------------------------------------------------------------
 
-    def finish(self, best: Best, epoch: int) -> float:
+    def finish(self, best: Best, epoch: int, log: list[dict[str, Any]] = ()) -> float:  # type: ignore[assignment]
         """Write the evaluated weights in the background; the Adam checkpoint goes once they are on
         disk. Returns the seconds it cost the calling thread (a host copy)."""
         t = time.perf_counter()
@@ -247,8 +250,9 @@ class Checkpointer:
             "best_epoch": best.epoch,
             "best_val_dice": best.val_dice,
             "config_key": self.key,
+            "epoch_log": [dict(row) for row in log],
         }
-        self._submit(state, self.weights_path, epoch, then_remove=self.checkpoint_path)
+        self._submit(state, WEIGHTS, epoch, then_remove=CHECKPOINT)
         blocked = time.perf_counter() - t
         self.stats.blocked_s += blocked
         return blocked
@@ -264,12 +268,12 @@ class Checkpointer:
         finally:
             self._writer.shutdown(wait=True)
 
-    def _submit(self, state: dict[str, Any], path: Path, epoch: int, then_remove: Path | None = None) -> None:
+    def _submit(self, state: dict[str, Any], name: str, epoch: int, then_remove: str | None = None) -> None:
         def write() -> None:
             t = time.perf_counter()
-            self.stats.bytes_written += _durable_save(state, path)
+            self.stats.bytes_written += _durable_save(state, self.storage, name)
             if then_remove is not None:
-                then_remove.unlink(missing_ok=True)
+                self.storage.remove(then_remove)
             self.stats.write_s += time.perf_counter() - t
             self.stats.epochs_written.append(epoch)
 

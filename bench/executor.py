@@ -34,6 +34,10 @@ class Executor(Protocol):
         """The machines, each {"host", "ip", "resources"}, for the run manifest."""
         ...
 
+    def unseen_by_nodes(self, path: Path, timeout: float = 60.0) -> list[str]:
+        """The nodes on which `path` does not exist (a run folder the workers cannot see)."""
+        ...
+
     def put(self, obj: Any) -> Any:
         """Ship `obj` once (the slices); pass the returned handle to `submit` instead of `obj`."""
         ...
@@ -45,10 +49,9 @@ class Executor(Protocol):
         *args: Any,
         resources: Resources,
         max_retries: int = 2,
-        heartbeat: Path | None = None,
     ) -> None:
         """Queue `fn(*args)` under `tag`; retry a lost worker (never an exception of `fn`) up to
-        `max_retries` times; each attempt writes `heartbeat` when it starts (see scheduler)."""
+        `max_retries` times; each attempt tells the driver when it starts (see scheduler)."""
         ...
 
     def pending(self) -> int:
@@ -61,7 +64,7 @@ class Executor(Protocol):
         poll_seconds: float = 0.5,
         stall_timeout: float | None = None,
     ) -> Iterator[Finished]:
-        """Yield a `Finished` per call in completion order, calling `on_started(tag, heartbeat)`
+        """Yield a `Finished` per call in completion order, calling `on_started(tag, placement)`
         when an attempt begins; a failed call is a `Finished` with `error`, never an exception.
         An attempt without progress for `stall_timeout` seconds is ended (reason "stalled")."""
         ...

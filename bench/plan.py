@@ -158,16 +158,17 @@ def plan_run(
     max_retries: int = 2,
     checkpoint_every: float = 120.0,
     allow_version_change: bool = False,
+    stall_timeout: float = 0.0,
 ) -> RunPlan:
     """The plan of `covbench.runner.execute(cfg, run_dir, ...)` with the same options; raises the
     CovbenchError the run would raise before its first trial."""
-    from covbench.runner import check_options
+    from covbench.options import ExecutionOptions
     from covbench.scheduler import InProcessExecutor, Resources, free_gpu_memory, slots
 
-    check_options(
-        cfg, address=address, debug=debug, cpus_per_trial=cpus_per_trial, max_retries=max_retries,
-        checkpoint_every=checkpoint_every,
-    )  # fmt: skip
+    ExecutionOptions(
+        address=address, debug=debug, cpus_per_trial=cpus_per_trial, max_retries=max_retries,
+        checkpoint_every=checkpoint_every, stall_timeout=stall_timeout,
+    ).validate(cfg)  # fmt: skip
     folds = n_folds(cfg.split, cfg.folds)
     data_note, meta = _data(cfg)
     folder_note, done = _folder(cfg, run_dir, allow_version_change)

@@ -36,6 +36,7 @@ from torch import nn
 
 from covbench import registry
 from covbench.checkpoint import WEIGHTS
+from covbench.storage import Storage
 from covbench.config import RunConfig
 from covbench.datasets import covid_ct_seg, image_folder
 from covbench.datasets.base import Case
@@ -145,12 +146,21 @@ def load_predictor(
     members = []
     for tdir, rec in trials:
         network = spec.create(in_channels=1, classes=1, width=rec.get("width"), **(rec.get("options") or {}))
-        path = tdir / rec.get("weights", WEIGHTS)
+        weights = rec.get("weights") or WEIGHTS
+        # in the trial's folder, or on the run's object storage (`covbench run --storage`)
+        where, name = (
+            (Storage.parse(weights.rsplit("/", 1)[0]), weights.rsplit("/", 1)[1])
+            if "://" in weights
+            else (Storage.local(tdir), weights)
+        )
+        path = where.url(name) if "://" in weights else tdir / name
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = where.load_torch(name)
+            if state is None:
+                raise CovbenchError(f"{path}: the trial's evaluated weights are missing")
             network.load_state_dict(state["state"])
-        except FileNotFoundError:
-            raise CovbenchError(f"{path}: the trial's evaluated weights are missing") from None
+        except CovbenchError:
+            raise
         except Exception as exc:  # not a torch file, truncated, another architecture's weights
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             raise CovbenchError(f"{path}: cannot load the trial's weights ({reason})") from None

@@ -10,7 +10,6 @@ data differ is refused.
 
 from __future__ import annotations
 
-import csv
 import os
 import warnings
 from pathlib import Path
@@ -271,34 +270,12 @@ def _results_problem(trial_dir: Path, record: dict[str, Any]) -> tuple[Path, str
     return None
 
 
-def _check_epoch_log(trial_dir: Path) -> None:
-    """A trial that runs again appends to its epochs.csv, so a log it could not append to cleanly
-    (empty, no header, a row without its epoch number, a last row cut short) is set aside."""
-    path = trial_dir / "epochs.csv"
-    if not path.exists():
-        return
-    try:
-        text = path.read_text(encoding="utf-8")
-        reader = csv.DictReader(text.splitlines())
-        ok = text.endswith("\n") and "epoch" in (reader.fieldnames or [])
-        for row in reader if ok else ():
-            if None in row or None in row.values():
-                ok = False
-                break
-            int(row["epoch"])
-    except (OSError, ValueError):
-        ok = False
-    if not ok:
-        set_aside(path, "is damaged; the trial starts a new log")
-
-
 def is_done(trial_dir: Path, key: str) -> bool:
     """Whether a trial is finished for this run's key, with results that read back. A damaged
     record or results file is set aside with a warning and the trial counts as not done (it runs
     again: from its checkpoint, which for a finished trial means evaluation only)."""
     record = read_record(trial_dir)
     if record is None or record.get("status") != "done" or record.get("config_key") != key:
-        _check_epoch_log(trial_dir)
         return False
     problem = _results_problem(trial_dir, record)
     if problem is None:
@@ -352,7 +329,7 @@ def trial_index(run_dir: Path) -> dict[str, dict[str, Any]]:
                 "resumed_from_epoch": r.get("resumed_from_epoch"),
                 "attempts": r.get("attempts"),
                 "best_val_dice": r.get("best_val_dice"),
-                "weights": f"trials/{tdir.name}/{r.get('weights', WEIGHTS)}",
+                "weights": _weights_location(tdir, r.get("weights") or WEIGHTS),
             }
         elif (tdir / "failure.json").exists():
             try:
@@ -361,6 +338,11 @@ def trial_index(run_dir: Path) -> dict[str, dict[str, Any]]:
                 f = {"error": str(exc)}
             index[tdir.name] = {"status": "failed", "error": f.get("error"), "attempts": f.get("attempts")}
     return index
+
+
+def _weights_location(trial_dir: Path, weights: str) -> str:
+    """Where a trial's evaluated weights are: relative to the run folder, or a storage URL."""
+    return weights if "://" in weights else f"trials/{trial_dir.name}/{weights}"
 
 
 def load_run_config(run_dir: Path) -> RunConfig:

@@ -7,11 +7,15 @@ decides, unless `--gpus-per-trial` says otherwise; each finished trial is record
 
 from __future__ import annotations
 
-import math
+import contextlib
+import os
+import platform
+import sys
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ import pandas as pd
 from covbench import registry
 from covbench.checkpoint import CheckpointPolicy
 from covbench.checks import check_config, models_record
-from covbench.config import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_STALL_SECONDS, RunConfig
+from covbench.config import RunConfig
 from covbench.datasets import SliceSet
 from covbench.datasets.prepare import Prepared, prepare_slices
 from covbench.datasets.preprocess import PreprocessConfig
@@ -31,6 +35,7 @@ from covbench.executor import Executor
 from covbench.faults import FaultHooks
 from covbench.interrupt import received, trap_signals
 from covbench.lock import run_lock
+from covbench.options import ExecutionOptions
 from covbench.manifest import code_versions, environment_manifest, now_iso
 from covbench.packing import Packing, largest_trial_memory, plan_packing
 from covbench.run_folder import (
@@ -41,6 +46,7 @@ from covbench.run_folder import (
     collect_cases,
     config_record,
     is_done,
+    load_run_config,
     read_previous_environment,
     split_manifest,
     trial_index,
@@ -51,18 +57,16 @@ from covbench.scheduler import (
     InProcessExecutor,
     RayExecutor,
     Resources,
-    check_address,
     slots,
 )
+from covbench.storage import Storage
 from covbench.store import (
     trial_name,
+    write_bytes,
     write_csv,
     write_json,
 )
 from covbench.trial import TrialResult, TrialSpec, run_fold_trial
-
-HEARTBEAT = "attempt.json"  # written by each attempt as it starts (see covbench.scheduler)
-
 
 @dataclass
 class RunOutcome:
@@ -74,18 +78,7 @@ class RunOutcome:
     stopped_by: str | None = None  # what ended an interrupted run: a signal's name or an error
     wall_seconds: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)  # code versions the trials ran with
-
-
-def check_folds(cfg: RunConfig) -> None:
-    """`--folds K` means K-fold cross-validation; any other split has its own fold count."""
-    if cfg.folds < 1:
-        raise CovbenchError(f"--folds must be positive, got {cfg.folds}")
-    if cfg.folds > 1 and cfg.split != "kfold":
-        raise CovbenchError(
-            f"--folds {cfg.folds} needs --split kfold (split {cfg.split!r} has its own folds)"
-        )
-    if cfg.split == "kfold" and cfg.folds < 2:
-        raise CovbenchError("--split kfold needs --folds 2 or more")
+    session_written: bool = False  # environment.json of this session is on disk (finalize it)
 
 
 def data_request(cfg: RunConfig) -> tuple[registry.DatasetSpec, dict[str, Any], PreprocessConfig]:
@@ -129,6 +122,7 @@ def _timing(f: Finished) -> dict[str, Any]:
         "host": p.get("host"),
         "node_id": p.get("node_id"),
         "pid": p.get("pid"),
+        "last_progress": p.get("last_progress"),  # the driver's clock, when the attempt last progressed
         "submitted": f.submitted,
         "worker_started": started,
         "worker_finished": finished,
@@ -139,7 +133,8 @@ def _timing(f: Finished) -> dict[str, Any]:
 
 
 def _record_finished(f: Finished, outcome: RunOutcome, emit: Callable[[str, dict[str, Any]], None]) -> None:
-    """Write one finished trial into its folder: rows first, the record last (it marks done)."""
+    """Write one finished trial into its folder: results first, the record last (it marks done).
+    The driver is the only writer of the run folder: the trial's results came back by value."""
     spec: TrialSpec = f.tag
     tdir = Path(spec.trial_dir)
     timing = _timing(f)
@@ -167,6 +162,10 @@ def _record_finished(f: Finished, outcome: RunOutcome, emit: Callable[[str, dict
     if record.get("checkpoint_note"):  # a damaged checkpoint was set aside: say so, once
         warnings.warn(f"{spec.name}: {record['checkpoint_note']}", RunFolderWarning, stacklevel=2)
     write_csv(tdir / "cases.csv", pd.DataFrame(result.rows))
+    if result.epochs:
+        write_csv(tdir / "epochs.csv", pd.DataFrame(result.epochs))
+    if result.predictions:
+        write_bytes(tdir / "predictions.npz", result.predictions)
     write_json(tdir / "record.json", record)  # written last: marks the trial done
     (tdir / "failure.json").unlink(missing_ok=True)
     outcome.done.append(spec.name)
@@ -204,49 +203,70 @@ def _finalize(run_dir: Path, outcome: RunOutcome, t0: float) -> None:
     )
 
 
-def execute(cfg: RunConfig, run_dir: Path, **options: Any) -> RunOutcome:
-    """Run every (model, seed, fold) trial not already done in `run_dir` (options: `_execute`),
-    holding the folder's lock throughout (covbench.lock): a second run, resume or report on the
-    folder stops at once, and the configuration check and config.json have a single writer.
+def execute(
+    cfg: RunConfig,
+    run_dir: Path,
+    options: ExecutionOptions | None = None,
+    *,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    **settings: Any,
+) -> RunOutcome:
+    """Run every (model, seed, fold) trial not already done in `run_dir`, as `options` (or the
+    ExecutionOptions fields given as keywords) say, holding the folder's lock throughout
+    (covbench.lock): a second run, resume or report on the folder stops at once, and the
+    configuration check and config.json have a single writer. With a storage, its prefix is held
+    too (`Storage.lock`).
 
     SIGINT and SIGTERM stop the run cleanly (covbench.interrupt): what finished is recorded, the
     rest is cancelled, environment.json says "interrupted", and `Interrupted` is raised."""
+    opts = replace(options or ExecutionOptions(), **settings)
+    checkpoint = opts.validate(cfg)  # before anything is written or reached over the network
     run_dir = Path(run_dir).absolute()  # workers do not share the driver's working directory
     check_out_folder(run_dir)
+    emit = on_event or (lambda kind, info: None)
     with run_lock(run_dir), trap_signals():
-        return _execute(cfg, run_dir, **options)
+        opts = replace(opts, storage=run_storage(run_dir, opts.storage))
+        with opts.storage.lock(_lock_holder(run_dir)) if opts.storage else contextlib.nullcontext():
+            plan = _plan(cfg, run_dir, opts, checkpoint, emit)
+            return _run(cfg, run_dir, opts, plan, emit)
 
 
-def check_options(
-    cfg: RunConfig,
-    *,
-    address: str | None,
-    debug: bool,
-    cpus_per_trial: float,
-    max_retries: int,
-    checkpoint_every: float,
-    stall_timeout: float = 0.0,
-) -> CheckpointPolicy:
-    """Everything about a run that can be refused before any work (also `covbench run --dry-run`)."""
-    for name in cfg.models:
-        registry.get_model(name)  # unknown names fail before any work
-    check_folds(cfg)
-    if not debug:
-        check_address(address)
-    if cpus_per_trial <= 0:
-        raise CovbenchError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
-    if not math.isfinite(cpus_per_trial):  # NaN passes the comparison above
-        raise CovbenchError(f"--cpus-per-trial must be a finite number, got {cpus_per_trial}")
-    if not (math.isfinite(stall_timeout) and stall_timeout >= 0):
+def resume_config(run_dir: Path, out: Path | None = None, given: list[str] = ()) -> RunConfig:  # type: ignore[assignment]
+    """The rule of `--resume DIR`: the configuration is DIR's own (config.json), so options that
+    would change it (`given`, as the user wrote them) and another `--out` are refused. Execution
+    options (cluster, storage, retries, ...) may differ: they do not change the numbers."""
+    if given:
+        raise CovbenchError(f"--resume takes the configuration from {run_dir}/config.json; drop {', '.join(given)}")
+    if out is not None and Path(out).resolve() != Path(run_dir).resolve():
+        raise CovbenchError(f"--resume {run_dir} and --out {out} name two run folders; give one")
+    cfg = load_run_config(run_dir)
+    registry.get_dataset(cfg.dataset)  # a dataset adapter that is not installed here: say so now
+    return cfg
+
+
+def run_storage(run_dir: Path, given: Storage | None) -> Storage | None:
+    """Where this run's trials keep checkpoints: `--storage`, else the storage an earlier session
+    of the folder used (its checkpoints are there), else None (the run folder itself). A storage
+    that differs from the folder's is refused; the chosen one is validated before any work."""
+    previous = (read_previous_environment(run_dir) or {}).get("storage")
+    if given is not None and previous and given.uri != previous:
         raise CovbenchError(
-            f"--stall-timeout must be 0 (never) or a positive number of seconds, got {stall_timeout}"
+            f"--storage {given.uri}: {run_dir} keeps its checkpoints in {previous}; give that, or no --storage"
         )
-    if max_retries < 0:
-        raise CovbenchError(f"--max-retries must be 0 or more, got {max_retries}")
-    try:
-        return CheckpointPolicy(checkpoint_every)
-    except ValueError as exc:
-        raise CovbenchError(f"--checkpoint-every: {exc}") from None
+    storage = given or (Storage.parse(previous, option=f"{run_dir}/environment.json storage") if previous else None)
+    if storage is not None:
+        storage.validate()  # unreachable, missing bucket, bad credentials, not writable: exit 2 now
+    return storage
+
+
+def _lock_holder(run_dir: Path) -> dict[str, Any]:
+    return {
+        "command": " ".join(sys.argv)[:300],
+        "pid": os.getpid(),
+        "host": platform.node(),
+        "since": now_iso(),
+        "run_dir": str(run_dir),
+    }
 
 
 def _failure_reason(f: Finished) -> str:
@@ -277,110 +297,61 @@ def _stop(executor: Executor, outcome: RunOutcome, emit: Callable[[str, dict[str
             pass
 
 
-def _execute(
+@dataclass
+class _Plan:
+    """What the run will do, settled before Ray starts: checked models, prepared data, the key."""
+
+    checkpoint: CheckpointPolicy
+    versions: dict[str, str]
+    checks: dict[str, Any]
+    data: Prepared
+    key: str
+    parts: list[dict[str, np.ndarray]]
+    previous: dict[str, Any] | None  # environment.json of the folder's last session
+
+
+def _plan(
     cfg: RunConfig,
     run_dir: Path,
-    *,
-    allow_version_change: bool = False,
-    address: str | None = None,
-    cpus_per_trial: float = 1.0,
-    gpus_per_trial: float | None = None,
-    max_retries: int = 2,
-    debug: bool = False,
-    checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS,
-    stall_timeout: float = DEFAULT_STALL_SECONDS,
-    on_event: Callable[[str, dict[str, Any]], None] | None = None,
-) -> RunOutcome:
-    """Run every (model, seed, fold) trial not already done in `run_dir`.
+    opts: ExecutionOptions,
+    checkpoint: CheckpointPolicy,
+    emit: Callable[[str, dict[str, Any]], None],
+) -> _Plan:
+    """Check the folder, the models and the data; nothing of this run is written yet."""
+    versions = code_versions(cfg.models)  # covbench's and each model plugin's distribution version
+    check_run_dir(run_dir, cfg, versions, opts.allow_version_change)
+    claim_run_dir(run_dir)
+    # Every model meets its contract before any data is prepared or trial starts (checks.py).
+    emit("status", {"message": "checking models"})
+    checks = check_config(cfg, timeout=opts.stall_timeout or None)
+    emit("status", {"message": "preparing data"})
+    data = prepare_data(cfg)
+    key = cfg.key() + "-" + data.fingerprint[:12]
+    check_data_key(run_dir, key)
+    previous = read_previous_environment(run_dir)
+    parts = [split_indices(data.slices, manifest) for manifest in data.folds]
+    return _Plan(checkpoint, versions, checks, data, key, parts, previous)
 
-    `gpus_per_trial` None packs trials onto GPUs as covbench.packing decides; `checkpoint_every`
-    is the seconds between a trial's checkpoint writes (covbench.checkpoint; 0 = every epoch);
-    `stall_timeout` the seconds without progress after which a trial, or a model's contract
-    check, is ended as stalled (0 = never).
+
+def _run(
+    cfg: RunConfig, run_dir: Path, opts: ExecutionOptions, plan: _Plan, emit: Callable[[str, dict[str, Any]], None]
+) -> RunOutcome:
+    """Launch the pending trials and collect them as they finish.
 
     Ctrl-C, SIGTERM (KeyboardInterrupt) or any error of the driver itself records the trials that
     already finished, kills the rest (their checkpoints stay for the next run), writes cases.csv for
     what is done and environment.json with status "interrupted", and re-raises.
     """
     t0 = time.perf_counter()
-    checkpoint = check_options(
-        cfg, address=address, debug=debug, cpus_per_trial=cpus_per_trial, max_retries=max_retries,
-        checkpoint_every=checkpoint_every, stall_timeout=stall_timeout,
-    )  # fmt: skip
-    versions = code_versions(cfg.models)  # covbench's and each model plugin's distribution version
-    check_run_dir(run_dir, cfg, versions, allow_version_change)
-    claim_run_dir(run_dir)
-    emit = on_event or (lambda kind, info: None)
-
-    # Every model meets its contract before any data is prepared or trial starts (checks.py).
-    emit("status", {"message": "checking models"})
-    checks = check_config(cfg, timeout=stall_timeout or None)
-
-    emit("status", {"message": "preparing data"})
-    data = prepare_data(cfg)
-    key = cfg.key() + "-" + data.fingerprint[:12]
-    check_data_key(run_dir, key)
-    previous = read_previous_environment(run_dir)
-    write_json(run_dir / "config.json", config_record(run_dir, cfg, key, versions))
-    write_json(run_dir / "models.json", models_record(checks))  # params, FLOPs, memory per model
-    # the unit of ASSD / HD95 / the NSD tolerance travels with the split: the report reads it there
-    split_record = {**split_manifest(cfg, data.folds), "distance_unit": data.distance_unit}
-    write_json(run_dir / "split.json", split_record)
-    parts = [split_indices(data.slices, manifest) for manifest in data.folds]
-    write_test_slices(run_dir / "test_slices.npz", data.slices, parts)
-
-    outcome = RunOutcome(run_dir, versions=versions)
+    outcome = RunOutcome(run_dir, versions=plan.versions)
     executor: Executor | None = None
     stopped_by: BaseException | None = None
-    env_written = False
     try:
-        executor = InProcessExecutor() if debug else RayExecutor(address=address)
-        todo = _pending_trials(cfg, run_dir, key, parts, outcome)
-        resources = executor.resources()
-        packing = _plan_packing(executor, cfg, checks, parts, gpus_per_trial, resources, len(todo))
-        per_trial = Resources(cpus_per_trial, packing.gpus_per_trial)
-        extra = {
-            "ray_resources": resources,
-            "nodes": executor.nodes(),
-            "resources_per_trial": {"cpus": cpus_per_trial, "gpus": packing.gpus_per_trial},
-            "packing": packing.to_dict(),
-            "checkpoint_every_seconds": checkpoint.every_seconds,
-            "max_retries": max_retries,
-        }
-        write_json(run_dir / "environment.json", _run_manifest(executor, data, previous, extra))
-        env_written = True
-
-        # Once per run: every node fetches it once, every fold shares it. Plain arrays, not the
-        # cache's memmaps: Ray hands ndarrays to workers zero-copy but would pickle a memmap whole.
-        shared = executor.put(plain_arrays(data.slices))
-        faults = FaultHooks.from_env()  # test-only (covbench.faults); empty in real runs
-        threads = max(1, int(cpus_per_trial))
-        for model, seed, fold in todo:
-            tdir = run_dir / "trials" / trial_name(model, seed, fold)
-            spec = TrialSpec(model, seed, fold, cfg, key, str(tdir), threads, checkpoint, faults)
-            tdir.mkdir(parents=True, exist_ok=True)
-            executor.submit(
-                spec,
-                run_fold_trial,
-                spec,
-                shared,
-                parts[fold],
-                resources=per_trial,
-                max_retries=max_retries,
-                heartbeat=tdir / HEARTBEAT,
-            )
-        emit(
-            "start",
-            {
-                "total": len(todo) + len(outcome.skipped),
-                "skipped": len(outcome.skipped),
-                "cpus": resources["cpus"],
-                "gpus": resources["gpus"],
-                "slots": slots(resources, per_trial),
-                "packing": packing.reason,
-            },
-        )
-        _collect(executor, outcome, emit, stall_timeout or None)
+        executor = InProcessExecutor() if opts.debug else RayExecutor(address=opts.address)
+        if opts.storage is None:
+            check_workers_see(executor, run_dir)  # before anything of this run is written
+        _launch(executor, cfg, run_dir, opts, plan, outcome, emit)
+        _collect(executor, outcome, emit, opts.stall_timeout or None)
     except BaseException as exc:  # a signal (KeyboardInterrupt) or an error of the driver itself
         outcome.interrupted, outcome.stopped_by = True, _stop_reason(exc)
         stopped_by = exc
@@ -390,7 +361,7 @@ def _execute(
     finally:
         if executor is not None:
             executor.shutdown()
-        if env_written:
+        if outcome.session_written:
             try:
                 _finalize(run_dir, outcome, t0)
             except OSError:
@@ -399,6 +370,84 @@ def _execute(
                 if not isinstance(stopped_by, OSError):
                     raise
     return outcome
+
+
+def _launch(
+    executor: Executor,
+    cfg: RunConfig,
+    run_dir: Path,
+    opts: ExecutionOptions,
+    plan: _Plan,
+    outcome: RunOutcome,
+    emit: Callable[[str, dict[str, Any]], None],
+) -> None:
+    """Write what the run is (configuration, models, split, test slices, manifest), then submit
+    every pending trial."""
+    data, parts = plan.data, plan.parts
+    write_json(run_dir / "config.json", config_record(run_dir, cfg, plan.key, plan.versions))
+    write_json(run_dir / "models.json", models_record(plan.checks))  # params, FLOPs, memory per model
+    # the unit of ASSD / HD95 / the NSD tolerance travels with the split: the report reads it there
+    split_record = {**split_manifest(cfg, data.folds), "distance_unit": data.distance_unit}
+    write_json(run_dir / "split.json", split_record)
+    write_test_slices(run_dir / "test_slices.npz", data.slices, parts)
+    todo = _pending_trials(cfg, run_dir, plan.key, parts, outcome)
+    resources = executor.resources()
+    packing = _plan_packing(executor, cfg, plan.checks, parts, opts.gpus_per_trial, resources, len(todo))
+    per_trial = Resources(opts.cpus_per_trial, packing.gpus_per_trial)
+    extra = {
+        "ray_resources": resources,
+        "nodes": executor.nodes(),
+        "resources_per_trial": {"cpus": opts.cpus_per_trial, "gpus": packing.gpus_per_trial},
+        "packing": packing.to_dict(),
+        "checkpoint_every_seconds": plan.checkpoint.every_seconds,
+        "max_retries": opts.max_retries,
+        "storage": opts.storage.uri if opts.storage is not None else None,
+    }
+    write_json(run_dir / "environment.json", _run_manifest(executor, data, plan.previous, extra))
+    outcome.session_written = True
+
+    # Once per run: every node fetches it once, every fold shares it. Plain arrays, not the
+    # cache's memmaps: Ray hands ndarrays to workers zero-copy but would pickle a memmap whole.
+    shared = executor.put(plain_arrays(data.slices))
+    faults = FaultHooks.from_env()  # test-only (covbench.faults); empty in real runs
+    threads = max(1, int(opts.cpus_per_trial))
+    for model, seed, fold in todo:
+        tdir = run_dir / "trials" / trial_name(model, seed, fold)
+        spec = TrialSpec(model, seed, fold, cfg, plan.key, str(tdir), threads, plan.checkpoint, faults, opts.storage)
+        tdir.mkdir(parents=True, exist_ok=True)
+        executor.submit(spec, run_fold_trial, spec, shared, parts[fold], resources=per_trial,
+                        max_retries=opts.max_retries)  # fmt: skip
+    emit(
+        "start",
+        {
+            "total": len(todo) + len(outcome.skipped),
+            "skipped": len(outcome.skipped),
+            "cpus": resources["cpus"],
+            "gpus": resources["gpus"],
+            "slots": slots(resources, per_trial),
+            "packing": packing.reason,
+        },
+    )
+
+
+def check_workers_see(executor: Executor, run_dir: Path) -> None:
+    """Without --storage, trials keep their checkpoints in the run folder: every node must see it
+    (a shared mount at the same path). Checked before any training, with one probe file."""
+    nodes = executor.nodes()
+    if len(nodes) < 2:
+        return
+    probe = run_dir / f".covbench-probe-{uuid.uuid4().hex[:12]}"
+    write_json(probe, {"written": now_iso()})
+    try:
+        unseen = executor.unseen_by_nodes(probe)
+    finally:
+        probe.unlink(missing_ok=True)
+    if unseen:
+        raise CovbenchError(
+            f"--out {run_dir} is not visible on {len(unseen)} of {len(nodes)} Ray nodes "
+            f"({', '.join(unseen[:3])}{', ...' if len(unseen) > 3 else ''}): mount it at the same path on "
+            "every node, or keep checkpoints on object storage with --storage s3://BUCKET/PREFIX (docs/cluster.md)"
+        )
 
 
 def _pending_trials(
@@ -468,7 +517,16 @@ def _collect(
 
     def started(spec: TrialSpec, beat: dict[str, Any]) -> None:
         kind = "started" if beat.get("attempt", 1) == 1 else "retry"
-        emit(kind, {"trial": spec.name, "attempt": beat.get("attempt", 1), "gpu_ids": beat.get("gpu_ids")})
+        emit(
+            kind,
+            {
+                "trial": spec.name,
+                "attempt": beat.get("attempt", 1),
+                "gpu_ids": beat.get("gpu_ids"),
+                "host": beat.get("host"),
+                "node_id": beat.get("node_id"),
+            },
+        )
 
     for finished in executor.as_completed(on_started=started, stall_timeout=stall_timeout):
         _record_finished(finished, outcome, emit)

@@ -16,16 +16,18 @@ Ray does not print its "Token authentication is enabled..." notice. Token auth i
 local run private: Ray's processes listen on all interfaces even when the node address is the
 loopback one, and without a token anyone who reaches those ports can run code as this user.
 
-How "running" is known: each task, on entering its worker, writes a small heartbeat file (path
-given at `submit`, inside the trial's own folder). The driver polls those files while it waits,
-so the progress display counts trials that really started, and a retried attempt is seen as one.
+How "running" is known: each task, on entering its worker, announces its attempt to the driver's
+attempt board (`AttemptBoard`, a Ray actor pinned to the driver's node) and the driver reads the
+board while it waits, so the progress display counts trials that really started, and a retried
+attempt is seen as one. Nothing is read from files on the worker: a cluster whose nodes share no
+disk shows the same thing as one machine.
 
-How a stalled trial ends: while the attempt runs, the trial renews the heartbeat file's time at
-every step of progress (covbench.heartbeat). `as_completed(stall_timeout=S)` ends an attempt whose
-file has not changed for S seconds, by the driver's clock: its task is cancelled with force (Ray
-kills the worker process; a cancelled task is not retried) and it comes back as failed with the
-reason "stalled". An attempt whose worker died on this host (pid gone) is waiting for its retry,
-not stalled.
+How a stalled trial ends: while the attempt runs, the trial sends a beat to the board at every step
+of progress (covbench.heartbeat, at most once a second). `as_completed(stall_timeout=S)` ends an
+attempt whose beat count has not changed for S seconds, by the driver's clock: its task is
+cancelled with force (Ray kills the worker process; a cancelled task is not retried) and it comes
+back as failed with the reason "stalled". An attempt whose worker died on this host (pid gone) is
+waiting for its retry, not stalled.
 
 What workers import: Ray puts the driver's working directory at the front of every worker's
 `sys.path` (`JobConfig._py_driver_sys_path`), where the driver itself, started as the `covbench`
@@ -54,7 +56,6 @@ from typing import Any
 
 from covbench import heartbeat as beats
 from covbench.errors import CovbenchError
-from covbench.store import read_json, write_json
 
 STALLED = "stalled"  # Finished.reason of an attempt ended by the stall watch
 
@@ -134,7 +135,7 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
 
 
 def slots(resources: dict[str, float], per_trial: Resources) -> int:
-    """How many trials fit at once (the estimate the progress display uses before heartbeats)."""
+    """How many trials fit at once (the estimate the progress display uses before attempts start)."""
     fits = resources["cpus"] / per_trial.cpus if per_trial.cpus > 0 else float("inf")
     if per_trial.gpus > 0:
         fits = min(fits, resources["gpus"] / per_trial.gpus)
@@ -156,13 +157,31 @@ def ray_defaults(starting_local: bool) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
-def _read_heartbeat(path: Path | None) -> dict[str, Any] | None:
-    if path is None or not path.exists():
-        return None
-    try:
-        return read_json(path)
-    except (OSError, ValueError):  # replaced while we read it: look again next poll
-        return None
+class AttemptBoard:
+    """The driver's record of every attempt: which number it is, where it runs, how far it got.
+
+    Run as a Ray actor on the driver's node (`RayExecutor`); workers call `start` and `beat`, the
+    driver reads `snapshot`. Keyed by the submission token, so a retry of a lost worker is attempt
+    2 of the same submission, wherever it lands."""
+
+    def __init__(self) -> None:
+        self._attempts: dict[str, dict[str, Any]] = {}
+
+    def start(self, token: str, info: dict[str, Any]) -> int:
+        """Record a new attempt of submission `token`; its number (1 for the first)."""
+        number = self._attempts.get(token, {}).get("attempt", 0) + 1
+        self._attempts[token] = {**info, "attempt": number, "beats": 0}
+        return number
+
+    def beat(self, token: str) -> None:
+        if token in self._attempts:
+            self._attempts[token]["beats"] += 1
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {token: dict(info) for token, info in self._attempts.items()}
+
+    def forget(self, token: str) -> None:
+        self._attempts.pop(token, None)
 
 
 def free_gpu_memory() -> float | None:
@@ -184,13 +203,9 @@ def _placement(gpu_ids: list[Any]) -> dict[str, Any]:
     }
 
 
-def _run_attempt(
-    token: str, heartbeat: str | None, fn: Callable[..., Any], *args: Any
-) -> tuple[Any, dict[str, Any]]:
-    """What a Ray worker runs: announce the attempt, call `fn`, return its result with placement.
-
-    The attempt number survives a dead worker because it lives in the heartbeat file, keyed by the
-    submission `token` (a file left by an earlier run has another token and counts as nothing)."""
+def _run_attempt(board: Any, token: str, fn: Callable[..., Any], *args: Any) -> tuple[Any, dict[str, Any]]:
+    """What a Ray worker runs: announce the attempt to the driver's board, call `fn`, return its
+    result with placement. The attempt number survives a dead worker because the board keeps it."""
     import ray
 
     started = time.time()
@@ -200,20 +215,20 @@ def _run_attempt(
         # (and use) every GPU of the node: hide them, a trial uses only what it was granted.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     info = _placement(gpu_ids)
-    info["node_id"] = ray.get_runtime_context().get_node_id()
-    path = Path(heartbeat) if heartbeat else None
-    previous = _read_heartbeat(path)
-    attempt = previous["attempt"] + 1 if previous and previous.get("token") == token else 1
-    info.update(token=token, attempt=attempt, worker_started=started)
-    if path is not None:
-        write_json(path, info)
-    beats.attach(path)  # the trial's progress beats renew this file (stall watch)
+    info.update(node_id=ray.get_runtime_context().get_node_id(), token=token, worker_started=started)
+    info["attempt"] = ray.get(board.start.remote(token, info))
+    beats.attach(lambda: board.beat.remote(token))  # the trial's progress (stall watch)
     try:
         result = fn(*args)
     finally:
         beats.attach(None)
     info["worker_finished"] = time.time()
     return result, info
+
+
+def _without_beats(beat: dict[str, Any]) -> dict[str, Any]:
+    """An attempt's placement as the records keep it (the beat count is the board's business)."""
+    return {k: v for k, v in beat.items() if k != "beats"}
 
 
 def _error_text(exc: BaseException) -> str:
@@ -226,12 +241,12 @@ def _error_text(exc: BaseException) -> str:
 class _Pending:
     tag: Any
     token: str
-    heartbeat: Path | None
     submitted: float
     attempt_seen: int = 0
-    beat: dict[str, Any] | None = None  # the running attempt's heartbeat content
-    beat_mtime: float | None = None  # the heartbeat file's time as last seen (the worker's clock)
-    beat_changed: float = 0.0  # when it last changed, by the driver's monotonic clock
+    beat: dict[str, Any] | None = None  # the running attempt as the board last showed it
+    beats: int = -1  # its beat count when last seen
+    beat_changed: float = 0.0  # when that count last changed, by the driver's monotonic clock
+    last_progress: float | None = None  # the same moment by the driver's wall clock (records)
 
 
 def _alive_here(beat: dict[str, Any]) -> bool:
@@ -317,6 +332,55 @@ class RayExecutor:
             pass
         self._pending: dict[Any, _Pending] = {}
         self._remote = ray.remote(_run_attempt)
+        self._board: Any = None  # the AttemptBoard actor, made at the first submit
+
+    def _attempt_board(self) -> Any:
+        """The board, on the driver's node (it lives and dies with the driver); no CPU of its own,
+        so it never takes a trial's slot."""
+        if self._board is None:
+            options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0}
+            try:
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                here = self._ray.get_runtime_context().get_node_id()
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(here, soft=True)
+            except Exception:  # a Ray Client driver has no node of its own: anywhere will do
+                pass
+            self._board = self._ray.remote(AttemptBoard).options(**options).remote()
+        return self._board
+
+    def _board_snapshot(self) -> dict[str, dict[str, Any]]:
+        if self._board is None:
+            return {}
+        try:
+            return self._ray.get(self._board.snapshot.remote(), timeout=30)
+        except Exception:  # a slow answer: the next poll asks again
+            return {}
+
+    def unseen_by_nodes(self, path: Path, timeout: float = 60.0) -> list[str]:
+        """The nodes (as "host (ip)") on which `path` does not exist: one probe task pinned to each
+        alive node. A node that cannot answer within `timeout` counts as not seeing it."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        probe = self._ray.remote(os.path.exists)
+        asked = {}
+        for node in self._ray.nodes():
+            if not node.get("Alive"):
+                continue
+            strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            ref = probe.options(num_cpus=0, max_retries=0, scheduling_strategy=strategy).remote(str(path))
+            asked[ref] = f"{node.get('NodeManagerHostname')} ({node.get('NodeManagerAddress')})"
+        done, late = self._ray.wait(list(asked), num_returns=len(asked), timeout=timeout)
+        unseen = [asked[ref] for ref in late]
+        for ref in done:
+            try:
+                if not self._ray.get(ref):
+                    unseen.append(asked[ref])
+            except Exception:
+                unseen.append(asked[ref])
+        for ref in late:
+            self._ray.cancel(ref, force=True)
+        return sorted(unseen)
 
     def resources(self) -> dict[str, float]:
         """Total CPUs and GPUs of the cluster (a machine without GPUs reports none)."""
@@ -362,17 +426,16 @@ class RayExecutor:
         *args: Any,
         resources: Resources,
         max_retries: int = 2,
-        heartbeat: Path | None = None,
     ) -> None:
         """Queue `fn(*args)` as a task; a dead worker is retried `max_retries` times, an exception
-        raised by `fn` is not (a retry would not fix a bug). `heartbeat` is a file the task writes
-        when an attempt starts (see the module docstring)."""
+        raised by `fn` is not (a retry would not fix a bug). Each attempt announces itself to the
+        attempt board (see the module docstring)."""
         token = uuid.uuid4().hex
         task = self._remote.options(
             num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=max_retries, retry_exceptions=False
         )
-        ref = task.remote(token, str(heartbeat) if heartbeat else None, fn, *args)
-        self._pending[ref] = _Pending(tag, token, heartbeat, time.time())
+        ref = task.remote(self._attempt_board(), token, fn, *args)
+        self._pending[ref] = _Pending(tag, token, time.time())
 
     def pending(self) -> int:
         return len(self._pending)
@@ -383,33 +446,41 @@ class RayExecutor:
             result, placement = self._ray.get(ref)
             out = Finished(p.tag, result=result, placement=placement)
         except Exception as exc:  # the task's own error, or a worker that died too often
-            out = Finished(p.tag, error=_error_text(exc), placement=_read_heartbeat(p.heartbeat) or {})
+            beat = self._board_snapshot().get(p.token) or p.beat or {}
+            out = Finished(p.tag, error=_error_text(exc), placement=_without_beats(beat))
+        out.placement["last_progress"] = p.last_progress
         out.submitted, out.collected = p.submitted, time.time()
+        self._forget(p.token)
         return out
 
-    def _poll_started(self, on_started: Callable[[Any, dict[str, Any]], None] | None) -> None:
+    def _forget(self, token: str) -> None:
+        if self._board is not None:
+            self._board.forget.remote(token)
+
+    def _poll(self, on_started: Callable[[Any, dict[str, Any]], None] | None) -> None:
+        """Read the board once: report attempts that began, note when each one last progressed."""
+        board = self._board_snapshot()
+        now = time.monotonic()
         for p in self._pending.values():
-            beat = _read_heartbeat(p.heartbeat)
-            if beat and beat.get("token") == p.token and beat.get("attempt", 0) > p.attempt_seen:
-                p.attempt_seen, p.beat = beat["attempt"], beat
+            beat = board.get(p.token)
+            if not beat:
+                continue
+            if beat.get("attempt", 0) > p.attempt_seen:
+                p.attempt_seen, p.beat, p.beats = beat["attempt"], beat, -1
                 if on_started is not None:
-                    on_started(p.tag, beat)
+                    on_started(p.tag, _without_beats(beat))
+            if beat.get("beats") != p.beats:
+                p.beats, p.beat_changed, p.last_progress = beat.get("beats"), now, time.time()
 
     def _stalled(self, stall_timeout: float) -> list[Any]:
-        """Refs of running attempts whose heartbeat file has not changed for `stall_timeout` s."""
+        """Refs of running attempts whose beat count has not changed for `stall_timeout` s."""
         now, out = time.monotonic(), []
         for ref, p in self._pending.items():
-            if p.attempt_seen == 0 or p.heartbeat is None:
+            if p.attempt_seen == 0:
                 continue  # not started yet: queued work is not stalled
-            try:
-                mtime = p.heartbeat.stat().st_mtime
-            except OSError:
-                continue
-            if mtime != p.beat_mtime:
-                p.beat_mtime, p.beat_changed = mtime, now
-            elif now - p.beat_changed > stall_timeout:
+            if now - p.beat_changed > stall_timeout:
                 if p.beat is not None and not _alive_here(p.beat):
-                    p.beat_changed = now  # died; its retry is queued, and starts a new beat
+                    p.beat_changed = now  # died; its retry is queued, and starts a new count
                     continue
                 out.append(ref)
         return out
@@ -421,8 +492,10 @@ class RayExecutor:
             f"stalled: no progress (a training step, an epoch or an evaluation step) for "
             f"{stall_timeout:g} s (--stall-timeout); its worker was stopped"
         )
-        out = Finished(p.tag, error=error, placement=p.beat or {}, reason=STALLED)
+        placement = {**_without_beats(p.beat or {}), "last_progress": p.last_progress}
+        out = Finished(p.tag, error=error, placement=placement, reason=STALLED)
         out.submitted, out.collected = p.submitted, time.time()
+        self._forget(p.token)
         return out
 
     def as_completed(
@@ -432,12 +505,12 @@ class RayExecutor:
         stall_timeout: float | None = None,
     ) -> Iterator[Finished]:
         """Yield each submitted task as soon as it finishes, in completion order; between
-        completions, call `on_started(tag, heartbeat)` for every attempt that began. With
+        completions, call `on_started(tag, placement)` for every attempt that began. With
         `stall_timeout`, an attempt without progress for that many seconds is ended and yielded
         as failed (`reason` STALLED)."""
         while self._pending:
             done, _ = self._ray.wait(list(self._pending), num_returns=1, timeout=poll_seconds)
-            self._poll_started(on_started)
+            self._poll(on_started)
             if done:
                 yield self._finish(done[0])
             if stall_timeout:
@@ -459,6 +532,10 @@ class RayExecutor:
 
     def shutdown(self) -> None:
         """Stop Ray only if this executor started it (tests and clusters keep theirs)."""
+        if self._board is not None:
+            with contextlib.suppress(Exception):
+                self._ray.kill(self._board)
+            self._board = None
         if self.started_here:
             self._ray.shutdown()
 
@@ -481,6 +558,9 @@ class InProcessExecutor:
     def nodes(self) -> list[dict[str, Any]]:
         return [{"host": platform.node(), "ip": None, "resources": self.resources()}]
 
+    def unseen_by_nodes(self, path: Path, timeout: float = 60.0) -> list[str]:
+        return [] if path.exists() else [platform.node()]
+
     def put(self, obj: Any) -> Any:
         return obj
 
@@ -491,7 +571,6 @@ class InProcessExecutor:
         *args: Any,
         resources: Resources,
         max_retries: int = 0,
-        heartbeat: Path | None = None,
     ) -> None:
         self._queue.append((tag, fn, args, time.time()))
 

@@ -1,12 +1,16 @@
 """One trial = one (model, seed, fold): build, train, predict the test slices, score them.
 
 A trial is a plain function of (TrialSpec, TrialData) so the scheduler can run it in a Ray
-worker or in-process. It writes only inside its own trial folder (epochs.csv, the checkpoints of
-covbench.checkpoint, predictions.npz); the driver writes the record that marks it done.
+worker or in-process. It never writes into the run folder: everything the report needs (the
+record, the per-case rows, the epoch log, the compressed test predictions) returns by value with
+its result, and the driver writes it. The only thing a trial writes is its resumable state
+(covbench.checkpoint), to the run's storage: the trial's folder by default, or object storage
+(`--storage`) on a cluster whose nodes share no disk.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import platform
@@ -23,9 +27,9 @@ from covbench import heartbeat, registry
 from covbench.checkpoint import WEIGHTS, Checkpointer, CheckpointPolicy, LoadOutcome
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
-from covbench.epoch_log import EpochLog
 from covbench.faults import FaultHooks
 from covbench.metrics import batch_metrics, empty_case
+from covbench.storage import Storage
 from covbench.train import Best, EpochEnd, TrainOptions, amp_choice, predict, seed_everything, train_model
 
 
@@ -40,10 +44,17 @@ class TrialSpec:
     threads: int = 1
     checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     faults: FaultHooks = field(default_factory=FaultHooks)  # test-only, see covbench.faults
+    storage: Storage | None = None  # where the run keeps checkpoints; None: the run folder itself
 
     @property
     def name(self) -> str:
         return Path(self.trial_dir).name
+
+    def trial_storage(self) -> Storage:
+        """This trial's place in the run's storage (its folder in the run folder by default)."""
+        if self.storage is None:
+            return Storage.local(Path(self.trial_dir))
+        return self.storage.child("trials", self.name)
 
 
 @dataclass
@@ -59,8 +70,12 @@ class TrialData:
 
 @dataclass
 class TrialResult:
+    """What a finished trial hands the driver (by value: the driver may be on another machine)."""
+
     record: dict[str, Any]
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # one per test slice: cases.csv
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # one per trained epoch: epochs.csv
+    predictions: bytes = b""  # predictions.npz, compressed: the report's qualitative figures
 
 
 def slice_tensors(slices: SliceSet, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,6 +116,7 @@ class _Trained:
     resumed_from_epoch: int
     train_seconds: float
     checkpoint_note: str | None
+    epochs: list[dict[str, Any]]  # the whole epoch log, earlier attempts' epochs included
 
 
 def _build(spec: TrialSpec) -> _Built:
@@ -122,32 +138,31 @@ def _train(
     """Train from scratch, from the last checkpoint, or not at all (weights already final)."""
     loaded: LoadOutcome = checkpointer.load(model)
     if loaded.finished is not None:  # killed after training, during evaluation: just evaluate
-        return _Trained(loaded.finished, options.epochs, 0.0, loaded.note)
+        return _Trained(loaded.finished, options.epochs, 0.0, loaded.note, loaded.epoch_log)
     start = loaded.resume.epoch if loaded.resume is not None else 0  # the model holds its weights
-    log = EpochLog(Path(spec.trial_dir) / "epochs.csv", start if loaded.resume else None)
+    # the epochs up to the checkpoint come with it; later ones of a lost attempt are trained again
+    log = [row for row in loaded.epoch_log if int(row["epoch"]) <= start]
 
     def on_epoch(end: EpochEnd) -> None:
-        end.row["ckpt_s"] = checkpointer.after_epoch(end)  # seconds checkpointing took from training
-        log.write(end.row)
+        end.row["ckpt_s"] = 0.0
+        log.append(end.row)  # before the checkpoint, which carries the log
+        end.row["ckpt_s"] = checkpointer.after_epoch(end, log)  # seconds it took from training
         heartbeat.beat()
         checkpointer.fault_point()
 
-    try:
-        result = train_model(
-            model,
-            slice_tensors(data.slices, data.train),
-            slice_tensors(data.slices, data.val),
-            options,
-            device,
-            on_epoch=on_epoch,
-            on_step=heartbeat.beat,  # progress for the driver's stall watch (covbench.heartbeat)
-            resume=loaded.resume,
-        )
-    finally:
-        log.close()
+    result = train_model(
+        model,
+        slice_tensors(data.slices, data.train),
+        slice_tensors(data.slices, data.val),
+        options,
+        device,
+        on_epoch=on_epoch,
+        on_step=heartbeat.beat,  # progress for the driver's stall watch (covbench.heartbeat)
+        resume=loaded.resume,
+    )
     best = Best(result.best_val_dice, result.best_epoch, result.best_state)
-    checkpointer.finish(best, result.epochs_run)  # written while the test slices are predicted
-    return _Trained(best, start, result.train_seconds, loaded.note)
+    checkpointer.finish(best, result.epochs_run, log)  # written while the test slices are predicted
+    return _Trained(best, start, result.train_seconds, loaded.note, log)
 
 
 def _evaluate(
@@ -157,7 +172,7 @@ def _evaluate(
     data: TrialData,
     options: TrainOptions,
     device: torch.device,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], bytes]:
     """Predict the test slices with the selected weights, keep the predictions, score every slice."""
     model.load_state_dict(best.state)
     model.to(device)
@@ -180,14 +195,11 @@ def _evaluate(
     heartbeat.beat()
     metrics = batch_metrics(pred, target, data.slices.spacing[data.test], probs=prob)
     heartbeat.beat()
-    # Quantised predictions for the report's qualitative figures; small enough to keep.
-    np.savez_compressed(
-        Path(spec.trial_dir) / "predictions.npz",
-        prob=np.round(prob * 255).astype(np.uint8),
-        index=data.test.astype(np.int32),
-    )
+    # Quantised predictions for the report's qualitative figures; small enough to send back.
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, prob=np.round(prob * 255).astype(np.uint8), index=data.test.astype(np.int32))
     sl = data.slices
-    return [
+    rows = [
         {
             "model": spec.model,
             "seed": spec.seed,
@@ -201,6 +213,7 @@ def _evaluate(
         }
         for k, (i, m) in enumerate(zip(data.test, metrics, strict=True))
     ]
+    return rows, buffer.getvalue()
 
 
 def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
@@ -209,17 +222,16 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
     spec.faults.before_training(spec.name)
     torch.set_num_threads(max(1, spec.threads))
     seed_everything(spec.seed, cfg.deterministic)
-    Path(spec.trial_dir).mkdir(parents=True, exist_ok=True)
     built = _build(spec)  # the first attempt in a worker imports the model's plugin here
     heartbeat.beat()
     device = pick_device()
     options = TrainOptions.from_config(cfg, spec.seed)
-    checkpointer = Checkpointer(Path(spec.trial_dir), spec.key, spec.checkpoint, spec.faults)
+    checkpointer = Checkpointer(spec.trial_storage(), spec.key, spec.checkpoint, spec.faults)
     try:
         with spec.faults.patched():  # test-only: regression injection (covbench.faults)
             trained = _train(spec, built.model, data, options, device, checkpointer)
             t_eval = time.perf_counter()
-            rows = _evaluate(spec, built.model, trained.best, data, options, device)
+            rows, predictions = _evaluate(spec, built.model, trained.best, data, options, device)
             eval_seconds = time.perf_counter() - t_eval
     finally:
         checkpointer.close()  # the weights are on disk before the trial counts as done
@@ -249,7 +261,7 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
         "wall_seconds": time.time() - started,
         "started": started,
         "finished": time.time(),
-        "weights": WEIGHTS,
+        "weights": WEIGHTS if spec.storage is None else checkpointer.storage.url(WEIGHTS),
         "checkpoint_writes": stats.writes,
         "checkpoint_epochs": stats.epochs_written,
         "checkpoint_blocked_seconds": stats.blocked_s,
@@ -264,4 +276,4 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
         "n_val": len(data.val),
         "n_test": len(data.test),
     }
-    return TrialResult(record, rows)
+    return TrialResult(record, rows, trained.epochs, predictions)

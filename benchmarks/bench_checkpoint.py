@@ -4,6 +4,8 @@ the bytes written and the finished trial folder's size (issue 13's CPU figure).
     python benchmarks/bench_checkpoint.py                     # the issue's command, in a temp folder
     python benchmarks/bench_checkpoint.py --checkpoint-every 0 # a checkpoint every epoch, to compare
     python benchmarks/bench_checkpoint.py --analyse RUN_DIR    # figures of an existing run folder
+    python benchmarks/bench_checkpoint.py --local-s3           # checkpoints on a local S3 server (moto)
+    python benchmarks/bench_checkpoint.py --storage s3://B/P   # ... or on any storage URL
 
 The default run is `covbench run --models unet --seeds 1 --preset smoke --width 64 --image-size 32
 --epochs 15`: a paper-width U-Net (31 M parameters) on tiny images, so that the checkpoint of a
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
@@ -55,6 +59,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--checkpoint-every", type=float, default=None, help="seconds (default: covbench's)")
     ap.add_argument("--analyse", type=Path, help="only report on this run folder")
+    ap.add_argument("--storage", help="keep checkpoints there (covbench run --storage)")
+    ap.add_argument("--local-s3", action="store_true", help="... on a moto S3 server started here")
     args = ap.parse_args(argv)
     if args.analyse:
         rows = analyse(args.analyse)
@@ -64,7 +70,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             image_size=args.image_size,
         )  # fmt: skip
         options = {} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}
-        with tempfile.TemporaryDirectory() as tmp:
+        with ExitStack() as stack:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            if args.local_s3:
+                args.storage = f"s3://{stack.enter_context(_local_s3())}/bench"
+            if args.storage:
+                from covbench.storage import Storage
+
+                options["storage"] = Storage.parse(args.storage)
+                print(f"checkpoints in {args.storage}")
             execute(cfg, Path(tmp) / "run", **options)
             rows = analyse(Path(tmp) / "run")
     for r in rows:
@@ -75,6 +89,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{r['checkpoint_writes']} writes, {r['bytes_written_mb']} MB written; folder {r['folder_mb']} MB"
         )
     return rows
+
+
+def _local_s3():
+    """A bucket on moto's real server in this process (the tests' own, tests/s3server.py)."""
+    from contextlib import contextmanager
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from s3server import environment, threaded_server
+
+    @contextmanager
+    def bucket():
+        with threaded_server() as server, environment(server.env):
+            yield server.bucket("bench")
+
+    return bucket()
 
 
 if __name__ == "__main__":

@@ -78,10 +78,10 @@ def test_the_write_runs_in_the_background(tmp_path, monkeypatch):
     release, entered = threading.Event(), threading.Event()
     real = ckpt._durable_save
 
-    def slow_save(state, path):
+    def slow_save(state, storage, name):
         entered.set()
         assert release.wait(BOUND_S)
-        return real(state, path)
+        return real(state, storage, name)
 
     monkeypatch.setattr(ckpt, "_durable_save", slow_save)
     checkpointer = Checkpointer(tmp_path, KEY, CheckpointPolicy(every_seconds=3600))

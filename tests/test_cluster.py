@@ -139,7 +139,7 @@ CLUSTER = textwrap.dedent(
             return
         hold.wait_held()  # epoch 1 trained and saved on the worker, and no further: it holds
         lost["node_id"] = worker.node_id
-        lost["ran_on"] = json.loads((trial / "attempt.json").read_text())["node_id"]
+        lost["ran_on"] = info["node_id"]  # as the driver's attempt board saw it start
         cluster.remove_node(worker, allow_graceful=False)  # the node is gone, with its processes
         cluster.add_node(num_cpus=1)  # a replacement for the retry to land on
 

@@ -55,13 +55,23 @@ def test_slots():
 def test_session_ray_has_no_gpus_and_a_task_sees_none(ray_session, tmp_path):
     ex = RayExecutor()
     assert not ex.started_here and ex.resources()["gpus"] == 0
-    ex.submit("t", sorted, [3, 1, 2], resources=Resources(1, 0), heartbeat=tmp_path / "beat.json")
+    ex.submit("t", sorted, [3, 1, 2], resources=Resources(1, 0))
     seen = []
-    (finished,) = list(ex.as_completed(on_started=lambda tag, beat: seen.append((tag, beat["attempt"]))))
+    (finished,) = list(ex.as_completed(on_started=lambda tag, beat: seen.append((tag, beat["attempt"], beat["token"]))))
     assert finished.result == [1, 2, 3] and finished.error is None
     assert finished.placement["gpu_ids"] == [] and finished.placement["attempt"] == 1
-    assert seen == [("t", 1)]  # the heartbeat was seen: "running" is observed, not guessed
-    assert json.loads((tmp_path / "beat.json").read_text())["token"] == finished.placement["token"]
+    # the start was seen on the driver's attempt board: "running" is observed, not guessed
+    assert seen == [("t", 1, finished.placement["token"])]
+    assert not list(tmp_path.iterdir())  # and nothing was written anywhere for it
+
+
+@pytest.mark.process
+def test_the_shared_folder_probe_names_the_nodes_that_cannot_see_a_path(ray_session, tmp_path):
+    ex = RayExecutor()
+    (tmp_path / "probe").touch()
+    assert ex.unseen_by_nodes(tmp_path / "probe", timeout=120) == []
+    (node,) = ex.nodes()
+    assert ex.unseen_by_nodes(tmp_path / "absent", timeout=120) == [f"{node['host']} ({node['ip']})"]
 
 
 def test_shared_slices_reach_workers_zero_copy(ray_session):

@@ -71,6 +71,13 @@ def run(
     data_dir: Annotated[Path | None, typer.Option(help="where the dataset lies")] = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/<timestamp>)")] = None,
     address: Annotated[str | None, typer.Option(help="join a Ray cluster: 'auto' or ray://host:port")] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="where trials keep checkpoints and evaluated weights: s3://BUCKET/PREFIX, gs://..., "
+            "file:///PATH (default: the run folder, which every node must then see; docs/cluster.md)"
+        ),
+    ] = None,
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial; torch threads follow")] = 1.0,
     gpus_per_trial: Annotated[
         float | None,
@@ -171,8 +178,9 @@ def run(
     from covbench.interrupt import exit_code
     from covbench.lock import run_lock
     from covbench.metrics import METRICS
-    from covbench.run_folder import check_out_folder, claim_run_dir, load_run_config
-    from covbench.runner import execute
+    from covbench.run_folder import check_out_folder, claim_run_dir
+    from covbench.runner import execute, resume_config
+    from covbench.storage import Storage
     from covbench.tracking import check_tracker, open_tracker
 
     try:
@@ -184,14 +192,7 @@ def run(
                 for name in _CONFIG_OPTIONS
                 if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
             ] + [f"{key} (in {config})" for key in file_keys(ctx, _CONFIG_OPTIONS)]
-            if given:
-                raise CovbenchError(
-                    f"--resume takes the configuration from {resume}/config.json; drop {', '.join(given)}"
-                )
-            if out is not None and out.resolve() != resume.resolve():
-                raise CovbenchError(f"--resume {resume} and --out {out} name two run folders; give one")
-            cfg = load_run_config(resume)
-            registry.get_dataset(cfg.dataset)
+            cfg = resume_config(resume, out, given)
         else:
             chosen = registry.resolve_models(models)
             cfg = build_config(
@@ -217,6 +218,7 @@ def run(
                 **({"amp": amp} if amp is not None else {}),
             )
         check_tracker(track)
+        where = Storage.parse(storage) if storage else None  # a malformed URI: exit 2 before anything
         if dry_run:
             if resume or out:
                 check_out_folder(resume or out)  # the refusal the run would make, nothing written
@@ -248,6 +250,7 @@ def run(
                         debug=debug,
                         checkpoint_every=checkpoint_every,
                         stall_timeout=stall_timeout,
+                        storage=where,
                         on_event=lambda kind, info: (progress.event(kind, info), tracker.event(kind, info)),
                     )
                 if outcome.done or outcome.skipped:  # a report of what completed, even if trials failed
@@ -297,6 +300,7 @@ def _dry_run(ctx: typer.Context, cfg: RunConfig, run_dir: Path | None) -> None:
         max_retries=p["max_retries"],
         checkpoint_every=p["checkpoint_every"],
         allow_version_change=p["allow_version_change"],
+        stall_timeout=p["stall_timeout"],
     )
     if p["track"] != "none":
         plan.notes.append(tracking_note(p["track"], run_dir))
