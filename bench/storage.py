@@ -15,7 +15,9 @@ Why a temporary file and one upload on object storage: an object store has no re
 object written in pieces would be seen half-written. `torch.save` goes to a local temporary file,
 then one PUT (a multipart upload above `PART_BYTES` x 2) replaces the object: S3 makes an object
 visible only when its PUT or CompleteMultipartUpload succeeds, so a reader sees the old object or
-the new one, never a torn one, and a killed writer leaves nothing behind (s3fs aborts the upload).
+the new one, never a torn one. A writer killed mid-upload leaves no object, at most an incomplete
+multipart upload (s3fs aborts it on an error, not on SIGKILL): a bucket lifecycle rule
+(AbortIncompleteMultipartUpload) reclaims those.
 
 Why a conditional PUT for the lock: two drivers on one prefix would train the same trials and
 overwrite each other's checkpoints. `flock` does not exist on object storage; S3's conditional
@@ -93,22 +95,22 @@ class Storage:
         if protocol in ("file", "local"):
             host, _, path = rest.partition("/")
             if host not in ("", "localhost"):
-                raise CovbenchError(f"{option} {text}: a file URI names an absolute folder: file:///path")
+                raise CovbenchError(f"{option} {raw}: a file URI names an absolute folder: file:///path")
             return cls.local(Path("/" + path))
         from fsspec.registry import known_implementations, registry
 
         if protocol not in registry and protocol not in known_implementations:
             raise CovbenchError(
-                f"{option} {text}: unknown protocol {protocol}://; "
+                f"{option} {raw}: unknown protocol {protocol}://; "
                 "use s3://bucket/prefix, gs://bucket/prefix, file:///folder or a plain folder"
             )
         module = _missing_backend(protocol)
         if module:
             install = _INSTALL.get(module, f"pip install {module}")
-            raise CovbenchError(f"{option} {text} needs {module}: {install}")
+            raise CovbenchError(f"{option} {raw} needs {module}: {install}")
         location = rest.rstrip("/")
         if not location or location.startswith("/"):
-            raise CovbenchError(f"{option} {text}: no bucket; use {protocol}://BUCKET/prefix")
+            raise CovbenchError(f"{option} {raw}: no bucket; use {protocol}://BUCKET/prefix")
         return cls(f"{protocol}://{location}")
 
     @classmethod
@@ -170,8 +172,10 @@ class Storage:
     def exists(self, *parts: str) -> bool:
         if self.is_local:
             return self._path(*parts).exists()
-        url = self.url(*parts)
-        self._fs.invalidate_cache(url)  # another process may have written or deleted it
+        return self._remote_exists(self.url(*parts))
+
+    def _remote_exists(self, url: str) -> bool:
+        self._fs.invalidate_cache(url)  # another process may have written or deleted it since
         return bool(self._fs.exists(url))
 
     def remove(self, *parts: str) -> None:
@@ -191,7 +195,7 @@ class Storage:
         url = self.url(*parts)
         fs = self._fs
         target, n = f"{url}.corrupt", 0
-        while fs.exists(target):
+        while self._remote_exists(target):
             n += 1
             target = f"{url}.corrupt.{n}"
         fs.copy(url, target)  # no rename on object storage: copy, then delete
@@ -281,27 +285,53 @@ class Storage:
         naming its holder. Created only if absent (O_EXCL; a conditional PUT on object storage);
         removed on exit, also on an exception."""
         content = json.dumps(holder, default=str, sort_keys=True).encode() + b"\n"
-        url = self.url(LOCK_NAME)
         try:
-            if self.is_local:
-                _create_exclusive(self._path(LOCK_NAME), content)
-            else:
-                self._fs.pipe_file(url, content, mode="create")
-        except FileExistsError:
-            raise RunLocked(
-                f"{OPTION} {self.uri} is in use by {describe_holder(self._holder())}; "
-                f"if that run is gone, delete {url}"
-            ) from None
-        except OSError as exc:
-            if _code(exc) in _LOST_RACE:
-                raise RunLocked(f"{OPTION} {self.uri} is in use by another covbench, taking it now") from None
+            created = self._create_lock(content)
+        except Exception as exc:  # unreachable, refused, not a folder: never a traceback
             why = describe_failure(exc, self.uri)
             raise CovbenchError(f"{OPTION} {self.uri}: cannot create {LOCK_NAME}: {why}") from None
+        if not created:
+            raise RunLocked(
+                f"{OPTION} {self.uri} is in use by {describe_holder(self._holder())}; "
+                f"if that run is gone, delete {self.url(LOCK_NAME)}"
+            )
         try:
             yield
         finally:
+            self._release_lock(content)
+
+    def _create_lock(self, content: bytes) -> bool:
+        """Create the lock if it is absent, decided atomically by the file system or the server;
+        False when it exists (or another driver's conditional PUT of it is under way)."""
+        if self.is_local:
+            self._path().mkdir(parents=True, exist_ok=True)  # a file in the way raises here
+            try:
+                _create_exclusive(self._path(LOCK_NAME), content)
+            except FileExistsError:
+                return False
+            return True
+        try:
+            self._fs.pipe_file(self.url(LOCK_NAME), content, mode="create")
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if _code(exc) in _LOST_RACE:
+                return False
+            raise
+        return True
+
+    def _release_lock(self, content: bytes) -> None:
+        """Delete the lock if it is still ours; a failure only warns (the block's outcome wins)."""
+        try:
             if self._read_lock() == content:  # never delete a lock another driver took since
                 self.remove(LOCK_NAME)
+        except Exception as exc:
+            warnings.warn(
+                f"{OPTION} {self.uri}: could not remove {LOCK_NAME} ({describe_failure(exc, self.uri)}); "
+                f"delete {self.url(LOCK_NAME)} before the next run",
+                RunFolderWarning,
+                stacklevel=2,
+            )
 
     def _read_lock(self) -> bytes | None:
         try:
@@ -349,7 +379,7 @@ def _temporary() -> Iterator[Path]:
 
 
 def _create_exclusive(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a new file, or raise FileExistsError: O_EXCL decides, atomically."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         os.write(fd, content)

@@ -330,6 +330,25 @@ def test_a_lock_put_there_by_anyone_keeps_a_driver_out(place):
     assert raw.get(LOCK_NAME) == b"garbage"
 
 
+def test_a_lock_that_cannot_be_created_is_one_line_not_in_use(tmp_path, s3):
+    (tmp_path / "taken").write_text("a file")
+    port = free_port()
+    unreachable = Storage(
+        f"s3://{s3.bucket()}/p", {"client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}}
+    )
+    for storage, cause in [
+        (Storage.local(tmp_path / "taken"), "not a folder"),
+        (unreachable, f"cannot reach http://127.0.0.1:{port}"),
+    ]:
+        message = _one_line_error(
+            lambda s=storage: s.lock(_holder("node-a")).__enter__(),
+            storage.uri,
+            f"cannot create {LOCK_NAME}",
+            cause,
+        )
+        assert "in use" not in message
+
+
 def test_of_racing_drivers_exactly_one_gets_the_lock(place):
     """Created only if absent, decided by the server: check-then-write would let several in."""
     storage, _ = place
