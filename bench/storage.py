@@ -30,7 +30,7 @@ What every node needs for s3:// (the driver and every Ray worker node, as for Ra
 `storage_path`): the standard AWS variables, which botocore reads in each process -
 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / an instance role), AWS_DEFAULT_REGION,
 and for a server other than AWS (MinIO, Ceph, moto) AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_S3
-(honoured by botocore >= 1.31, which covbench[s3] requires anyway). Temporary files go to TMPDIR.
+(botocore reads both since 1.31; covbench[s3] requires a newer one). Temporary files go to TMPDIR.
 `validate` writes, reads and deletes a probe object before any training, so a wrong endpoint,
 bucket or key fails the run at once in one line instead of in every trial.
 """

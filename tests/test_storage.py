@@ -227,6 +227,23 @@ def test_validate_unreachable_endpoint(s3):
     _one_line_error(storage.validate, storage.uri, f"cannot reach http://127.0.0.1:{port}", "refused")
 
 
+def test_validate_unknown_host(s3):
+    options = {
+        "client_kwargs": {"endpoint_url": "http://no-such-host.invalid:9000"}
+    }  # RFC 2606: never resolves
+    storage = Storage(f"s3://{s3.bucket()}/p", options)
+    _one_line_error(
+        storage.validate, storage.uri, "cannot reach http://no-such-host.invalid:9000 (host name not"
+    )
+
+
+def test_validate_without_credentials(s3, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)  # the fixture's config files are empty and instance metadata is off
+    storage = Storage.parse(f"s3://{s3.bucket()}/p")
+    _one_line_error(storage.validate, storage.uri, "no credentials found: set AWS_ACCESS_KEY_ID")
+
+
 def test_validate_missing_bucket(s3):
     storage = Storage.parse("s3://no-such-bucket-here/p")
     _one_line_error(storage.validate, storage.uri, "bucket no-such-bucket-here does not exist")
@@ -333,9 +350,9 @@ def test_a_lock_put_there_by_anyone_keeps_a_driver_out(place):
 def test_a_lock_that_cannot_be_created_is_one_line_not_in_use(tmp_path, s3):
     (tmp_path / "taken").write_text("a file")
     port = free_port()
-    unreachable = Storage(
-        f"s3://{s3.bucket()}/p", {"client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}}
-    )
+    endpoint = {"endpoint_url": f"http://127.0.0.1:{port}"}
+    once = {"retries": {"max_attempts": 1}}  # botocore's default five attempts take ~10 s to fail
+    unreachable = Storage(f"s3://{s3.bucket()}/p", {"client_kwargs": endpoint, "config_kwargs": once})
     for storage, cause in [
         (Storage.local(tmp_path / "taken"), "not a folder"),
         (unreachable, f"cannot reach http://127.0.0.1:{port}"),
