@@ -92,3 +92,15 @@ def holdnet(_holdnet_installed: Path) -> Path:
     yield _holdnet_installed
     for path in _holdnet_installed.iterdir():
         path.unlink()
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3 endpoint for the session (moto's server mode on a free port, tests/s3server.py),
+    its credentials and endpoint in os.environ until the session ends; `s3.bucket()` makes a fresh
+    bucket, `s3.env` is what a child process or a Ray node needs to reach it."""
+    pytest.importorskip("moto.server")
+    from s3server import environment, threaded_server
+
+    with threaded_server() as server, environment(server.env):
+        yield server
