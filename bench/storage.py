@@ -41,6 +41,7 @@ import errno
 import importlib.util
 import json
 import os
+import platform
 import shutil
 import tempfile
 import uuid
@@ -128,6 +129,10 @@ class Storage:
 
     def url(self, *parts: str) -> str:
         return "/".join([self.uri, *parts])
+
+    def child(self, *parts: str) -> Storage:
+        """The storage under `parts` (a trial's own place: `child("trials", name)`)."""
+        return Storage(self.url(*parts), self.options)
 
     def _path(self, *parts: str) -> Path:
         return Path(self.uri.removeprefix("file://"), *parts)
@@ -290,6 +295,18 @@ class Storage:
         except Exception as exc:  # unreachable, refused, not a folder: never a traceback
             why = describe_failure(exc, self.uri)
             raise CovbenchError(f"{OPTION} {self.uri}: cannot create {LOCK_NAME}: {why}") from None
+        if not created and _left_by_a_dead_process(self._holder()):
+            # A driver of this host that died without letting go (SIGKILL, the OOM killer): the
+            # lock is stale for sure, and taking it over is what its user would do by hand.
+            stale = self._holder()
+            self.remove(LOCK_NAME)
+            created = self._create_lock(content)
+            if created:
+                warnings.warn(
+                    f"{self.url(LOCK_NAME)} was left by {describe_holder(stale)}, which is gone; taken over",
+                    RunFolderWarning,
+                    stacklevel=3,
+                )
         if not created:
             raise RunLocked(
                 f"{OPTION} {self.uri} is in use by {describe_holder(self._holder())}; "
@@ -351,6 +368,20 @@ class Storage:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _left_by_a_dead_process(holder: dict[str, Any] | None) -> bool:
+    """Whether a lock's holder ran on this host and its process is gone (a crashed driver); a
+    holder on another host cannot be checked from here and counts as alive."""
+    if not holder or holder.get("host") != platform.node() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, owned by another user
+        return False
+    return False
 
 
 def _missing_backend(protocol: str) -> str | None:

@@ -4,14 +4,22 @@ and a run on the session's Ray whose checkpoints and weights live on a real S3 s
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
+from helpers import RUN_BOUND_S
 from typer.testing import CliRunner
 
 from covbench.cli import app
+from covbench.errors import RunFolderWarning, RunLocked
 from covbench.predict import load_predictor
+from covbench.storage import LOCK_NAME, Storage
 
 runner = CliRunner()
 RUN = ["run", "--preset", "smoke", "--models", "unet", "--seeds", "1", "--epochs", "2"]
@@ -42,7 +50,7 @@ def test_a_missing_bucket_is_refused_before_any_work(s3, tmp_path):
 
 
 def test_an_unreachable_endpoint_is_refused_before_any_work(s3, tmp_path, monkeypatch):
-    from nodes import free_port
+    from s3server import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     out = tmp_path / "r"
@@ -52,12 +60,17 @@ def test_an_unreachable_endpoint_is_refused_before_any_work(s3, tmp_path, monkey
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_a_run_keeps_checkpoints_and_weights_on_s3_and_a_resume_finds_them(ray_session, s3, tmp_path):
+    """In a child process with its own Ray: its workers get the S3 endpoint and keys from their
+    environment, as every node of a cluster must (the session's Ray predates the `s3` fixture)."""
     bucket = s3.bucket("run-storage")
     out = tmp_path / "r"
     url = f"s3://{bucket}/runs/r"
-    result = runner.invoke(app, [*RUN, "--storage", url, "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    env = {k: v for k, v in {**os.environ, **s3.env}.items() if k != "RAY_ADDRESS"}
+    command = [str(Path(sys.executable).with_name("covbench")), *RUN, "--storage", url, "--out", str(out)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=RUN_BOUND_S)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trial = out / "trials" / "unet__seed0__fold0"
     record = json.loads((trial / "record.json").read_text())
     assert record["weights"] == f"{url}/trials/unet__seed0__fold0/weights.pt"
@@ -81,3 +94,24 @@ def test_a_run_keeps_checkpoints_and_weights_on_s3_and_a_resume_finds_them(ray_s
     where = {int(i): k for k, i in enumerate(slices["index"])}
     images = slices["image"][[where[int(i)] for i in saved["index"]]]
     assert np.abs(predictor.probabilities(images) * 255 - saved["prob"]).max() <= 1.0
+
+
+def test_a_lock_left_by_a_dead_driver_of_this_host_is_taken_over(tmp_path):
+    """A driver killed with SIGKILL cannot delete its lock; one of this host whose process is gone
+    is stale for sure. A live holder, or one on another host, still keeps a driver out."""
+    storage = Storage.local(tmp_path / "store")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = {"command": "covbench run ...", "pid": gone.pid, "host": platform.node(), "since": "earlier"}
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / LOCK_NAME).write_text(json.dumps(left))
+    with pytest.warns(RunFolderWarning, match=f"pid {gone.pid} .* which is gone; taken over"):
+        with storage.lock({"command": "mine", "pid": os.getpid(), "host": platform.node()}):
+            assert json.loads((tmp_path / "store" / LOCK_NAME).read_text())["command"] == "mine"
+    assert not (tmp_path / "store" / LOCK_NAME).exists()
+
+    for holder in ({**left, "pid": os.getpid()}, {**left, "host": "another-host"}):
+        (tmp_path / "store" / LOCK_NAME).write_text(json.dumps(holder))
+        with pytest.raises(RunLocked, match="is in use by"):
+            with storage.lock({"command": "mine", "pid": os.getpid(), "host": platform.node()}):
+                pass
