@@ -1,11 +1,11 @@
 """The run folder's state: whether its configuration, code versions and data match this run,
 which trials are finished with results that read back, and what the finished ones hold.
 
-`covbench.runner` asks these questions before and after it runs trials; `covbench.store` does the
-file I/O (atomic, durable writes; damaged files set aside). A trial whose `record.json` carries the
-run's key and whose results read back is done; one with `checkpoint.pt` continues from it, one
-with `weights.pt` is only evaluated again (covbench.checkpoint); a folder whose configuration or
-data differ is refused.
+`covbench.runner` asks these questions before and after it runs trials; `covbench.layout` names
+the files, `covbench.store` does the file I/O (atomic, durable writes; damaged files set aside). A
+trial whose `record.json` carries the run's key and whose results read back is done; one with
+`checkpoint.pt` continues from it, one with `weights.pt` is only evaluated again
+(covbench.checkpoint); a folder whose configuration or data differ is refused.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from covbench.checkpoint import WEIGHTS
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
-from covbench.lock import LOCK_NAME, MARKER
+from covbench.layout import LOCK_NAME, MARKER, RunFolder, TrialFolder
 from covbench.manifest import now_iso
 from covbench.paths import folder_problem
+from covbench.run_key import RunKey
 from covbench.store import (
     atomic_path,
     done_trials,
@@ -50,7 +51,7 @@ def _older_run_folder(run_dir: Path) -> bool:
     except (DamagedFile, OSError):
         pass
     try:
-        env = read_json(run_dir / "environment.json")
+        env = read_json(RunFolder(run_dir).environment)
     except (DamagedFile, OSError):
         return False
     return isinstance(env, dict) and {"data_fingerprint", "packages", "command"} <= set(env)
@@ -77,7 +78,7 @@ def check_out_folder(run_dir: Path) -> None:
 
 def claim_run_dir(run_dir: Path) -> None:
     """Mark `run_dir` as a covbench run folder (MARKER), after `check_out_folder` allowed it."""
-    marker = Path(run_dir) / MARKER
+    marker = RunFolder(run_dir).marker
     if not marker.exists():
         write_json(marker, {"created": now_iso(), "what": "a covbench run folder"})
 
@@ -98,7 +99,7 @@ def split_manifest(cfg: RunConfig, folds: list[dict[str, Any]]) -> dict[str, Any
 def read_config(run_dir: Path) -> dict[str, Any] | None:
     """A run folder's config.json as stored (with `_key`, `_versions`); None when there is none.
     One that is not JSON, or not a covbench configuration, raises DamagedFile."""
-    path = Path(run_dir) / "config.json"
+    path = RunFolder(run_dir).config
     if not path.exists():
         return None
     data = read_json(path)
@@ -113,13 +114,13 @@ def _heal_config(run_dir: Path, cfg: RunConfig, damage: DamagedFile) -> None:
     """A damaged config.json: set it aside (the run writes it again) when every finished trial in
     the folder belongs to this configuration; otherwise nothing says which one the folder holds."""
     keys = set()
-    for tdir in sorted((run_dir / "trials").glob("*")):
+    for trial in RunFolder(run_dir).trials():
         try:
-            record = read_json(tdir / "record.json") if (tdir / "record.json").exists() else None
+            record = read_json(trial.record) if trial.record.exists() else None
         except DamagedFile:
             continue  # counts as not done; dealt with when the trial comes up
         if isinstance(record, dict) and record.get("config_key"):
-            keys.add(str(record["config_key"]).split("-")[0])
+            keys.add(RunKey.parse(record["config_key"]).config_hash)
     if keys - {cfg.key()}:
         raise CovbenchError(
             f"{damage}, and {run_dir} holds trials of another configuration; use another --out"
@@ -210,7 +211,7 @@ def config_record(run_dir: Path, cfg: RunConfig, key: str, versions: dict[str, s
 def read_previous_environment(run_dir: Path) -> dict[str, Any] | None:
     """environment.json of the folder's last session; a damaged one is set aside (this run writes
     a new one) and reads as None: it only describes earlier sessions."""
-    return read_json_object(Path(run_dir) / "environment.json", "this run writes a new one")
+    return read_json_object(RunFolder(run_dir).environment, "this run writes a new one")
 
 
 def check_data_key(run_dir: Path, key: str) -> None:
@@ -221,8 +222,8 @@ def check_data_key(run_dir: Path, key: str) -> None:
         old = None  # check_run_dir has judged it already
     if old and old != key:
         raise CovbenchError(
-            f"{run_dir} holds a run on different data (fingerprint {old.split('-')[-1]}, now "
-            f"{key.split('-')[-1]}); use another --out"
+            f"{run_dir} holds a run on different data (fingerprint {RunKey.parse(old).data_fingerprint}, "
+            f"now {RunKey.parse(key).data_fingerprint}); use another --out"
         )
 
 
@@ -246,7 +247,8 @@ def _results_problem(trial_dir: Path, record: dict[str, Any]) -> tuple[Path, str
     """What is wrong with a done trial's results, if anything: its rows (cases.csv) missing,
     unreadable or not one per test case, or its predictions.npz unreadable. Headers only for the
     predictions: cheap at every start, even for large runs."""
-    cases = trial_dir / "cases.csv"
+    trial = TrialFolder(trial_dir)
+    cases = trial.cases
     if not cases.exists():
         return cases, "is missing"
     try:
@@ -258,7 +260,7 @@ def _results_problem(trial_dir: Path, record: dict[str, Any]) -> tuple[Path, str
         return cases, f"is damaged ({len(rows)} rows for {n_test} test cases)"
     if rows[list(CASE_COLUMNS)].isna().any(axis=None):
         return cases, "is damaged (rows without model, seed, fold or case)"
-    predictions = trial_dir / "predictions.npz"
+    predictions = trial.predictions
     if predictions.exists():
         try:
             shapes = npz_shapes(predictions)
@@ -301,7 +303,7 @@ def collect_cases(run_dir: Path, key: str | None = None) -> pd.DataFrame:
     frames = []
     for tdir, _record in done_trials(run_dir, key):
         try:
-            frames.append(read_csv(tdir / "cases.csv", CASE_COLUMNS))
+            frames.append(read_csv(TrialFolder(tdir).cases, CASE_COLUMNS))
         except FileNotFoundError:
             continue
         except DamagedFile as exc:
@@ -316,10 +318,10 @@ def collect_cases(run_dir: Path, key: str | None = None) -> pd.DataFrame:
 def trial_index(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Per trial: status, device, wall time, epochs, best val Dice, checkpoint (for the manifest)."""
     index: dict[str, dict[str, Any]] = {}
-    for tdir in sorted((run_dir / "trials").glob("*")):
-        r = read_record(tdir)
+    for trial in RunFolder(run_dir).trials():
+        r = read_record(trial.path)
         if r is not None:
-            index[tdir.name] = {
+            index[trial.name] = {
                 "status": r.get("status"),
                 "device": r.get("device"),
                 "gpu_ids": r.get("gpu_ids"),
@@ -329,25 +331,25 @@ def trial_index(run_dir: Path) -> dict[str, dict[str, Any]]:
                 "resumed_from_epoch": r.get("resumed_from_epoch"),
                 "attempts": r.get("attempts"),
                 "best_val_dice": r.get("best_val_dice"),
-                "weights": _weights_location(tdir, r.get("weights") or WEIGHTS),
+                "weights": _weights_location(trial, r.get("weights") or WEIGHTS),
             }
-        elif (tdir / "failure.json").exists():
+        elif trial.failure.exists():
             try:
-                f = read_json(tdir / "failure.json")
+                f = read_json(trial.failure)
             except DamagedFile as exc:
                 f = {"error": str(exc)}
-            index[tdir.name] = {"status": "failed", "error": f.get("error"), "attempts": f.get("attempts")}
+            index[trial.name] = {"status": "failed", "error": f.get("error"), "attempts": f.get("attempts")}
     return index
 
 
-def _weights_location(trial_dir: Path, weights: str) -> str:
+def _weights_location(trial: TrialFolder, weights: str) -> str:
     """Where a trial's evaluated weights are: relative to the run folder, or a storage URL."""
-    return weights if "://" in weights else f"trials/{trial_dir.name}/{weights}"
+    return weights if "://" in weights else trial.location(weights)
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
     """The configuration stored in a run folder, for `covbench run --resume DIR`."""
-    path = Path(run_dir) / "config.json"
+    path = RunFolder(run_dir).config
     if not path.is_file():
         raise CovbenchError(f"--resume {run_dir}: no config.json there (is it a covbench run folder?)")
     try:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from covbench.errors import CovbenchError, DamagedFile
+from covbench.layout import RunFolder, TrialFolder
 from covbench.metrics import METRICS, empty_case, segmentation_metrics
 from covbench.store import done_trials, read_json
 
@@ -77,7 +78,7 @@ SURFACE_METRICS = ("assd", "hd95", "nsd")
 
 def load_test_slices(run_dir: Path) -> dict[str, np.ndarray]:
     """The run's pre-processed test slices (written once by `covbench run`)."""
-    path = Path(run_dir) / "test_slices.npz"
+    path = RunFolder(run_dir).test_slices
     if not path.exists():
         raise CovbenchError(
             f"{path} not found: this run predates saved test slices; re-run it with this covbench "
@@ -92,7 +93,7 @@ def load_test_slices(run_dir: Path) -> dict[str, np.ndarray]:
 
 def load_predictions(trial_dir: Path, slices: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """A trial's test probabilities in [0, 1] (stored as uint8) and their rows in test_slices.npz."""
-    path = trial_dir / "predictions.npz"
+    path = TrialFolder(trial_dir).predictions
     if not path.exists():
         raise CovbenchError(f"{path} not found: the trial finished without saving its predictions")
     try:
@@ -152,7 +153,7 @@ def patient_rows(
     out = []
     if trials is None:
         try:
-            config = run_dir / "config.json"
+            config = RunFolder(run_dir).config
             key = read_json(config).get("_key") if config.exists() else None
         except DamagedFile:
             key = None

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from covbench.errors import DamagedFile, RunFolderWarning
+from covbench.layout import TrialFolder
 from covbench.store import read_csv
 
 COLUMNS = ("model", "seed", "fold", "epoch", "train_loss", "val_dice", "selected_epoch")
@@ -67,7 +68,7 @@ def load_curves(trials: list[tuple[Path, dict[str, Any]]]) -> Curves:
     and named in `missing`; a damaged log also warns (RunFolderWarning)."""
     frames, missing = [], []
     for trial_dir, record in trials:
-        path = Path(trial_dir) / "epochs.csv"
+        path = TrialFolder(trial_dir).epochs
         try:
             log = read_csv(path, ("epoch", "train_loss"))
         except FileNotFoundError:

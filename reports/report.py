@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
+from covbench.layout import RunFolder
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports import curves as training
 from covbench.reports.aggregate import (
@@ -57,7 +58,7 @@ class Report:
 
 
 def load_rows(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "cases.csv"
+    path = RunFolder(run_dir).cases
     if not path.exists():
         raise CovbenchError(f"{path} not found: is {run_dir} a covbench run folder with finished trials?")
     try:
@@ -71,7 +72,7 @@ def load_rows(run_dir: Path) -> pd.DataFrame:
 def run_config(run_dir: Path) -> dict:
     """config.json as stored; {} (with a warning) when it is damaged: the report needs only its
     threshold and version history, and the next run on the folder writes it again."""
-    path = Path(run_dir) / "config.json"
+    path = RunFolder(run_dir).config
     if not path.exists():
         return {}
     try:
@@ -149,7 +150,7 @@ def check_warnings(
             f"only {n_cases} paired test {unit}(s): no slice-level Wilcoxon signed-rank test can reach "
             f"p < {ALPHA} with fewer than {MIN_WILCOXON}, so its 'not separated' means 'untestable' here."
         )
-    split_path = run_dir / "split.json"
+    split_path = RunFolder(run_dir).split
     if split_path.exists():
         split = read_json(split_path)
         leaked_set: set[str] = set()
@@ -216,7 +217,7 @@ def captions(unit: str, n_cases: int, n_patients: int, n_seeds: int, surface_3d:
 def run_distance_unit(run_dir: Path) -> str:
     """The unit of the run's distances, as the runner recorded it in split.json: "mm", or "px"
     when the data had no pixel spacing. Run folders written before it was recorded are mm."""
-    path = Path(run_dir) / "split.json"
+    path = RunFolder(run_dir).split
     unit = read_json(path).get("distance_unit", "mm") if path.exists() else "mm"
     if unit not in ("mm", "px"):
         raise CovbenchError(f"{path}: distance_unit {unit!r}; expected 'mm' or 'px'")
@@ -232,7 +233,7 @@ def _markdown_tests(tests: dict[str, dict], unit: str, distance_unit: str = "mm"
 
 def previous_primary(run_dir: Path) -> str:
     """The primary metric the folder's last report declared (`--primary` once is enough), else Dice."""
-    path = Path(run_dir) / "summary.json"
+    path = RunFolder(run_dir).summary
     try:
         found = read_json(path).get("primary") if path.exists() else None
     except (DamagedFile, AttributeError):
@@ -366,7 +367,7 @@ def write_report(
         "warnings": warnings,
         "per_case": _per_case_values(per_case),
     }
-    models_json = run_dir / "models.json"
+    models_json = RunFolder(run_dir).models
     extra = trial_extras(records, read_json(models_json) if models_json.exists() else None)
     table = build_table(summary, caption, extra=extra)
     seed_table = build_table(summary, seed_caption, view="seed", extra=extra)
@@ -399,8 +400,8 @@ def write_report(
     if figure_list:
         lines += ["## Figures", ""] + [f"![{c}]({p.relative_to(run_dir).as_posix()})" for p, c in figure_list]
     markdown = "\n".join(lines) + "\n"
-    write_json(run_dir / f"summary{sfx}.json", summary)
-    paths.append(run_dir / f"summary{sfx}.json")
+    write_json(RunFolder(run_dir).summary_of(sfx), summary)
+    paths.append(RunFolder(run_dir).summary_of(sfx))
     put(f"table{sfx}.md", to_markdown(table))
     put(f"table{sfx}.tex", to_latex(table, label=f"tab:covbench-{unit}"))
     put(f"table{sfx}.csv", to_csv(table))
@@ -506,7 +507,7 @@ def _figures(
                 "(descriptive: slices of one patient are not independent).",
             )
         )
-    if (run_dir / "test_slices.npz").exists():
+    if RunFolder(run_dir).test_slices.exists():
         try:
             if fig.qualitative(run_dir, slice_rows, model_names, folder / "qualitative"):
                 caption = "Best, median and worst test slices (Figure 6 style)."
