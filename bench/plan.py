@@ -28,9 +28,9 @@ from covbench.datasets.splits import n_folds
 from covbench.errors import DamagedFile
 from covbench.layout import RunFolder, trial_name
 from covbench.packing import Packing, largest_trial_memory, plan_packing
-from covbench.run_folder import check_run_dir, read_config
+from covbench.run_folder import check_stored, read_config
 from covbench.run_key import FINGERPRINT_CHARS, RunKey
-from covbench.store import read_json
+from covbench.store import done_for, read_json
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,10 @@ def _finished_records(run_dir: Path, key: str) -> dict[str, dict[str, Any]]:
             record = read_json(trial.record)
         except (OSError, DamagedFile):  # none yet (FileNotFoundError), or damaged
             continue
-        if (
-            isinstance(record, dict)
-            and record.get("status") == "done"
-            and RunKey.parse(record.get("config_key")).config_hash == key
-        ):
-            out[trial.name] = record
+        # a dry run reads no data: a record of this configuration counts whatever its data
+        if isinstance(record, dict) and done_for(record, None):
+            if RunKey.parse(record.get("config_key")).config_hash == key:
+                out[trial.name] = record
     return out
 
 
@@ -97,7 +95,7 @@ def _folder(cfg: RunConfig, run_dir: Path | None, allow_version_change: bool) ->
     if stored is not None:
         from covbench.manifest import code_versions
 
-        check_run_dir(run_dir, cfg, code_versions(cfg.models), allow_version_change)  # no damage: read-only
+        check_stored(run_dir, cfg, stored, code_versions(cfg.models), allow_version_change)
     done = _finished_records(run_dir, cfg.key())
     if stored is None and not done:
         return f"{run_dir}: exists, holds no run yet", done

@@ -28,6 +28,7 @@ from covbench.paths import folder_problem
 from covbench.run_key import RunKey
 from covbench.store import (
     atomic_path,
+    done_for,
     done_trials,
     npz_shapes,
     read_csv,
@@ -134,16 +135,31 @@ def check_run_dir(
     cfg: RunConfig,
     versions: dict[str, str] | None = None,
     allow_version_change: bool = False,
-) -> None:
+) -> dict[str, Any]:
     """Refuse to mix results of two different configurations, or of two code versions (see
-    `check_versions`), in one folder. Call it holding the folder's lock (covbench.lock)."""
+    `check_versions`), in one folder. Call it holding the folder's lock (covbench.lock).
+
+    Returns config.json as stored ({} when there is none, or a damaged one was set aside): the
+    runner hands it on (`check_data_key`, `config_record`) instead of reading the file again."""
     try:
         stored = read_config(run_dir)
     except DamagedFile as exc:
         _heal_config(Path(run_dir), cfg, exc)
-        return
+        return {}
     if stored is None:
-        return
+        return {}
+    check_stored(run_dir, cfg, stored, versions, allow_version_change)
+    return stored
+
+
+def check_stored(
+    run_dir: Path,
+    cfg: RunConfig,
+    stored: dict[str, Any],
+    versions: dict[str, str] | None = None,
+    allow_version_change: bool = False,
+) -> None:
+    """`check_run_dir` on a config.json already read (`read_config`)."""
     old = RunConfig.from_dict({k: v for k, v in stored.items() if not k.startswith("_")})
     if old.key() != cfg.key():
         changed = sorted(k for k, v in cfg.trial_config().items() if old.trial_config().get(k) != v)
@@ -184,13 +200,22 @@ def check_versions(
     )
 
 
-def config_record(run_dir: Path, cfg: RunConfig, key: str, versions: dict[str, str]) -> dict[str, Any]:
-    """What config.json holds: the configuration, its key, the code versions, and every allowed
-    version change the folder went through (the report lists them)."""
+def stored_config(run_dir: Path) -> dict[str, Any]:
+    """config.json as stored, {} when there is none or it is damaged: for callers after
+    `check_run_dir`, which has judged (and healed) the damage already."""
     try:
-        stored = read_config(run_dir) or {}
+        return read_config(run_dir) or {}
     except DamagedFile:
-        stored = {}
+        return {}
+
+
+def config_record(
+    run_dir: Path, cfg: RunConfig, key: str, versions: dict[str, str], stored: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What config.json holds: the configuration, its key, the code versions, and every allowed
+    version change the folder went through (the report lists them). `stored`: config.json as
+    `check_run_dir` returned it (read from the folder when not given)."""
+    stored = stored_config(run_dir) if stored is None else stored
     history = list(stored.get("_version_changes") or [])
     changes = version_changes(stored.get("_versions"), versions)
     if changes:
@@ -214,12 +239,10 @@ def read_previous_environment(run_dir: Path) -> dict[str, Any] | None:
     return read_json_object(RunFolder(run_dir).environment, "this run writes a new one")
 
 
-def check_data_key(run_dir: Path, key: str) -> None:
-    """Same config but different data (the fingerprint is the key's tail): refuse as well."""
-    try:
-        old = (read_config(run_dir) or {}).get("_key")
-    except DamagedFile:
-        old = None  # check_run_dir has judged it already
+def check_data_key(run_dir: Path, key: str, stored: dict[str, Any] | None = None) -> None:
+    """Same config but different data (the fingerprint is the key's tail): refuse as well.
+    `stored`: config.json as `check_run_dir` returned it (read from the folder when not given)."""
+    old = (stored_config(run_dir) if stored is None else stored).get("_key")
     if old and old != key:
         raise CovbenchError(
             f"{run_dir} holds a run on different data (fingerprint {RunKey.parse(old).data_fingerprint}, "
@@ -277,7 +300,7 @@ def is_done(trial_dir: Path, key: str) -> bool:
     record or results file is set aside with a warning and the trial counts as not done (it runs
     again: from its checkpoint, which for a finished trial means evaluation only)."""
     record = read_record(trial_dir)
-    if record is None or record.get("status") != "done" or record.get("config_key") != key:
+    if record is None or not done_for(record, key):
         return False
     problem = _results_problem(trial_dir, record)
     if problem is None:
@@ -296,10 +319,7 @@ def collect_cases(run_dir: Path, key: str | None = None) -> pd.DataFrame:
     record carries the run's key (default: config.json's `_key`), so rows of another
     configuration or data never enter the run's table."""
     if key is None:
-        try:
-            key = (read_config(run_dir) or {}).get("_key")
-        except DamagedFile:
-            key = None
+        key = stored_config(run_dir).get("_key")
     frames = []
     for tdir, _record in done_trials(run_dir, key):
         try:

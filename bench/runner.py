@@ -180,8 +180,8 @@ def _record_finished(f: Finished, outcome: RunOutcome, emit: Callable[[str, dict
     )
 
 
-def _finalize(run_dir: Path, outcome: RunOutcome, t0: float) -> None:
-    cases = collect_cases(run_dir)
+def _finalize(run_dir: Path, outcome: RunOutcome, t0: float, key: str) -> None:
+    cases = collect_cases(run_dir, key)  # the key config.json holds: this run wrote it
     if not cases.empty:
         write_csv(RunFolder(run_dir).cases, cases)
     outcome.wall_seconds = time.perf_counter() - t0
@@ -309,6 +309,7 @@ class _Plan:
     key: str  # str(RunKey): how config.json, every record and every checkpoint spell it
     parts: list[dict[str, np.ndarray]]
     previous: dict[str, Any] | None  # environment.json of the folder's last session
+    stored: dict[str, Any] = field(default_factory=dict)  # config.json as found, read once
 
 
 def _plan(
@@ -320,7 +321,7 @@ def _plan(
 ) -> _Plan:
     """Check the folder, the models and the data; nothing of this run is written yet."""
     versions = code_versions(cfg.models)  # covbench's and each model plugin's distribution version
-    check_run_dir(run_dir, cfg, versions, opts.allow_version_change)
+    stored = check_run_dir(run_dir, cfg, versions, opts.allow_version_change)
     claim_run_dir(run_dir)
     # Every model meets its contract before any data is prepared or trial starts (checks.py).
     emit("status", {"message": "checking models"})
@@ -328,10 +329,10 @@ def _plan(
     emit("status", {"message": "preparing data"})
     data = prepare_data(cfg)
     key = str(RunKey.of(cfg.key(), data.fingerprint))
-    check_data_key(run_dir, key)
+    check_data_key(run_dir, key, stored)
     previous = read_previous_environment(run_dir)
     parts = [split_indices(data.slices, manifest) for manifest in data.folds]
-    return _Plan(checkpoint, versions, checks, data, key, parts, previous)
+    return _Plan(checkpoint, versions, checks, data, key, parts, previous, stored)
 
 
 def _run(
@@ -364,7 +365,7 @@ def _run(
             executor.shutdown()
         if outcome.session_written:
             try:
-                _finalize(run_dir, outcome, t0)
+                _finalize(run_dir, outcome, t0, plan.key)
             except OSError:
                 # A full or read-only disk that stopped the run fails here again: the first error,
                 # naming the write that failed first, is the one to report.
@@ -385,7 +386,7 @@ def _launch(
     """Write what the run is (configuration, models, split, test slices, manifest), then submit
     every pending trial."""
     data, parts, folder = plan.data, plan.parts, RunFolder(run_dir)
-    write_json(folder.config, config_record(run_dir, cfg, plan.key, plan.versions))
+    write_json(folder.config, config_record(run_dir, cfg, plan.key, plan.versions, plan.stored))
     write_json(folder.models, models_record(plan.checks))  # params, FLOPs, memory per model
     # the unit of ASSD / HD95 / the NSD tolerance travels with the split: the report reads it there
     split_record = {**split_manifest(cfg, data.folds), "distance_unit": data.distance_unit}

@@ -1,6 +1,7 @@
 """The run folder's file I/O: the only interface between compute and reporting.
 
-What the folder holds and under which names is covbench.layout's.
+What the folder holds and under which names is covbench.layout's; what "done" means for a trial is
+`done_for`, here, for every reader.
 
 Every file is written atomically and durably (unique temp file, fsync, rename, fsync of the
 folder), so neither an interrupted run nor a crash of the machine leaves a half-written or
@@ -17,7 +18,7 @@ import os
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -203,16 +204,20 @@ def read_record(trial_dir: Path) -> dict[str, Any] | None:
     return read_json_object(TrialFolder(trial_dir).record, "the trial counts as not done and is run again")
 
 
+def done_for(record: Mapping[str, Any] | None, key: str | None) -> bool:
+    """Whether `record` is that of a finished trial of run `key` (of any run when None). The one
+    definition of done: the runner's `is_done` adds only that the results read back."""
+    return (
+        record is not None and record.get("status") == "done" and (not key or record.get("config_key") == key)
+    )
+
+
 def done_trials(run_dir: Path, key: str | None) -> list[tuple[Path, dict]]:
     """(trial folder, record) of the done trials of configuration `key` (of any when None), in
     name order; a damaged record is set aside with a warning (covbench.store.read_record)."""
     out = []
     for trial in RunFolder(run_dir).trials():
         record = read_record(trial.path)
-        if (
-            record is not None
-            and record.get("status") == "done"
-            and (not key or record.get("config_key") == key)
-        ):
+        if record is not None and done_for(record, key):
             out.append((trial.path, record))
     return out
