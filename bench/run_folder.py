@@ -39,6 +39,7 @@ from covbench.store import (
     write_json,
 )
 from covbench.train import local_amp
+from covbench.trial_record import TrialRecord
 
 CASE_COLUMNS = ("model", "seed", "fold", "case")  # one row per (model, seed, fold, case)
 
@@ -339,19 +340,20 @@ def trial_index(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Per trial: status, device, wall time, epochs, best val Dice, checkpoint (for the manifest)."""
     index: dict[str, dict[str, Any]] = {}
     for trial in RunFolder(run_dir).trials():
-        r = read_record(trial.path)
-        if r is not None:
+        raw = read_record(trial.path)
+        if raw is not None:
+            r = TrialRecord.from_dict(raw)
             index[trial.name] = {
-                "status": r.get("status"),
-                "device": r.get("device"),
-                "gpu_ids": r.get("gpu_ids"),
-                "host": r.get("host"),
-                "wall_seconds": r.get("wall_seconds"),
-                "epochs": r.get("epochs"),
-                "resumed_from_epoch": r.get("resumed_from_epoch"),
-                "attempts": r.get("attempts"),
-                "best_val_dice": r.get("best_val_dice"),
-                "weights": _weights_location(trial, r.get("weights") or WEIGHTS),
+                "status": r.status,
+                "device": r.device,
+                "gpu_ids": r.gpu_ids,
+                "host": r.host,
+                "wall_seconds": r.wall_seconds,
+                "epochs": r.epochs,
+                "resumed_from_epoch": r.resumed_from_epoch,
+                "attempts": r.attempts,
+                "best_val_dice": r.best_val_dice,
+                "weights": _weights_location(trial, r.weights or WEIGHTS),
             }
         elif trial.failure.exists():
             try:

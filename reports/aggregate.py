@@ -23,6 +23,7 @@ from covbench.errors import CovbenchError, DamagedFile
 from covbench.layout import RunFolder, TrialFolder
 from covbench.metrics import METRICS, empty_case, segmentation_metrics
 from covbench.store import done_trials, read_json
+from covbench.trial_record import TrialRecord
 
 CASE_KEYS = ["model", "fold", "case"]
 
@@ -158,7 +159,8 @@ def patient_rows(
         except DamagedFile:
             key = None
         trials = done_trials(run_dir, key)
-    for trial_dir, record in trials:
+    for trial_dir, raw in trials:
+        record = TrialRecord.from_dict(raw)
         prob, rows = load_predictions(trial_dir, slices)
         for vol in volumes(slices, rows):
             p, t = prob[vol.rows], target[rows[vol.rows]]
@@ -170,9 +172,9 @@ def patient_rows(
                 metrics.update({m: math.nan for m in SURFACE_METRICS})
             out.append(
                 {
-                    "model": record["model"],
-                    "seed": int(record["seed"]),
-                    "fold": int(record["fold"]),
+                    "model": record.model,
+                    "seed": int(record.seed),
+                    "fold": int(record.fold),
                     "case": vol.patient,
                     "patient": vol.patient,
                     "n_slices": int(vol.rows.size),

@@ -45,6 +45,7 @@ from covbench.reports.table import (
 )
 from covbench.reports.verdicts import UnitValues, detectable_statement, unit_values, verdicts
 from covbench.store import done_trials, read_csv, read_json, write_json, write_text
+from covbench.trial_record import TrialRecord
 
 MIN_PATIENTS = 12  # below this many independent test patients, the report warns
 MIN_WILCOXON = 6  # with fewer paired cases no two-sided Wilcoxon signed-rank p can reach 0.05
@@ -96,17 +97,17 @@ def version_notes(config: dict) -> list[str]:
     return notes
 
 
-def trial_extras(records: list[dict], checks: dict | None = None) -> dict[str, dict]:
+def trial_extras(records: list[TrialRecord], checks: dict | None = None) -> dict[str, dict]:
     """Parameters (M), forward GFLOPs per image (from the run's contract check, `models.json`) and
     training time per trial (mean, SD over seeds) per model."""
     extra: dict[str, dict] = {}
     checked = (checks or {}).get("models", {})
-    for model in sorted({r["model"] for r in records}):
-        rs = [r for r in records if r["model"] == model]
-        times = np.array([float(r["train_seconds"]) for r in rs])
+    for model in sorted({r.model for r in records}):
+        rs = [r for r in records if r.model == model]
+        times = np.array([float(r.train_seconds) for r in rs])
         flops = checked.get(model, {}).get("flops_per_image")
         extra[model] = {
-            "params_m": rs[0]["parameters"] / 1e6,
+            "params_m": rs[0].parameters / 1e6,
             "gflops": flops / 1e9 if flops is not None else math.nan,
             "train_seconds": (float(times.mean()), float(times.std(ddof=1)) if times.size > 1 else math.nan),
         }
@@ -304,7 +305,7 @@ def write_report(
     slice_rows = load_rows(run_dir)
     config = run_config(run_dir)
     trials = done_trials(run_dir, config.get("_key"))  # this configuration's; damaged records set aside
-    records = [record for _, record in trials]
+    records = [TrialRecord.from_dict(record) for _, record in trials]
     curves = training.load_curves(trials)  # epochs.csv of this configuration's trials
     diverged = training.divergences(curves)
     if unit == "slice":

@@ -1,5 +1,6 @@
-"""The run folder's names, its key and what done means (covbench.layout, covbench.run_key,
-covbench.store.done_for): folders written by any covbench version must keep reading the same."""
+"""The run folder's names, its key, what done means and its trial records (covbench.layout,
+covbench.run_key, covbench.store.done_for, covbench.trial_record): folders written by any covbench
+version must keep reading the same."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from covbench.layout import RunFolder, TrialFolder, trial_name
 from covbench.run_key import RunKey
 from covbench.store import done_for, done_trials
+from covbench.trial_record import TrialRecord
 
 # record.json as the first covbench wrote it: no timing, no checkpoint statistics, a key since gone
 OLDEST_RECORD = {
@@ -96,3 +98,25 @@ def test_a_run_reads_config_json_once(tiny_run, tmp_path, monkeypatch):
     outcome = execute(cfg, out, debug=True)
     assert outcome.done == [] and len(outcome.skipped) == 4  # every trial already done
     assert [p for p in reads if p == RunFolder(out).config] == [RunFolder(out).config]
+
+
+def test_an_older_record_reads_with_defaults_and_keeps_what_it_does_not_know():
+    record = TrialRecord.from_dict(OLDEST_RECORD)
+    assert (record.model, record.seed, record.best_val_dice) == ("unet", 1, 0.5)
+    assert record.attempts is None and record.versions is None  # written by later versions
+    assert record.extra == {"checkpoint": "checkpoint.pt"}
+    written = record.to_dict()
+    assert {k: written[k] for k in OLDEST_RECORD} == OLDEST_RECORD  # nothing lost
+    assert "versions" not in written
+    assert TrialRecord.from_dict({}).model == ""  # a record.json covbench did not write
+
+
+@pytest.mark.slow
+def test_every_record_of_a_run_is_a_trial_record_exactly(tiny_run):
+    """TrialRecord knows every key the runner writes today, and writes exactly those back."""
+    records = [json.loads(t.record.read_text()) for t in RunFolder(tiny_run).trials()]
+    assert records
+    for raw in records:
+        record = TrialRecord.from_dict(raw)
+        assert record.extra == {}, f"keys TrialRecord does not know: {sorted(record.extra)}"
+        assert json.loads(json.dumps(record.to_dict())) == raw
