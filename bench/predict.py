@@ -36,7 +36,6 @@ from torch import nn
 
 from covbench import registry
 from covbench.checkpoint import WEIGHTS
-from covbench.storage import Storage
 from covbench.config import RunConfig
 from covbench.datasets import covid_ct_seg, image_folder
 from covbench.datasets.base import Case
@@ -48,6 +47,7 @@ from covbench.datasets.preprocess import (
 )
 from covbench.errors import CovbenchError, DamagedFile
 from covbench.run_folder import read_config
+from covbench.storage import Storage
 from covbench.store import atomic_path, done_trials
 from covbench.train import TrainOptions, predict
 

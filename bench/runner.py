@@ -36,8 +36,8 @@ from covbench.faults import FaultHooks
 from covbench.interrupt import received, trap_signals
 from covbench.layout import RunFolder, TrialFolder
 from covbench.lock import run_lock
-from covbench.options import ExecutionOptions
 from covbench.manifest import code_versions, environment_manifest, now_iso
+from covbench.options import ExecutionOptions
 from covbench.packing import Packing, largest_trial_memory, plan_packing
 from covbench.run_folder import (
     check_data_key,
@@ -68,6 +68,7 @@ from covbench.store import (
     write_json,
 )
 from covbench.trial import TrialResult, TrialSpec, run_fold_trial
+
 
 @dataclass
 class RunOutcome:
@@ -237,7 +238,9 @@ def resume_config(run_dir: Path, out: Path | None = None, given: list[str] = ())
     would change it (`given`, as the user wrote them) and another `--out` are refused. Execution
     options (cluster, storage, retries, ...) may differ: they do not change the numbers."""
     if given:
-        raise CovbenchError(f"--resume takes the configuration from {run_dir}/config.json; drop {', '.join(given)}")
+        raise CovbenchError(
+            f"--resume takes the configuration from {run_dir}/config.json; drop {', '.join(given)}"
+        )
     if out is not None and Path(out).resolve() != Path(run_dir).resolve():
         raise CovbenchError(f"--resume {run_dir} and --out {out} name two run folders; give one")
     cfg = load_run_config(run_dir)
@@ -252,9 +255,12 @@ def run_storage(run_dir: Path, given: Storage | None) -> Storage | None:
     previous = (read_previous_environment(run_dir) or {}).get("storage")
     if given is not None and previous and given.uri != previous:
         raise CovbenchError(
-            f"--storage {given.uri}: {run_dir} keeps its checkpoints in {previous}; give that, or no --storage"
+            f"--storage {given.uri}: {run_dir} keeps its checkpoints in {previous}; "
+            "give that, or no --storage"
         )
-    storage = given or (Storage.parse(previous, option=f"{run_dir}/environment.json storage") if previous else None)
+    storage = given or (
+        Storage.parse(previous, option=f"{run_dir}/environment.json storage") if previous else None
+    )
     if storage is not None:
         storage.validate()  # unreachable, missing bucket, bad credentials, not writable: exit 2 now
     return storage
@@ -336,7 +342,11 @@ def _plan(
 
 
 def _run(
-    cfg: RunConfig, run_dir: Path, opts: ExecutionOptions, plan: _Plan, emit: Callable[[str, dict[str, Any]], None]
+    cfg: RunConfig,
+    run_dir: Path,
+    opts: ExecutionOptions,
+    plan: _Plan,
+    emit: Callable[[str, dict[str, Any]], None],
 ) -> RunOutcome:
     """Launch the pending trials and collect them as they finish.
 
@@ -415,7 +425,9 @@ def _launch(
     threads = max(1, int(opts.cpus_per_trial))
     for model, seed, fold in todo:
         tdir = folder.trial_of(model, seed, fold).path
-        spec = TrialSpec(model, seed, fold, cfg, plan.key, str(tdir), threads, plan.checkpoint, faults, opts.storage)
+        spec = TrialSpec(
+            model, seed, fold, cfg, plan.key, str(tdir), threads, plan.checkpoint, faults, opts.storage
+        )
         tdir.mkdir(parents=True, exist_ok=True)
         executor.submit(spec, run_fold_trial, spec, shared, parts[fold], resources=per_trial,
                         max_retries=opts.max_retries)  # fmt: skip
@@ -447,8 +459,9 @@ def check_workers_see(executor: Executor, run_dir: Path) -> None:
     if unseen:
         raise CovbenchError(
             f"--out {run_dir} is not visible on {len(unseen)} of {len(nodes)} Ray nodes "
-            f"({', '.join(unseen[:3])}{', ...' if len(unseen) > 3 else ''}): mount it at the same path on "
-            "every node, or keep checkpoints on object storage with --storage s3://BUCKET/PREFIX (docs/cluster.md)"
+            f"({', '.join(unseen[:3])}{', ...' if len(unseen) > 3 else ''}): mount it at the same path "
+            "on every node, or keep checkpoints on object storage with --storage s3://BUCKET/PREFIX "
+            "(docs/cluster.md)"
         )
 
 

@@ -343,7 +343,9 @@ class RayExecutor:
                 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
                 here = self._ray.get_runtime_context().get_node_id()
-                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(here, soft=True)
+                # hard: a "soft" affinity sends a zero-CPU actor away from a head without CPUs
+                # (measured, Ray 2.5x), onto a worker node whose loss would take the board along
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(here, soft=False)
             except Exception:  # a Ray Client driver has no node of its own: anywhere will do
                 pass
             self._board = self._ray.remote(AttemptBoard).options(**options).remote()

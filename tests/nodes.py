@@ -61,6 +61,8 @@ class Node:
             start.remove("--include-dashboard=false")  # a head-only option
         mount = f"mount -t tmpfs covbench-private {shlex.quote(str(private))} && " if private else ""
         script = f"{mount}exec {shlex.join(start)}"
+        self.log_path = log
+        self.killed = False
         self.log = open(log, "ab")  # noqa: SIM115 - kept open for the node's life
         self.proc = subprocess.Popen(
             ["unshare", "-m", "sh", "-c", script], env=env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -81,8 +83,12 @@ class Node:
                 pids.append(int(entry))
         return pids
 
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
     def kill(self) -> None:
         """Lose the node: SIGKILL to every process in it, then wait until none is left."""
+        self.killed = True
         for _ in range(50):
             pids = self.processes()
             if not pids:
@@ -97,15 +103,21 @@ class Node:
         self.log.close()
 
 
-def wait_for_nodes(address: str, n: int, env: dict[str, str]) -> None:
-    """Until the cluster at `address` has `n` alive nodes (asked from a separate process)."""
+def wait_for_nodes(address: str, nodes: list[Node], env: dict[str, str]) -> None:
+    """Until the cluster at `address` counts as alive exactly the `nodes` whose processes run
+    (asked from a separate process); fails at once, with its log, if one of them died."""
     code = (
         "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
         "print(sum(1 for n in ray.nodes() if n['Alive']))"
     )
+    expected = sum(1 for node in nodes if node.proc.poll() is None)
 
     def enough() -> bool:
+        for node in nodes:
+            if node.proc.poll() is not None and node.namespace and not node.killed:
+                node.log.flush()
+                raise AssertionError(f"a Ray node exited ({node.proc.returncode}): {node.log_tail()}")
         out = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True, text=True)
-        return out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(n)]
+        return out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(expected)]
 
-    wait_for(enough, f"{n} alive Ray nodes at {address}", BOUND_S)
+    wait_for(enough, f"{expected} alive Ray nodes at {address}", BOUND_S, every=1.0)

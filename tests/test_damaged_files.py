@@ -132,7 +132,9 @@ def test_damaged_epoch_log_of_an_unfinished_trial_is_replaced_whole(finished, tm
     assert result.exit_code == 0, result.output
     assert "1 trials run, 1 already done" in result.output
     rewritten = log.read_text()
-    assert [ln.split(",")[0] for ln in rewritten.splitlines()] == [ln.split(",")[0] for ln in whole.splitlines()]
+    assert [ln.split(",")[0] for ln in rewritten.splitlines()] == [
+        ln.split(",")[0] for ln in whole.splitlines()
+    ]
     _healthy(out)
 
 

@@ -10,8 +10,8 @@ from covbench.executor import Executor
 from covbench.scheduler import InProcessExecutor, RayExecutor
 
 VERBS = (
-    "resources", "gpu_memory", "nodes", "put", "submit", "pending", "as_completed", "drain_ready",
-    "cancel_all", "shutdown",
+    "resources", "gpu_memory", "nodes", "unseen_by_nodes", "put", "submit", "pending", "as_completed",
+    "drain_ready", "cancel_all", "shutdown",
 )  # fmt: skip
 
 

@@ -49,7 +49,7 @@ class Cluster:
 
     def add_worker(self) -> Node:
         node = self._add(head=self.head.address, cpus=1)
-        wait_for_nodes(self.head.address, sum(1 for n in self.nodes if n.proc.poll() is None), self.env)
+        wait_for_nodes(self.head.address, self.nodes, self.env)
         return node
 
     def covbench(self, *args: str) -> list[str]:
@@ -63,7 +63,8 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path, s3):
-    env = {**os.environ, **s3.env, "RAY_USAGE_STATS_ENABLED": "0"}
+    # token authentication on every node and the driver, as covbench's own instance has it
+    env = {**os.environ, **s3.env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
     env.pop("COVBENCH_TEST_HOLD", None)
     c = Cluster(tmp_path, env)
@@ -84,7 +85,11 @@ def test_without_storage_a_cluster_without_a_shared_disk_is_refused_before_train
     cluster.add_worker()
     out = cluster.runs / "r"
     proc = subprocess.run(
-        cluster.covbench("--out", str(out)), env=cluster.env, capture_output=True, text=True, timeout=RUN_BOUND_S
+        cluster.covbench("--out", str(out)),
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_BOUND_S,
     )
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     error = [ln for ln in proc.stderr.splitlines() if ln.strip()]

@@ -52,7 +52,8 @@ def test_a_missing_bucket_is_refused_before_any_work(s3, tmp_path):
 def test_an_unreachable_endpoint_is_refused_before_any_work(s3, tmp_path, monkeypatch):
     from s3server import free_port
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):  # the second wins where both are set
+        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")  # nothing listens there
     out = tmp_path / "r"
     result = runner.invoke(app, [*RUN, "--storage", f"s3://{s3.bucket('unreached')}/run", "--out", str(out)])
     _one_line_refusal(result, "s3://", "unreached")

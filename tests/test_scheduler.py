@@ -57,7 +57,9 @@ def test_session_ray_has_no_gpus_and_a_task_sees_none(ray_session, tmp_path):
     assert not ex.started_here and ex.resources()["gpus"] == 0
     ex.submit("t", sorted, [3, 1, 2], resources=Resources(1, 0))
     seen = []
-    (finished,) = list(ex.as_completed(on_started=lambda tag, beat: seen.append((tag, beat["attempt"], beat["token"]))))
+    (finished,) = list(
+        ex.as_completed(on_started=lambda tag, beat: seen.append((tag, beat["attempt"], beat["token"])))
+    )
     assert finished.result == [1, 2, 3] and finished.error is None
     assert finished.placement["gpu_ids"] == [] and finished.placement["attempt"] == 1
     # the start was seen on the driver's attempt board: "running" is observed, not guessed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,11 @@ def _one_line_error(call: Any, *named: str) -> str:
 # -- objects -------------------------------------------------------------------------------
 
 
-def test_save_load_exists_fetch_remove_round_trip(place, torch, tmp_path):
+def test_save_load_exists_fetch_remove_round_trip(place, torch, tmp_path, monkeypatch):
     storage, raw = place
+    scratch = tmp_path / "tmpdir"  # where uploads and downloads keep their temporary copies
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     parts = ("trials", "unet__seed0__fold0", "checkpoint.pt")
     assert storage.load_torch(*parts) is None and not storage.exists(*parts)
     assert storage.fetch(*parts, to=tmp_path / "got" / "c.pt") is None
@@ -147,6 +151,7 @@ def test_save_load_exists_fetch_remove_round_trip(place, torch, tmp_path):
     assert not storage.exists(*parts) and storage.load_torch(*parts) is None
     assert raw.names() == set()
     storage.remove(*parts)  # already gone: fine
+    assert list(scratch.iterdir()) == []  # every temporary copy deleted
 
 
 def test_large_state_goes_up_in_parts_and_reads_back_equal(s3, torch):
@@ -154,7 +159,7 @@ def test_large_state_goes_up_in_parts_and_reads_back_equal(s3, torch):
     state = {"model": {"w": torch.rand(int(2.5 * PART_BYTES) // 4)}, "epoch": 1}  # ~20 MB of float32
     written = storage.save_torch(state, "weights.pt")
     assert written > 2 * PART_BYTES
-    head = s3.client().head_object(Bucket=storage.uri[5:].split("/")[0], Key="big/weights.pt")
+    head = s3.client().head_object(Bucket=Raw(storage).bucket, Key="big/weights.pt")
     assert head["ContentLength"] == written
     assert head["ETag"].strip('"').endswith("-3"), head["ETag"]  # a multipart upload of three parts
     loaded = storage.load_torch("weights.pt")
