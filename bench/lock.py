@@ -29,12 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from covbench.errors import RunFolderWarning, RunLocked
+from covbench.layout import LOCK_NAME, MARKER, RunFolder  # the names are the layout's, used here
 from covbench.manifest import now_iso
-
-LOCK_NAME = ".lock"
-# Written when covbench makes a folder its run folder (covbench.run_folder.claim_run_dir): covbench
-# writes only into folders that carry it, are empty, or are run folders of an older covbench.
-MARKER = ".covbench-run"
 
 
 @dataclass
@@ -50,7 +46,7 @@ _held: dict[str, _Held] = {}  # resolved run folder -> this process's lock on it
 def holder(run_dir: Path) -> dict[str, Any] | None:
     """Who holds (or last held) the lock, as its holder wrote it; None when unknown."""
     try:
-        text = (Path(run_dir) / LOCK_NAME).read_text(encoding="utf-8")
+        text = RunFolder(run_dir).lock.read_text(encoding="utf-8")
         info = json.loads(text) if text.strip() else None
     except (OSError, ValueError):
         return None
@@ -92,7 +88,7 @@ def run_lock(run_dir: Path, create: bool = True) -> Iterator[None]:
         return
     fd = -1
     try:
-        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(RunFolder(run_dir).lock, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
@@ -126,8 +122,8 @@ def run_lock(run_dir: Path, create: bool = True) -> Iterator[None]:
             if created and set(os.listdir(run_dir)) <= {LOCK_NAME, MARKER}:
                 # A bad option stopped the command before anything was written: leave no empty
                 # folder behind. Still holding the lock, and nobody else knew the folder.
-                (run_dir / MARKER).unlink(missing_ok=True)
-                os.unlink(run_dir / LOCK_NAME)
+                RunFolder(run_dir).marker.unlink(missing_ok=True)
+                os.unlink(RunFolder(run_dir).lock)
                 run_dir.rmdir()
         except OSError:
             pass

@@ -26,9 +26,11 @@ from covbench.config import RunConfig
 from covbench.datasets.prepare import find_cached
 from covbench.datasets.splits import n_folds
 from covbench.errors import DamagedFile
+from covbench.layout import RunFolder, trial_name
 from covbench.packing import Packing, largest_trial_memory, plan_packing
-from covbench.run_folder import check_run_dir, read_config
-from covbench.store import read_json, trial_name
+from covbench.run_folder import check_stored, read_config
+from covbench.run_key import FINGERPRINT_CHARS, RunKey
+from covbench.store import done_for, read_json
 
 
 @dataclass(frozen=True)
@@ -67,17 +69,15 @@ def _finished_records(run_dir: Path, key: str) -> dict[str, dict[str, Any]]:
     """{trial name: record} of the folder's done trials of configuration `key` (read only: a
     damaged record is left for the run to set aside, and counts as not done)."""
     out = {}
-    for path in sorted((run_dir / "trials").glob("*/record.json")):
+    for trial in RunFolder(run_dir).trials():
         try:
-            record = read_json(path)
-        except (OSError, DamagedFile):
+            record = read_json(trial.record)
+        except (OSError, DamagedFile):  # none yet (FileNotFoundError), or damaged
             continue
-        if (
-            isinstance(record, dict)
-            and record.get("status") == "done"
-            and str(record.get("config_key", "")).split("-")[0] == key
-        ):
-            out[path.parent.name] = record
+        # a dry run reads no data: a record of this configuration counts whatever its data
+        if isinstance(record, dict) and done_for(record, None):
+            if RunKey.parse(record.get("config_key")).config_hash == key:
+                out[trial.name] = record
     return out
 
 
@@ -95,7 +95,7 @@ def _folder(cfg: RunConfig, run_dir: Path | None, allow_version_change: bool) ->
     if stored is not None:
         from covbench.manifest import code_versions
 
-        check_run_dir(run_dir, cfg, code_versions(cfg.models), allow_version_change)  # no damage: read-only
+        check_stored(run_dir, cfg, stored, code_versions(cfg.models), allow_version_change)
     done = _finished_records(run_dir, cfg.key())
     if stored is None and not done:
         return f"{run_dir}: exists, holds no run yet", done
@@ -142,7 +142,8 @@ def _data(cfg: RunConfig) -> tuple[str, dict[str, Any] | None]:
         return f"{where}: not pre-processed at {cfg.image_size} px yet; the run reads it first", None
     return (
         f"{where}: {meta.get('n_cases')} cases, {meta.get('n_slices')} slices at {cfg.image_size} px "
-        f"(pre-processing cache, fingerprint {str(meta.get('fingerprint'))[:12]}; the run checks it)",
+        f"(pre-processing cache, fingerprint {str(meta.get('fingerprint'))[:FINGERPRINT_CHARS]}; "
+        "the run checks it)",
         meta,
     )
 

@@ -1,11 +1,11 @@
 """The run folder's state: whether its configuration, code versions and data match this run,
 which trials are finished with results that read back, and what the finished ones hold.
 
-`covbench.runner` asks these questions before and after it runs trials; `covbench.store` does the
-file I/O (atomic, durable writes; damaged files set aside). A trial whose `record.json` carries the
-run's key and whose results read back is done; one with `checkpoint.pt` continues from it, one
-with `weights.pt` is only evaluated again (covbench.checkpoint); a folder whose configuration or
-data differ is refused.
+`covbench.runner` asks these questions before and after it runs trials; `covbench.layout` names
+the files, `covbench.store` does the file I/O (atomic, durable writes; damaged files set aside). A
+trial whose `record.json` carries the run's key and whose results read back is done; one with
+`checkpoint.pt` continues from it, one with `weights.pt` is only evaluated again
+(covbench.checkpoint); a folder whose configuration or data differ is refused.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ from covbench.checkpoint import WEIGHTS
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
-from covbench.lock import LOCK_NAME, MARKER
+from covbench.layout import LOCK_NAME, MARKER, RunFolder, TrialFolder
 from covbench.manifest import now_iso
 from covbench.paths import folder_problem
+from covbench.run_key import RunKey
 from covbench.store import (
     atomic_path,
+    done_for,
     done_trials,
     npz_shapes,
     read_csv,
@@ -37,6 +39,7 @@ from covbench.store import (
     write_json,
 )
 from covbench.train import local_amp
+from covbench.trial_record import TrialRecord
 
 CASE_COLUMNS = ("model", "seed", "fold", "case")  # one row per (model, seed, fold, case)
 
@@ -50,7 +53,7 @@ def _older_run_folder(run_dir: Path) -> bool:
     except (DamagedFile, OSError):
         pass
     try:
-        env = read_json(run_dir / "environment.json")
+        env = read_json(RunFolder(run_dir).environment)
     except (DamagedFile, OSError):
         return False
     return isinstance(env, dict) and {"data_fingerprint", "packages", "command"} <= set(env)
@@ -77,7 +80,7 @@ def check_out_folder(run_dir: Path) -> None:
 
 def claim_run_dir(run_dir: Path) -> None:
     """Mark `run_dir` as a covbench run folder (MARKER), after `check_out_folder` allowed it."""
-    marker = Path(run_dir) / MARKER
+    marker = RunFolder(run_dir).marker
     if not marker.exists():
         write_json(marker, {"created": now_iso(), "what": "a covbench run folder"})
 
@@ -98,7 +101,7 @@ def split_manifest(cfg: RunConfig, folds: list[dict[str, Any]]) -> dict[str, Any
 def read_config(run_dir: Path) -> dict[str, Any] | None:
     """A run folder's config.json as stored (with `_key`, `_versions`); None when there is none.
     One that is not JSON, or not a covbench configuration, raises DamagedFile."""
-    path = Path(run_dir) / "config.json"
+    path = RunFolder(run_dir).config
     if not path.exists():
         return None
     data = read_json(path)
@@ -113,13 +116,13 @@ def _heal_config(run_dir: Path, cfg: RunConfig, damage: DamagedFile) -> None:
     """A damaged config.json: set it aside (the run writes it again) when every finished trial in
     the folder belongs to this configuration; otherwise nothing says which one the folder holds."""
     keys = set()
-    for tdir in sorted((run_dir / "trials").glob("*")):
+    for trial in RunFolder(run_dir).trials():
         try:
-            record = read_json(tdir / "record.json") if (tdir / "record.json").exists() else None
+            record = read_json(trial.record) if trial.record.exists() else None
         except DamagedFile:
             continue  # counts as not done; dealt with when the trial comes up
         if isinstance(record, dict) and record.get("config_key"):
-            keys.add(str(record["config_key"]).split("-")[0])
+            keys.add(RunKey.parse(record["config_key"]).config_hash)
     if keys - {cfg.key()}:
         raise CovbenchError(
             f"{damage}, and {run_dir} holds trials of another configuration; use another --out"
@@ -133,16 +136,31 @@ def check_run_dir(
     cfg: RunConfig,
     versions: dict[str, str] | None = None,
     allow_version_change: bool = False,
-) -> None:
+) -> dict[str, Any]:
     """Refuse to mix results of two different configurations, or of two code versions (see
-    `check_versions`), in one folder. Call it holding the folder's lock (covbench.lock)."""
+    `check_versions`), in one folder. Call it holding the folder's lock (covbench.lock).
+
+    Returns config.json as stored ({} when there is none, or a damaged one was set aside): the
+    runner hands it on (`check_data_key`, `config_record`) instead of reading the file again."""
     try:
         stored = read_config(run_dir)
     except DamagedFile as exc:
         _heal_config(Path(run_dir), cfg, exc)
-        return
+        return {}
     if stored is None:
-        return
+        return {}
+    check_stored(run_dir, cfg, stored, versions, allow_version_change)
+    return stored
+
+
+def check_stored(
+    run_dir: Path,
+    cfg: RunConfig,
+    stored: dict[str, Any],
+    versions: dict[str, str] | None = None,
+    allow_version_change: bool = False,
+) -> None:
+    """`check_run_dir` on a config.json already read (`read_config`)."""
     old = RunConfig.from_dict({k: v for k, v in stored.items() if not k.startswith("_")})
     if old.key() != cfg.key():
         changed = sorted(k for k, v in cfg.trial_config().items() if old.trial_config().get(k) != v)
@@ -183,13 +201,22 @@ def check_versions(
     )
 
 
-def config_record(run_dir: Path, cfg: RunConfig, key: str, versions: dict[str, str]) -> dict[str, Any]:
-    """What config.json holds: the configuration, its key, the code versions, and every allowed
-    version change the folder went through (the report lists them)."""
+def stored_config(run_dir: Path) -> dict[str, Any]:
+    """config.json as stored, {} when there is none or it is damaged: for callers after
+    `check_run_dir`, which has judged (and healed) the damage already."""
     try:
-        stored = read_config(run_dir) or {}
+        return read_config(run_dir) or {}
     except DamagedFile:
-        stored = {}
+        return {}
+
+
+def config_record(
+    run_dir: Path, cfg: RunConfig, key: str, versions: dict[str, str], stored: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What config.json holds: the configuration, its key, the code versions, and every allowed
+    version change the folder went through (the report lists them). `stored`: config.json as
+    `check_run_dir` returned it (read from the folder when not given)."""
+    stored = stored_config(run_dir) if stored is None else stored
     history = list(stored.get("_version_changes") or [])
     changes = version_changes(stored.get("_versions"), versions)
     if changes:
@@ -210,19 +237,17 @@ def config_record(run_dir: Path, cfg: RunConfig, key: str, versions: dict[str, s
 def read_previous_environment(run_dir: Path) -> dict[str, Any] | None:
     """environment.json of the folder's last session; a damaged one is set aside (this run writes
     a new one) and reads as None: it only describes earlier sessions."""
-    return read_json_object(Path(run_dir) / "environment.json", "this run writes a new one")
+    return read_json_object(RunFolder(run_dir).environment, "this run writes a new one")
 
 
-def check_data_key(run_dir: Path, key: str) -> None:
-    """Same config but different data (the fingerprint is the key's tail): refuse as well."""
-    try:
-        old = (read_config(run_dir) or {}).get("_key")
-    except DamagedFile:
-        old = None  # check_run_dir has judged it already
+def check_data_key(run_dir: Path, key: str, stored: dict[str, Any] | None = None) -> None:
+    """Same config but different data (the fingerprint is the key's tail): refuse as well.
+    `stored`: config.json as `check_run_dir` returned it (read from the folder when not given)."""
+    old = (stored_config(run_dir) if stored is None else stored).get("_key")
     if old and old != key:
         raise CovbenchError(
-            f"{run_dir} holds a run on different data (fingerprint {old.split('-')[-1]}, now "
-            f"{key.split('-')[-1]}); use another --out"
+            f"{run_dir} holds a run on different data (fingerprint {RunKey.parse(old).data_fingerprint}, "
+            f"now {RunKey.parse(key).data_fingerprint}); use another --out"
         )
 
 
@@ -246,7 +271,8 @@ def _results_problem(trial_dir: Path, record: dict[str, Any]) -> tuple[Path, str
     """What is wrong with a done trial's results, if anything: its rows (cases.csv) missing,
     unreadable or not one per test case, or its predictions.npz unreadable. Headers only for the
     predictions: cheap at every start, even for large runs."""
-    cases = trial_dir / "cases.csv"
+    trial = TrialFolder(trial_dir)
+    cases = trial.cases
     if not cases.exists():
         return cases, "is missing"
     try:
@@ -258,7 +284,7 @@ def _results_problem(trial_dir: Path, record: dict[str, Any]) -> tuple[Path, str
         return cases, f"is damaged ({len(rows)} rows for {n_test} test cases)"
     if rows[list(CASE_COLUMNS)].isna().any(axis=None):
         return cases, "is damaged (rows without model, seed, fold or case)"
-    predictions = trial_dir / "predictions.npz"
+    predictions = trial.predictions
     if predictions.exists():
         try:
             shapes = npz_shapes(predictions)
@@ -275,7 +301,7 @@ def is_done(trial_dir: Path, key: str) -> bool:
     record or results file is set aside with a warning and the trial counts as not done (it runs
     again: from its checkpoint, which for a finished trial means evaluation only)."""
     record = read_record(trial_dir)
-    if record is None or record.get("status") != "done" or record.get("config_key") != key:
+    if record is None or not done_for(record, key):
         return False
     problem = _results_problem(trial_dir, record)
     if problem is None:
@@ -294,14 +320,11 @@ def collect_cases(run_dir: Path, key: str | None = None) -> pd.DataFrame:
     record carries the run's key (default: config.json's `_key`), so rows of another
     configuration or data never enter the run's table."""
     if key is None:
-        try:
-            key = (read_config(run_dir) or {}).get("_key")
-        except DamagedFile:
-            key = None
+        key = stored_config(run_dir).get("_key")
     frames = []
     for tdir, _record in done_trials(run_dir, key):
         try:
-            frames.append(read_csv(tdir / "cases.csv", CASE_COLUMNS))
+            frames.append(read_csv(TrialFolder(tdir).cases, CASE_COLUMNS))
         except FileNotFoundError:
             continue
         except DamagedFile as exc:
@@ -316,38 +339,39 @@ def collect_cases(run_dir: Path, key: str | None = None) -> pd.DataFrame:
 def trial_index(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Per trial: status, device, wall time, epochs, best val Dice, checkpoint (for the manifest)."""
     index: dict[str, dict[str, Any]] = {}
-    for tdir in sorted((run_dir / "trials").glob("*")):
-        r = read_record(tdir)
-        if r is not None:
-            index[tdir.name] = {
-                "status": r.get("status"),
-                "device": r.get("device"),
-                "gpu_ids": r.get("gpu_ids"),
-                "host": r.get("host"),
-                "wall_seconds": r.get("wall_seconds"),
-                "epochs": r.get("epochs"),
-                "resumed_from_epoch": r.get("resumed_from_epoch"),
-                "attempts": r.get("attempts"),
-                "best_val_dice": r.get("best_val_dice"),
-                "weights": _weights_location(tdir, r.get("weights") or WEIGHTS),
+    for trial in RunFolder(run_dir).trials():
+        raw = read_record(trial.path)
+        if raw is not None:
+            r = TrialRecord.from_dict(raw)
+            index[trial.name] = {
+                "status": r.status,
+                "device": r.device,
+                "gpu_ids": r.gpu_ids,
+                "host": r.host,
+                "wall_seconds": r.wall_seconds,
+                "epochs": r.epochs,
+                "resumed_from_epoch": r.resumed_from_epoch,
+                "attempts": r.attempts,
+                "best_val_dice": r.best_val_dice,
+                "weights": _weights_location(trial, r.weights or WEIGHTS),
             }
-        elif (tdir / "failure.json").exists():
+        elif trial.failure.exists():
             try:
-                f = read_json(tdir / "failure.json")
+                f = read_json(trial.failure)
             except DamagedFile as exc:
                 f = {"error": str(exc)}
-            index[tdir.name] = {"status": "failed", "error": f.get("error"), "attempts": f.get("attempts")}
+            index[trial.name] = {"status": "failed", "error": f.get("error"), "attempts": f.get("attempts")}
     return index
 
 
-def _weights_location(trial_dir: Path, weights: str) -> str:
+def _weights_location(trial: TrialFolder, weights: str) -> str:
     """Where a trial's evaluated weights are: relative to the run folder, or a storage URL."""
-    return weights if "://" in weights else f"trials/{trial_dir.name}/{weights}"
+    return weights if "://" in weights else trial.location(weights)
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
     """The configuration stored in a run folder, for `covbench run --resume DIR`."""
-    path = Path(run_dir) / "config.json"
+    path = RunFolder(run_dir).config
     if not path.is_file():
         raise CovbenchError(f"--resume {run_dir}: no config.json there (is it a covbench run folder?)")
     try:

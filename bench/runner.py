@@ -34,6 +34,7 @@ from covbench.errors import CovbenchError, RunFolderWarning
 from covbench.executor import Executor
 from covbench.faults import FaultHooks
 from covbench.interrupt import received, trap_signals
+from covbench.layout import RunFolder, TrialFolder
 from covbench.lock import run_lock
 from covbench.manifest import code_versions, environment_manifest, now_iso
 from covbench.options import ExecutionOptions
@@ -52,6 +53,7 @@ from covbench.run_folder import (
     trial_index,
     write_test_slices,
 )
+from covbench.run_key import RunKey
 from covbench.scheduler import (
     Finished,
     InProcessExecutor,
@@ -61,7 +63,6 @@ from covbench.scheduler import (
 )
 from covbench.storage import Storage
 from covbench.store import (
-    trial_name,
     write_bytes,
     write_csv,
     write_json,
@@ -137,12 +138,12 @@ def _record_finished(f: Finished, outcome: RunOutcome, emit: Callable[[str, dict
     """Write one finished trial into its folder: results first, the record last (it marks done).
     The driver is the only writer of the run folder: the trial's results came back by value."""
     spec: TrialSpec = f.tag
-    tdir = Path(spec.trial_dir)
+    trial = TrialFolder(Path(spec.trial_dir))
     timing = _timing(f)
     if f.error is not None:
         outcome.failed[spec.name] = f.error
         write_json(
-            tdir / "failure.json",
+            trial.failure,
             {
                 "model": spec.model,
                 "seed": spec.seed,
@@ -162,13 +163,13 @@ def _record_finished(f: Finished, outcome: RunOutcome, emit: Callable[[str, dict
         record["versions"] = outcome.versions  # the code that trained it (see check_versions)
     if record.get("checkpoint_note"):  # a damaged checkpoint was set aside: say so, once
         warnings.warn(f"{spec.name}: {record['checkpoint_note']}", RunFolderWarning, stacklevel=2)
-    write_csv(tdir / "cases.csv", pd.DataFrame(result.rows))
+    write_csv(trial.cases, pd.DataFrame(result.rows))
     if result.epochs:
-        write_csv(tdir / "epochs.csv", pd.DataFrame(result.epochs))
+        write_csv(trial.epochs, pd.DataFrame(result.epochs))
     if result.predictions:
-        write_bytes(tdir / "predictions.npz", result.predictions)
-    write_json(tdir / "record.json", record)  # written last: marks the trial done
-    (tdir / "failure.json").unlink(missing_ok=True)
+        write_bytes(trial.predictions, result.predictions)
+    write_json(trial.record, record)  # written last: marks the trial done
+    trial.failure.unlink(missing_ok=True)
     outcome.done.append(spec.name)
     emit(
         "done",
@@ -180,12 +181,12 @@ def _record_finished(f: Finished, outcome: RunOutcome, emit: Callable[[str, dict
     )
 
 
-def _finalize(run_dir: Path, outcome: RunOutcome, t0: float) -> None:
-    cases = collect_cases(run_dir)
+def _finalize(run_dir: Path, outcome: RunOutcome, t0: float, key: str) -> None:
+    cases = collect_cases(run_dir, key)  # the key config.json holds: this run wrote it
     if not cases.empty:
-        write_csv(run_dir / "cases.csv", cases)
+        write_csv(RunFolder(run_dir).cases, cases)
     outcome.wall_seconds = time.perf_counter() - t0
-    env_path = run_dir / "environment.json"
+    env_path = RunFolder(run_dir).environment
     env = read_previous_environment(run_dir) or {}
     status = "interrupted" if outcome.interrupted else ("failed" if outcome.failed else "complete")
     env.pop("stopped_by", None)
@@ -311,9 +312,10 @@ class _Plan:
     versions: dict[str, str]
     checks: dict[str, Any]
     data: Prepared
-    key: str
+    key: str  # str(RunKey): how config.json, every record and every checkpoint spell it
     parts: list[dict[str, np.ndarray]]
     previous: dict[str, Any] | None  # environment.json of the folder's last session
+    stored: dict[str, Any] = field(default_factory=dict)  # config.json as found, read once
 
 
 def _plan(
@@ -325,18 +327,18 @@ def _plan(
 ) -> _Plan:
     """Check the folder, the models and the data; nothing of this run is written yet."""
     versions = code_versions(cfg.models)  # covbench's and each model plugin's distribution version
-    check_run_dir(run_dir, cfg, versions, opts.allow_version_change)
+    stored = check_run_dir(run_dir, cfg, versions, opts.allow_version_change)
     claim_run_dir(run_dir)
     # Every model meets its contract before any data is prepared or trial starts (checks.py).
     emit("status", {"message": "checking models"})
     checks = check_config(cfg, timeout=opts.stall_timeout or None)
     emit("status", {"message": "preparing data"})
     data = prepare_data(cfg)
-    key = cfg.key() + "-" + data.fingerprint[:12]
-    check_data_key(run_dir, key)
+    key = str(RunKey.of(cfg.key(), data.fingerprint))
+    check_data_key(run_dir, key, stored)
     previous = read_previous_environment(run_dir)
     parts = [split_indices(data.slices, manifest) for manifest in data.folds]
-    return _Plan(checkpoint, versions, checks, data, key, parts, previous)
+    return _Plan(checkpoint, versions, checks, data, key, parts, previous, stored)
 
 
 def _run(
@@ -373,7 +375,7 @@ def _run(
             executor.shutdown()
         if outcome.session_written:
             try:
-                _finalize(run_dir, outcome, t0)
+                _finalize(run_dir, outcome, t0, plan.key)
             except OSError:
                 # A full or read-only disk that stopped the run fails here again: the first error,
                 # naming the write that failed first, is the one to report.
@@ -393,13 +395,13 @@ def _launch(
 ) -> None:
     """Write what the run is (configuration, models, split, test slices, manifest), then submit
     every pending trial."""
-    data, parts = plan.data, plan.parts
-    write_json(run_dir / "config.json", config_record(run_dir, cfg, plan.key, plan.versions))
-    write_json(run_dir / "models.json", models_record(plan.checks))  # params, FLOPs, memory per model
+    data, parts, folder = plan.data, plan.parts, RunFolder(run_dir)
+    write_json(folder.config, config_record(run_dir, cfg, plan.key, plan.versions, plan.stored))
+    write_json(folder.models, models_record(plan.checks))  # params, FLOPs, memory per model
     # the unit of ASSD / HD95 / the NSD tolerance travels with the split: the report reads it there
     split_record = {**split_manifest(cfg, data.folds), "distance_unit": data.distance_unit}
-    write_json(run_dir / "split.json", split_record)
-    write_test_slices(run_dir / "test_slices.npz", data.slices, parts)
+    write_json(folder.split, split_record)
+    write_test_slices(folder.test_slices, data.slices, parts)
     todo = _pending_trials(cfg, run_dir, plan.key, parts, outcome)
     resources = executor.resources()
     packing = _plan_packing(executor, cfg, plan.checks, parts, opts.gpus_per_trial, resources, len(todo))
@@ -413,7 +415,7 @@ def _launch(
         "max_retries": opts.max_retries,
         "storage": opts.storage.uri if opts.storage is not None else None,
     }
-    write_json(run_dir / "environment.json", _run_manifest(executor, data, plan.previous, extra))
+    write_json(folder.environment, _run_manifest(executor, data, plan.previous, extra))
     outcome.session_written = True
 
     # Once per run: every node fetches it once, every fold shares it. Plain arrays, not the
@@ -422,7 +424,7 @@ def _launch(
     faults = FaultHooks.from_env()  # test-only (covbench.faults); empty in real runs
     threads = max(1, int(opts.cpus_per_trial))
     for model, seed, fold in todo:
-        tdir = run_dir / "trials" / trial_name(model, seed, fold)
+        tdir = folder.trial_of(model, seed, fold).path
         spec = TrialSpec(
             model, seed, fold, cfg, plan.key, str(tdir), threads, plan.checkpoint, faults, opts.storage
         )
@@ -471,9 +473,9 @@ def _pending_trials(
     for seed in cfg.seeds:
         for fold in range(len(parts)):
             for model in cfg.models:
-                tdir = run_dir / "trials" / trial_name(model, seed, fold)
-                if is_done(tdir, key):
-                    outcome.skipped.append(tdir.name)
+                trial = RunFolder(run_dir).trial_of(model, seed, fold)
+                if is_done(trial.path, key):
+                    outcome.skipped.append(trial.name)
                 else:
                     todo.append((model, seed, fold))
     return todo

@@ -1,15 +1,7 @@
-"""The run folder: the only interface between compute and reporting.
+"""The run folder's file I/O: the only interface between compute and reporting.
 
-Layout (all paths relative to the run folder)::
-
-    config.json          resolved RunConfig
-    environment.json     package versions, git commit, host, devices, data fingerprint
-    split.json           patient ids per part (identical for every model and seed)
-    trials/<trial>/      record.json (written last: its presence means done), cases.csv,
-                         epochs.csv, predictions.npz, weights.pt (the evaluated weights);
-                         checkpoint.pt while training (covbench.checkpoint)
-    cases.csv            every (model, seed, fold, case) row with every metric
-    summary.json, table.md, report files
+What the folder holds and under which names is covbench.layout's; what "done" means for a trial is
+`done_for`, here, for every reader.
 
 Every file is written atomically and durably (unique temp file, fsync, rename, fsync of the
 folder), so neither an interrupted run nor a crash of the machine leaves a half-written or
@@ -26,7 +18,7 @@ import os
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from covbench.errors import DamagedFile, RunFolderWarning
+from covbench.layout import RunFolder, TrialFolder
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -208,24 +201,23 @@ def read_json_object(path: Path, consequence: str) -> dict[str, Any] | None:
 def read_record(trial_dir: Path) -> dict[str, Any] | None:
     """A trial's record.json, or None when it has none; a damaged one is set aside and the trial
     counts as not done: the next run on the folder runs it again."""
-    return read_json_object(Path(trial_dir) / "record.json", "the trial counts as not done and is run again")
+    return read_json_object(TrialFolder(trial_dir).record, "the trial counts as not done and is run again")
+
+
+def done_for(record: Mapping[str, Any] | None, key: str | None) -> bool:
+    """Whether `record` is that of a finished trial of run `key` (of any run when None). The one
+    definition of done: the runner's `is_done` adds only that the results read back."""
+    return (
+        record is not None and record.get("status") == "done" and (not key or record.get("config_key") == key)
+    )
 
 
 def done_trials(run_dir: Path, key: str | None) -> list[tuple[Path, dict]]:
     """(trial folder, record) of the done trials of configuration `key` (of any when None), in
     name order; a damaged record is set aside with a warning (covbench.store.read_record)."""
     out = []
-    for trial_dir in sorted((Path(run_dir) / "trials").glob("*")):
-        record = read_record(trial_dir)
-        if (
-            record is not None
-            and record.get("status") == "done"
-            and (not key or record.get("config_key") == key)
-        ):
-            out.append((trial_dir, record))
+    for trial in RunFolder(run_dir).trials():
+        record = read_record(trial.path)
+        if record is not None and done_for(record, key):
+            out.append((trial.path, record))
     return out
-
-
-def trial_name(model: str, seed: int, fold: int) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
-    return f"{safe}__seed{seed}__fold{fold}"

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from covbench.errors import CovbenchError
+from covbench.layout import RunFolder
 
 TRACKERS = ("none", "mlflow")
 EXPERIMENT = "covbench"
@@ -113,7 +114,7 @@ def tracking_note(kind: str, run_dir: Path | None) -> str:
 
 
 def default_uri(run_dir: Path) -> str:
-    return f"sqlite:///{(Path(run_dir) / 'mlflow' / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(RunFolder(run_dir).mlflow / 'mlflow.db').resolve()}"
 
 
 def _metric_key(text: str) -> str:
@@ -167,7 +168,7 @@ class MlflowTracker:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        location = (self.run_dir / "mlflow" / "artifacts").as_uri() if self.local else None
+        location = (RunFolder(self.run_dir).mlflow / "artifacts").as_uri() if self.local else None
         return self.client.create_experiment(name, artifact_location=location)
 
     def _start(self) -> None:
@@ -175,7 +176,7 @@ class MlflowTracker:
         from covbench.store import done_trials
 
         if self.local:
-            (self.run_dir / "mlflow").mkdir(exist_ok=True)
+            RunFolder(self.run_dir).mlflow.mkdir(exist_ok=True)
         stored = read_config(self.run_dir) or {}
         self.key = str(stored.get("_key"))
         self.experiment_id = self._experiment()
@@ -212,14 +213,14 @@ class MlflowTracker:
         from covbench.metrics import METRICS
 
         run_id = self._child(name)
-        trial_dir = self.run_dir / "trials" / name
+        trial = RunFolder(self.run_dir).trial(name)
         fields = ("model", "seed", "fold", "parameters", "width", "device")
         params = {k: _param(record.get(k)) for k in fields}
         params["options"] = _param(record.get("options") or {})
         now = int(time.time() * 1000)
-        metrics = [(k, v, now, step) for k, v, step in _epoch_metrics(trial_dir / "epochs.csv")]
+        metrics = [(k, v, now, step) for k, v, step in _epoch_metrics(trial.epochs)]
         finals = {k: record.get(k) for k in ("best_val_dice", "best_epoch", "train_seconds", "eval_seconds")}
-        finals.update({f"test_{m}": v for m, v in _test_means(trial_dir / "cases.csv", METRICS).items()})
+        finals.update({f"test_{m}": v for m, v in _test_means(trial.cases, METRICS).items()})
         metrics += [(k, v, now, 0) for k, v in finals.items() if _number(v) is not None]
         self._log(run_id, params=params, metrics=metrics)
         self.client.set_terminated(run_id, "FINISHED")

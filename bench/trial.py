@@ -28,6 +28,7 @@ from covbench.checkpoint import WEIGHTS, Checkpointer, CheckpointPolicy, LoadOut
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
 from covbench.faults import FaultHooks
+from covbench.layout import TRIALS
 from covbench.metrics import batch_metrics, empty_case
 from covbench.storage import Storage
 from covbench.train import Best, EpochEnd, TrainOptions, amp_choice, predict, seed_everything, train_model
@@ -54,7 +55,7 @@ class TrialSpec:
         """This trial's place in the run's storage (its folder in the run folder by default)."""
         if self.storage is None:
             return Storage.local(Path(self.trial_dir))
-        return self.storage.child("trials", self.name)
+        return self.storage.child(TRIALS, self.name)
 
 
 @dataclass

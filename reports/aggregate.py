@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 
 from covbench.errors import CovbenchError, DamagedFile
+from covbench.layout import RunFolder, TrialFolder
 from covbench.metrics import METRICS, empty_case, segmentation_metrics
 from covbench.store import done_trials, read_json
+from covbench.trial_record import TrialRecord
 
 CASE_KEYS = ["model", "fold", "case"]
 
@@ -77,7 +79,7 @@ SURFACE_METRICS = ("assd", "hd95", "nsd")
 
 def load_test_slices(run_dir: Path) -> dict[str, np.ndarray]:
     """The run's pre-processed test slices (written once by `covbench run`)."""
-    path = Path(run_dir) / "test_slices.npz"
+    path = RunFolder(run_dir).test_slices
     if not path.exists():
         raise CovbenchError(
             f"{path} not found: this run predates saved test slices; re-run it with this covbench "
@@ -92,7 +94,7 @@ def load_test_slices(run_dir: Path) -> dict[str, np.ndarray]:
 
 def load_predictions(trial_dir: Path, slices: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """A trial's test probabilities in [0, 1] (stored as uint8) and their rows in test_slices.npz."""
-    path = trial_dir / "predictions.npz"
+    path = TrialFolder(trial_dir).predictions
     if not path.exists():
         raise CovbenchError(f"{path} not found: the trial finished without saving its predictions")
     try:
@@ -152,12 +154,13 @@ def patient_rows(
     out = []
     if trials is None:
         try:
-            config = run_dir / "config.json"
+            config = RunFolder(run_dir).config
             key = read_json(config).get("_key") if config.exists() else None
         except DamagedFile:
             key = None
         trials = done_trials(run_dir, key)
-    for trial_dir, record in trials:
+    for trial_dir, raw in trials:
+        record = TrialRecord.from_dict(raw)
         prob, rows = load_predictions(trial_dir, slices)
         for vol in volumes(slices, rows):
             p, t = prob[vol.rows], target[rows[vol.rows]]
@@ -169,9 +172,9 @@ def patient_rows(
                 metrics.update({m: math.nan for m in SURFACE_METRICS})
             out.append(
                 {
-                    "model": record["model"],
-                    "seed": int(record["seed"]),
-                    "fold": int(record["fold"]),
+                    "model": record.model,
+                    "seed": int(record.seed),
+                    "fold": int(record.fold),
                     "case": vol.patient,
                     "patient": vol.patient,
                     "n_slices": int(vol.rows.size),

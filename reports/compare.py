@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from covbench.errors import CovbenchError
+from covbench.layout import RunFolder
 from covbench.lock import run_lock
 from covbench.manifest import now_iso
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
@@ -186,7 +187,7 @@ def summary_path(path: Path, option: str) -> Path:
     """A summary.json, or the one inside a run folder."""
     path = Path(path)
     if path.is_dir():
-        path = path / "summary.json"
+        path = RunFolder(path).summary
         if not path.exists():
             raise CovbenchError(
                 f"{option} {path.parent}: no summary.json; run `covbench report {path.parent}` first"
@@ -276,7 +277,7 @@ def with_unit_values(summary: dict, summary_file: Path, option: str) -> dict:
     if isinstance(summary.get("unit_values"), dict):
         return summary
     run_dir = Path(summary_file).parent
-    if summary.get("unit", "slice") == "slice" and (run_dir / "cases.csv").is_file():
+    if summary.get("unit", "slice") == "slice" and RunFolder(run_dir).cases.is_file():
         return {**summary, "unit_values": unit_values_from_run(run_dir)}
     raise CovbenchError(
         f"{option} {summary_file}: no per-seed values (unit_values; written by an older covbench): "
@@ -482,7 +483,7 @@ def update_baseline(baseline_path: Path, current: dict, current_path: Path, iden
         raise CovbenchError(f"--update: {baseline_path} is a folder; name the baseline summary file")
     source = Path(current_path)
     run_dir = source if source.is_dir() else source.parent
-    env_path = run_dir / "environment.json"
+    env_path = RunFolder(run_dir).environment
     env = read_json(env_path) if env_path.exists() else {}
     data = dict(current)
     data["baseline_of"] = {"run": run_dir.name, "git": env.get("git"), "updated": now_iso()}
@@ -498,7 +499,7 @@ def run_folder_lock(folder: Path) -> AbstractContextManager:
     """The lock of `folder` when it is a run folder (config.json in it), so nothing is written into
     or read from a folder a run is writing (RunLocked, exit 2); no lock for any other folder."""
     folder = Path(folder)
-    return run_lock(folder, create=False) if (folder / "config.json").is_file() else nullcontext()
+    return run_lock(folder, create=False) if RunFolder(folder).config.is_file() else nullcontext()
 
 
 def summary_digest(summary: dict) -> str:
@@ -506,16 +507,13 @@ def summary_digest(summary: dict) -> str:
     return hashlib.sha256(json.dumps(summary["models"], sort_keys=True).encode()).hexdigest()
 
 
-GATE_FILE = "gate.json"
-
-
 def record_gate(current_file: Path, current: dict, result: Comparison) -> Path | None:
     """Write the verdict into CURRENT's run folder, so `covbench track` can mark a flagged run.
 
     Only for a summary inside a run folder (config.json beside it); a loose summary file is left alone.
     """
-    run_dir = Path(current_file).parent
-    if not (run_dir / "config.json").is_file():
+    folder = RunFolder(Path(current_file).parent)
+    if not folder.config.is_file():
         return None
     record = {
         "baseline": result.baseline,
@@ -524,9 +522,9 @@ def record_gate(current_file: Path, current: dict, result: Comparison) -> Path |
         "summary_sha256": summary_digest(current),
         "date": now_iso(),
     }
-    with run_folder_lock(run_dir):
-        write_json(run_dir / GATE_FILE, record)
-    return run_dir / GATE_FILE
+    with run_folder_lock(folder.root):
+        write_json(folder.gate, record)
+    return folder.gate
 
 
 @dataclass(frozen=True)

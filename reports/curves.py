@@ -29,7 +29,9 @@ import numpy as np
 import pandas as pd
 
 from covbench.errors import DamagedFile, RunFolderWarning
+from covbench.layout import TrialFolder
 from covbench.store import read_csv
+from covbench.trial_record import TrialRecord
 
 COLUMNS = ("model", "seed", "fold", "epoch", "train_loss", "val_dice", "selected_epoch")
 MIN_EPOCHS = 4  # fewer epochs than this: only a non-finite loss counts as divergence
@@ -66,8 +68,9 @@ def load_curves(trials: list[tuple[Path, dict[str, Any]]]) -> Curves:
     A trial without epochs.csv (written by an older covbench) or with a damaged one is left out
     and named in `missing`; a damaged log also warns (RunFolderWarning)."""
     frames, missing = [], []
-    for trial_dir, record in trials:
-        path = Path(trial_dir) / "epochs.csv"
+    for trial_dir, raw in trials:
+        record = TrialRecord.from_dict(raw)
+        path = TrialFolder(trial_dir).epochs
         try:
             log = read_csv(path, ("epoch", "train_loss"))
         except FileNotFoundError:
@@ -81,9 +84,9 @@ def load_curves(trials: list[tuple[Path, dict[str, Any]]]) -> Curves:
         frames.append(
             pd.DataFrame(
                 {
-                    "model": str(record["model"]),
-                    "seed": int(record["seed"]),
-                    "fold": int(record.get("fold", 0)),
+                    "model": str(record.model),
+                    "seed": int(record.seed),
+                    "fold": int(record.fold),
                     "epoch": log["epoch"].astype(int).to_numpy(),
                     "train_loss": pd.to_numeric(log["train_loss"], errors="coerce").to_numpy(float),
                     "val_dice": (
@@ -91,7 +94,7 @@ def load_curves(trials: list[tuple[Path, dict[str, Any]]]) -> Curves:
                         if "val_dice" in log
                         else np.full(len(log), np.nan)
                     ),
-                    "selected_epoch": int(record.get("best_epoch") or log["epoch"].max()),
+                    "selected_epoch": int(record.best_epoch or log["epoch"].max()),
                 }
             )
         )

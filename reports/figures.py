@@ -17,11 +17,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from covbench.layout import RunFolder
 from covbench.metrics import HIGHER_IS_BETTER
 from covbench.reports.aggregate import load_predictions, load_test_slices
 from covbench.reports.stats import ALPHA, MetricTests, cliques
 from covbench.reports.table import COLUMNS, column_titles
-from covbench.store import atomic_path, trial_name
+from covbench.store import atomic_path
 
 PALETTE = ["#1b6ca8", "#e07b39", "#3a9b5c", "#b5446e", "#7b6cb0", "#8c6d31", "#4d4d4d", "#17becf"]
 
@@ -220,7 +221,7 @@ def qualitative(
             continue
         pred = np.zeros(slices["mask"].shape, bool)  # every fold's test slices (k-fold covers all)
         for fold in folds:
-            prob, where = load_predictions(run_dir / "trials" / trial_name(model, seed, fold), slices)
+            prob, where = load_predictions(RunFolder(run_dir).trial_of(model, seed, fold).path, slices)
             pred[where] = prob >= threshold
         preds[model] = pred
     cols = 2 + len(preds)

@@ -23,9 +23,10 @@ from typing import Any
 import pandas as pd
 
 from covbench.errors import CovbenchError
+from covbench.layout import RunFolder
 from covbench.manifest import now_iso
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
-from covbench.reports.compare import GATE_FILE, load_summary, run_folder_lock, summary_digest
+from covbench.reports.compare import load_summary, run_folder_lock, summary_digest
 from covbench.reports.identity import (
     default_name,
     describe,
@@ -202,7 +203,7 @@ def _choose_benchmark(
 
 def _gate_record(run_dir: Path, digest: str) -> dict[str, Any] | None:
     """The run's gate.json when it judged this very summary (a re-reported run has a stale one)."""
-    path = run_dir / GATE_FILE
+    path = RunFolder(run_dir).gate
     if not path.is_file():
         return None
     record = read_json(path)
@@ -228,10 +229,11 @@ def track(run_dir: Path, history: Path, benchmark: str | None = None) -> Tracked
 def _track(run_dir: Path, history: Path, benchmark: str | None) -> Tracked:
     summary = load_summary(run_dir, "RUN_DIR")
     unit = summary.get("unit", "slice")
-    if not (run_dir / "config.json").is_file():
+    folder = RunFolder(run_dir)
+    if not folder.config.is_file():
         raise CovbenchError(f"RUN_DIR {run_dir}: no config.json, so which benchmark it ran is unknown")
-    cfg = read_json(run_dir / "config.json")
-    env = read_json(run_dir / "environment.json") if (run_dir / "environment.json").is_file() else {}
+    cfg = read_json(folder.config)
+    env = read_json(folder.environment) if folder.environment.is_file() else {}
     identity = identity_from_config(cfg, env.get("data_fingerprint"), unit, distance_unit_of(summary))
     git = env.get("git") or {}
     gate = _gate_record(run_dir, summary_digest(summary))

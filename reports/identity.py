@@ -25,7 +25,9 @@ from typing import Any
 
 from covbench.config import RunConfig
 from covbench.errors import CovbenchError
+from covbench.layout import RunFolder
 from covbench.reports.table import distance_unit_of
+from covbench.run_key import FINGERPRINT_CHARS, RunKey
 from covbench.store import read_json
 
 #: RunConfig fields that do not make two runs different benchmarks (see the module docstring).
@@ -34,7 +36,6 @@ EXCLUDED: frozenset[str] = frozenset({"models", "seeds", "data_dir"})
 EXTRA_DEFAULTS: dict[str, Any] = {"unit": "slice", "distance_unit": "mm"}
 #: Named first when two identities differ: what people tell benchmarks apart by.
 FIRST = ("dataset", "data_fingerprint", "preset", "unit", "split", "epochs", "image_size")
-FINGERPRINT_CHARS = 12  # as in a run's `_key`; enough to tell data sets apart
 MAX_NAMED = 6  # differences named in one error line
 
 
@@ -70,8 +71,8 @@ def identity_from_config(
 ) -> dict[str, Any]:
     """The identity of a run from its config.json (private `_` keys such as `_key` are dropped)."""
     ident = {k: _canonical(v) for k, v in config.items() if k not in EXCLUDED and not k.startswith("_")}
-    if data_fingerprint is None and isinstance(config.get("_key"), str) and "-" in config["_key"]:
-        data_fingerprint = config["_key"].rsplit("-", 1)[-1]  # runner: key = config hash + "-" + fingerprint
+    if data_fingerprint is None and isinstance(config.get("_key"), str):
+        data_fingerprint = RunKey.parse(config["_key"]).data_fingerprint or None
     ident["data_fingerprint"] = data_fingerprint[:FINGERPRINT_CHARS] if data_fingerprint else None
     ident["unit"] = unit
     ident["distance_unit"] = distance_unit  # mm, or px for data without a pixel spacing
@@ -81,11 +82,11 @@ def identity_from_config(
 def run_identity(run_dir: Path, unit: str = "slice", distance_unit: str = "mm") -> dict[str, Any] | None:
     """The identity of a run folder, or None when it holds no config.json (not a covbench run)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
+    folder = RunFolder(run_dir)
+    if not folder.config.is_file():
         return None
-    config = read_json(run_dir / "config.json")
-    env_path = run_dir / "environment.json"
-    env = read_json(env_path) if env_path.is_file() else {}
+    config = read_json(folder.config)
+    env = read_json(folder.environment) if folder.environment.is_file() else {}
     return identity_from_config(config, env.get("data_fingerprint"), unit, distance_unit)
 
 

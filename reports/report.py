@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
+from covbench.layout import RunFolder
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports import curves as training
 from covbench.reports.aggregate import (
@@ -44,6 +45,7 @@ from covbench.reports.table import (
 )
 from covbench.reports.verdicts import UnitValues, detectable_statement, unit_values, verdicts
 from covbench.store import done_trials, read_csv, read_json, write_json, write_text
+from covbench.trial_record import TrialRecord
 
 MIN_PATIENTS = 12  # below this many independent test patients, the report warns
 MIN_WILCOXON = 6  # with fewer paired cases no two-sided Wilcoxon signed-rank p can reach 0.05
@@ -57,7 +59,7 @@ class Report:
 
 
 def load_rows(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "cases.csv"
+    path = RunFolder(run_dir).cases
     if not path.exists():
         raise CovbenchError(f"{path} not found: is {run_dir} a covbench run folder with finished trials?")
     try:
@@ -71,7 +73,7 @@ def load_rows(run_dir: Path) -> pd.DataFrame:
 def run_config(run_dir: Path) -> dict:
     """config.json as stored; {} (with a warning) when it is damaged: the report needs only its
     threshold and version history, and the next run on the folder writes it again."""
-    path = Path(run_dir) / "config.json"
+    path = RunFolder(run_dir).config
     if not path.exists():
         return {}
     try:
@@ -95,17 +97,17 @@ def version_notes(config: dict) -> list[str]:
     return notes
 
 
-def trial_extras(records: list[dict], checks: dict | None = None) -> dict[str, dict]:
+def trial_extras(records: list[TrialRecord], checks: dict | None = None) -> dict[str, dict]:
     """Parameters (M), forward GFLOPs per image (from the run's contract check, `models.json`) and
     training time per trial (mean, SD over seeds) per model."""
     extra: dict[str, dict] = {}
     checked = (checks or {}).get("models", {})
-    for model in sorted({r["model"] for r in records}):
-        rs = [r for r in records if r["model"] == model]
-        times = np.array([float(r["train_seconds"]) for r in rs])
+    for model in sorted({r.model for r in records}):
+        rs = [r for r in records if r.model == model]
+        times = np.array([float(r.train_seconds) for r in rs])
         flops = checked.get(model, {}).get("flops_per_image")
         extra[model] = {
-            "params_m": rs[0]["parameters"] / 1e6,
+            "params_m": rs[0].parameters / 1e6,
             "gflops": flops / 1e9 if flops is not None else math.nan,
             "train_seconds": (float(times.mean()), float(times.std(ddof=1)) if times.size > 1 else math.nan),
         }
@@ -149,7 +151,7 @@ def check_warnings(
             f"only {n_cases} paired test {unit}(s): no slice-level Wilcoxon signed-rank test can reach "
             f"p < {ALPHA} with fewer than {MIN_WILCOXON}, so its 'not separated' means 'untestable' here."
         )
-    split_path = run_dir / "split.json"
+    split_path = RunFolder(run_dir).split
     if split_path.exists():
         split = read_json(split_path)
         leaked_set: set[str] = set()
@@ -216,7 +218,7 @@ def captions(unit: str, n_cases: int, n_patients: int, n_seeds: int, surface_3d:
 def run_distance_unit(run_dir: Path) -> str:
     """The unit of the run's distances, as the runner recorded it in split.json: "mm", or "px"
     when the data had no pixel spacing. Run folders written before it was recorded are mm."""
-    path = Path(run_dir) / "split.json"
+    path = RunFolder(run_dir).split
     unit = read_json(path).get("distance_unit", "mm") if path.exists() else "mm"
     if unit not in ("mm", "px"):
         raise CovbenchError(f"{path}: distance_unit {unit!r}; expected 'mm' or 'px'")
@@ -232,7 +234,7 @@ def _markdown_tests(tests: dict[str, dict], unit: str, distance_unit: str = "mm"
 
 def previous_primary(run_dir: Path) -> str:
     """The primary metric the folder's last report declared (`--primary` once is enough), else Dice."""
-    path = Path(run_dir) / "summary.json"
+    path = RunFolder(run_dir).summary
     try:
         found = read_json(path).get("primary") if path.exists() else None
     except (DamagedFile, AttributeError):
@@ -303,7 +305,7 @@ def write_report(
     slice_rows = load_rows(run_dir)
     config = run_config(run_dir)
     trials = done_trials(run_dir, config.get("_key"))  # this configuration's; damaged records set aside
-    records = [record for _, record in trials]
+    records = [TrialRecord.from_dict(record) for _, record in trials]
     curves = training.load_curves(trials)  # epochs.csv of this configuration's trials
     diverged = training.divergences(curves)
     if unit == "slice":
@@ -366,7 +368,7 @@ def write_report(
         "warnings": warnings,
         "per_case": _per_case_values(per_case),
     }
-    models_json = run_dir / "models.json"
+    models_json = RunFolder(run_dir).models
     extra = trial_extras(records, read_json(models_json) if models_json.exists() else None)
     table = build_table(summary, caption, extra=extra)
     seed_table = build_table(summary, seed_caption, view="seed", extra=extra)
@@ -399,8 +401,8 @@ def write_report(
     if figure_list:
         lines += ["## Figures", ""] + [f"![{c}]({p.relative_to(run_dir).as_posix()})" for p, c in figure_list]
     markdown = "\n".join(lines) + "\n"
-    write_json(run_dir / f"summary{sfx}.json", summary)
-    paths.append(run_dir / f"summary{sfx}.json")
+    write_json(RunFolder(run_dir).summary_of(sfx), summary)
+    paths.append(RunFolder(run_dir).summary_of(sfx))
     put(f"table{sfx}.md", to_markdown(table))
     put(f"table{sfx}.tex", to_latex(table, label=f"tab:covbench-{unit}"))
     put(f"table{sfx}.csv", to_csv(table))
@@ -506,7 +508,7 @@ def _figures(
                 "(descriptive: slices of one patient are not independent).",
             )
         )
-    if (run_dir / "test_slices.npz").exists():
+    if RunFolder(run_dir).test_slices.exists():
         try:
             if fig.qualitative(run_dir, slice_rows, model_names, folder / "qualitative"):
                 caption = "Best, median and worst test slices (Figure 6 style)."
