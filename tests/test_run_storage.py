@@ -60,6 +60,21 @@ def test_an_unreachable_endpoint_is_refused_before_any_work(s3, tmp_path, monkey
     assert not (out / "trials").exists()
 
 
+@pytest.mark.process
+def test_credentials_the_server_refuses_are_refused_before_any_work(s3, tmp_path, monkeypatch):
+    """moto with authentication on, in its own process (tests/s3server.py): an unknown key."""
+    from s3server import server_process
+
+    with server_process(auth=True) as server:
+        for name, value in server.env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOBODYKNOWSTHIS")
+        out = tmp_path / "r"
+        result = runner.invoke(app, [*RUN, "--storage", f"s3://{server.guarded}/run", "--out", str(out)])
+    _one_line_refusal(result, f"s3://{server.guarded}/run", "access key")
+    assert not (out / "trials").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.process
 def test_a_run_keeps_checkpoints_and_weights_on_s3_and_a_resume_finds_them(ray_session, s3, tmp_path):
