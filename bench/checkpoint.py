@@ -30,6 +30,7 @@ write, so a kill loses at most ~2 minutes of one trial, at a cost of one host co
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,7 +195,7 @@ class Checkpointer:
         """After the first epoch of a fresh trial, then every `policy.every_seconds`."""
         return time.monotonic() - self._last_write >= self.policy.every_seconds
 
-    def after_epoch(self, end: EpochEnd, log: list[dict[str, Any]] = ()) -> float:  # type: ignore[assignment]
+    def after_epoch(self, end: EpochEnd, log: Sequence[dict[str, Any]] = ()) -> float:
         """Start a checkpoint write when one is due; the seconds this cost the training thread.
         `log` (the epoch log so far) travels with the checkpoint: a resumed trial's epochs.csv is
         whole even when the attempt that wrote the first epochs ran on a lost node."""
@@ -238,7 +239,7 @@ class Checkpointer:
 
     # -- 3. training finished --------------------------------------------------------------
 
-    def finish(self, best: Best, epoch: int, log: list[dict[str, Any]] = ()) -> float:  # type: ignore[assignment]
+    def finish(self, best: Best, epoch: int, log: Sequence[dict[str, Any]] = ()) -> float:
         """Write the evaluated weights in the background; the Adam checkpoint goes once they are on
         disk. Returns the seconds it cost the calling thread (a host copy)."""
         t = time.perf_counter()

@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -233,7 +233,7 @@ def execute(
             return _run(cfg, run_dir, opts, plan, emit)
 
 
-def resume_config(run_dir: Path, out: Path | None = None, given: list[str] = ()) -> RunConfig:  # type: ignore[assignment]
+def resume_config(run_dir: Path, out: Path | None = None, given: Sequence[str] = ()) -> RunConfig:
     """The rule of `--resume DIR`: the configuration is DIR's own (config.json), so options that
     would change it (`given`, as the user wrote them) and another `--out` are refused. Execution
     options (cluster, storage, retries, ...) may differ: they do not change the numbers."""

@@ -68,7 +68,7 @@ class Node:
             ["unshare", "-m", "sh", "-c", script], env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-        self.namespace = wait_for(lambda: self._own_namespace(), "the node's mount namespace", 60)
+        self.namespace = wait_for(self._own_namespace, "the node's mount namespace", 60)
         self.address = f"127.0.0.1:{self.port}" if head is None else head
 
     def _own_namespace(self) -> str | None:
