@@ -151,8 +151,15 @@ def ray_defaults(starting_local: bool) -> None:
       left implicit it logs "Token authentication is enabled..." on every run. Ray reads the mode
       once, when it is imported, so it is set only if `ray` is not imported yet (otherwise Ray
       enables it itself, notice included). Joining a cluster keeps Ray's own choice, which must
-      match how that cluster was started."""
+      match how that cluster was started.
+    - `RAY_worker_niceness=0` unless set, for an instance started here: Ray runs its workers at
+      nice 15 by default, below everything else on the machine. Trials are this program's work: on
+      a workstation with one other busy process per core, nice-15 trials got a few per cent of the
+      CPU and a smoke run took many times longer (docs/performance.md, "Trials and other work").
+      A cluster started with `ray start` keeps its own setting."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if starting_local:
+        os.environ.setdefault("RAY_worker_niceness", "0")
     if starting_local and "ray" not in sys.modules:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
 

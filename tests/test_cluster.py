@@ -56,7 +56,8 @@ LOCAL = textwrap.dedent(
     from covbench.scheduler import RayExecutor, Resources
 
     def environment():
-        return {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")}
+        env = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")}
+        return {**env, "nice": os.getpriority(os.PRIO_PROCESS, 0)}
 
     ex = RayExecutor(num_cpus=1)
     ex.submit("t", environment, resources=Resources(1, 0))
@@ -77,20 +78,25 @@ def test_ray_defaults_respect_the_user(monkeypatch):
     monkeypatch.delitem(sys.modules, "ray", raising=False)  # as before `import ray`
     monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
     ray_defaults(starting_local=False)
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
     assert "RAY_AUTH_MODE" not in os.environ  # joining a cluster: how it was started decides
+    assert "RAY_worker_niceness" not in os.environ
     ray_defaults(starting_local=True)
-    assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert os.environ["RAY_AUTH_MODE"] == "token" and os.environ["RAY_worker_niceness"] == "0"
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_worker_niceness", "10")
     ray_defaults(starting_local=True)
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "1" and os.environ["RAY_AUTH_MODE"] == "disabled"
+    assert os.environ["RAY_worker_niceness"] == "10"
 
 
 def test_local_ray_is_quiet_private_and_recorded(tmp_path, monkeypatch):
-    """No Ray notice on a plain local start, token auth on, usage stats off, addresses known."""
-    for name in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "RAY_ADDRESS"):
+    """No Ray notice on a plain local start, token auth on, usage stats off, addresses known, and
+    trials at the driver's priority (Ray's own default would be nice 15)."""
+    for name in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "RAY_ADDRESS", "RAY_worker_niceness"):
         monkeypatch.delenv(name, raising=False)
     _ray_core_only(tmp_path, monkeypatch)
     proc = subprocess.run([sys.executable, "-c", LOCAL], capture_output=True, text=True, timeout=RUN_BOUND_S)
@@ -98,7 +104,7 @@ def test_local_ray_is_quiet_private_and_recorded(tmp_path, monkeypatch):
     assert proc.returncode == 0 and line, proc.stdout[-2000:] + proc.stderr[-4000:]
     out = json.loads(line[len("RESULT") :])
     assert out["core_only"]  # the extras really were out of reach
-    assert out["worker"] == {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    assert out["worker"] == {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0", "nice": os.nice(0)}
     lines = (proc.stdout + proc.stderr).splitlines()
     noise = [ln for ln in lines if ln.strip() and not ln.startswith("RESULT")]
     assert not noise, noise  # not "Token authentication is enabled ...", nor anything else

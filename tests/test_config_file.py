@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import RUN_BOUND_S
 from typer.testing import CliRunner
 
 from covbench.cli import app
@@ -173,18 +174,19 @@ def test_a_missing_file_is_refused():
 
 def test_dry_run_starts_no_ray_reads_no_data_and_writes_nothing(tmp_path):
     """In a fresh process with an empty cache: the plan comes without Ray, without generating or
-    pre-processing the phantom, and without creating the run folder (nor importing mlflow)."""
+    pre-processing the phantom, and without creating the run folder (nor importing mlflow). `paper`,
+    not `all`: a test plugin another test installed would change the count."""
     cache, out = tmp_path / "cache", tmp_path / "run"
     cache.mkdir()
     code = (
         "import sys\nfrom covbench.cli import app\n"
-        f"sys.argv = ['covbench', 'run', '--dry-run', '--models', 'all', '--out', {str(out)!r}]\n"
+        f"sys.argv = ['covbench', 'run', '--dry-run', '--models', 'paper', '--out', {str(out)!r}]\n"
         "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         "print('MODULES', 'ray' in sys.modules, 'mlflow' in sys.modules)\n"
     )
     env = {**os.environ, "COVBENCH_CACHE": str(cache)}
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=RUN_BOUND_S
     )
     assert result.returncode == 0, result.stderr
     assert "MODULES False False" in result.stdout

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import BOUND_S, wait_for
 from typer.testing import CliRunner
 
 from covbench.cli import app
@@ -71,14 +71,14 @@ def test_full_disk_mid_run_is_one_line_and_resume_after_freeing_space_finishes(r
     filled: list[Path] = []
 
     def fill_while_held() -> None:
-        wait_for(lambda: (holdnet / "entered").exists(), "holdnet held in its worker", timeout=300)
+        wait_for(lambda: (holdnet / "entered").exists(), "holdnet held in its worker")
         filled.append(_fill(tmpfs))
         (holdnet / "hold").unlink()  # training goes on, onto a full disk
 
     filler = threading.Thread(target=fill_while_held)
     filler.start()
     result = runner.invoke(app, [*RUN, "--models", "holdnet", "--out", str(out)])
-    filler.join(timeout=60)
+    filler.join(timeout=BOUND_S)
     assert result.exit_code == 2, result.output
     error = _one_error(result)
     assert "No space left on device (ENOSPC); free some space, then run the same command again" in error

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import BOUND_S, RUN_BOUND_S, wait_for
 
 from covbench.config import PRESETS, build_config
 from covbench.runner import execute
@@ -26,14 +27,17 @@ RUN = ["run", "--preset", "smoke", "--seeds", "1", "--epochs", "1"]
 KEY = ["model", "seed", "fold", "case"]
 
 
-def _wait_for(condition, seconds: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if proc is not None and proc.poll() is not None:
+def _while_driver_runs(condition, what: str, proc: subprocess.Popen) -> None:
+    """`wait_for`, failing at once with the driver's stderr when the driver ends first."""
+
+    def met() -> bool:
+        if condition():
+            return True
+        if proc.poll() is not None:
             raise AssertionError(f"the driver ended ({proc.returncode}) before {what}: {proc.stderr.read()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        time.sleep(0.1)
+        return False
+
+    wait_for(met, what)
 
 
 def _descendants(pid: int) -> set[int]:
@@ -91,11 +95,11 @@ def test_sigterm_mid_run_records_what_finished_exits_143_and_resumes_exactly(ray
     try:
         unet_done = out / "trials" / "unet__seed0__fold0" / "record.json"
         both = lambda: unet_done.exists() and (holdnet / "entered").exists()  # noqa: E731
-        _wait_for(both, 300, "unet done and holdnet held", proc)
+        _while_driver_runs(both, "unet done and holdnet held", proc)
         ray_processes = _descendants(proc.pid)
         assert ray_processes, "the driver started no Ray processes"
         proc.send_signal(signal.SIGTERM)  # what Kubernetes, Slurm and spot preemption send
-        _, stderr = proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=BOUND_S)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -106,12 +110,12 @@ def test_sigterm_mid_run_records_what_finished_exits_143_and_resumes_exactly(ray
     assert env["failed"] == []
     assert not (out / "trials" / "holdnet__seed0__fold0" / "record.json").exists()
     assert not (out / "trials" / "holdnet__seed0__fold0" / "failure.json").exists()  # not failed: stopped
-    _wait_for(lambda: not _alive(ray_processes), 30, "every Ray process of the run to end")
+    wait_for(lambda: not _alive(ray_processes), "every Ray process of the run to end")
     unet_record = json.loads(unet_done.read_text())
 
     (holdnet / "hold").unlink()
     resumed = subprocess.run([str(COVBENCH), "run", "--resume", str(out)], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=600)  # fmt: skip
+                             text=True, timeout=RUN_BOUND_S)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "1 trials run, 1 already done" in resumed.stdout
     assert json.loads(unet_done.read_text())["finished"] == unet_record["finished"]  # not trained again
@@ -132,12 +136,12 @@ def test_two_quick_ctrl_c_exit_130_with_status_interrupted_and_no_ray_left(holdn
     (holdnet / "hold").touch()
     proc = _driver([*RUN, "--models", "holdnet", "--out", str(out)], tmp_path)
     try:
-        _wait_for(lambda: (holdnet / "entered").exists(), 300, "holdnet held in its worker", proc)
+        _while_driver_runs(lambda: (holdnet / "entered").exists(), "holdnet held in its worker", proc)
         ray_processes = _descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole process group
         time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=BOUND_S)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -145,7 +149,7 @@ def test_two_quick_ctrl_c_exit_130_with_status_interrupted_and_no_ray_left(holdn
     assert "Traceback" not in stderr, stderr
     env = json.loads((out / "environment.json").read_text())
     assert env["status"] == "interrupted" and env["stopped_by"] == "SIGINT"
-    _wait_for(lambda: not _alive(ray_processes), 30, "every Ray process of the run to end")
+    wait_for(lambda: not _alive(ray_processes), "every Ray process of the run to end")
 
 
 STRAY_COVBENCH = "raise ImportError('the stray covbench.py in the working directory was imported')\n"
@@ -162,7 +166,7 @@ def test_workers_do_not_import_from_the_drivers_working_directory(holdnet, tmp_p
     (work / "covbench.py").write_text(STRAY_COVBENCH)
     out = tmp_path / "run"
     result = subprocess.run([str(COVBENCH), *RUN, "--models", "unet,holdnet", "--out", str(out)], cwd=work,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+                            capture_output=True, text=True, timeout=RUN_BOUND_S)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(p.parent.name for p in out.glob("trials/*/record.json")) == [
         "holdnet__seed0__fold0",
