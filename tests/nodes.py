@@ -26,6 +26,13 @@ from s3server import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
+# Ray's GCS counts a node dead after `health_check_failure_threshold` (5) failed health checks
+# `health_check_period_ms` (3000) apart: a node that is gone stays "alive" for 15 s, and a retry
+# waits for that. Tests that lose a node on purpose check what happens after the loss, not Ray's
+# patience, so the GCS of their clusters checks every 0.5 s (2.5 s). A check of a live node still
+# has Ray's 10 s timeout, so a busy machine does not make a live node look lost.
+QUICK_NODE_LOSS = {"RAY_health_check_period_ms": "500"}
+
 
 def private_nodes_unavailable() -> str | None:
     """None when this machine can start nodes with a private tmpfs; else the reason it cannot."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers import RUN_BOUND_S
+from nodes import QUICK_NODE_LOSS
 
 from covbench.scheduler import ray_defaults
 
@@ -168,6 +169,8 @@ CLUSTER = textwrap.dedent(
 @pytest.mark.slow
 def test_two_node_cluster_loses_the_worker_node_and_the_trial_resumes_elsewhere(tmp_path, monkeypatch):
     _ray_core_only(tmp_path, monkeypatch)
+    for name, value in QUICK_NODE_LOSS.items():  # read by the GCS that Cluster starts in the child
+        monkeypatch.setenv(name, value)
     epochs = 3  # the node goes while the trial holds after epoch 1 (COVBENCH_TEST_HOLD)
     args = [str(tmp_path / "run"), str(epochs), str(tmp_path / "hold"), str(Path(__file__).parent)]
     proc = subprocess.run(

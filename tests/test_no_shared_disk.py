@@ -20,7 +20,7 @@ import boto3
 import pandas as pd
 import pytest
 from helpers import RUN_BOUND_S, Hold, running
-from nodes import Node, private_nodes_unavailable, wait_for_nodes
+from nodes import QUICK_NODE_LOSS, Node, private_nodes_unavailable, wait_for_nodes
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -65,6 +65,7 @@ class Cluster:
 def cluster(tmp_path, s3):
     # token authentication on every node and the driver, as covbench's own instance has it
     env = {**os.environ, **s3.env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    env.update(QUICK_NODE_LOSS)  # the lost node is counted lost in 2.5 s, not 15 s (tests/nodes.py)
     env.pop("RAY_ADDRESS", None)
     env.pop("COVBENCH_TEST_HOLD", None)
     c = Cluster(tmp_path, env)
