@@ -134,7 +134,11 @@ def resolve_preset(name: str, cuda_available: bool | None = None) -> Preset:
     return PRESETS[name]
 
 
-_LATER_FIELDS: dict[str, Any] = {"spacing": None, "split_fractions": None}  # field -> default (RunConfig.key)
+_LATER_FIELDS: dict[str, Any] = {
+    "spacing": None,
+    "split_fractions": None,
+    "dataset_options": {},
+}  # field -> default (RunConfig.key)
 
 
 def parse_spacing(text: str | None) -> tuple[float, float] | None:
@@ -188,6 +192,8 @@ class RunConfig:
     spacing: tuple[float, float] | None = None
     # train / val / test shares of a `patient` split; None = (0.6, 0.2, 0.2)
     split_fractions: tuple[float, float, float] | None = None
+    # `--dataset-option KEY=VALUE`: the adapter's own options (nnunet: label, lung, channel)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -315,6 +321,19 @@ def _option_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def parse_dataset_options(items: list[str]) -> dict[str, Any]:
+    """`--dataset-option KEY=VALUE` (repeatable) -> {key: value}; the adapter checks the keys."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CovbenchError(
+                f"--dataset-option {item!r}: expected KEY=VALUE, e.g. label=lesion or channel=0"
+            )
+        options[key.strip()] = _option_value(value)
+    return options
 
 
 def parse_model_options(items: list[str], models: list[str]) -> dict[str, dict[str, Any]]:
