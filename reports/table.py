@@ -318,6 +318,7 @@ def verdict_lines(
                 f"p (Holm) = {number(p['p_adjusted'], '.3g')}, equivalence margin ±{p['rope']:g}; "
                 f"P(a seed of {text(p['a'])} does better than one of {text(p['b'])}) = "
                 f"{p['p_a_better_seed']:.2f}; {p['n_units']} {v['unit']}s, {seeds})"
+                + (f"; {text(p['reason'])}" if p.get("reason") else "")
             )
     return lines
 

@@ -178,3 +178,70 @@ def test_estimated_design_recovers_the_simulated_components():
     assert np.sqrt(design.sigma_v2) == pytest.approx(0.03, rel=0.15)
     assert np.sqrt(design.sigma_w2) == pytest.approx(0.01, rel=0.5)
     assert np.sqrt(design.sigma_e2) == pytest.approx(0.02, rel=0.05)
+
+
+def _grid():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import calibration_grid
+    import rule_before
+
+    return calibration_grid, rule_before
+
+
+def test_one_seed_against_several_is_students_pooled_t_over_seed_means():
+    """A one-seed side borrows the other side's seed variance *with its df* (Student's pooled t,
+    which scipy computes independently): one unit, 1 vs 4 seeds."""
+    rng = np.random.default_rng(10)
+    a, b = rng.normal(0.7, 0.02, (1, 1)), rng.normal(0.66, 0.02, (4, 1))
+    d = difference(a, b)
+    ref = stats.ttest_ind(a[:, 0], b[:, 0], equal_var=True)
+    assert d.p_value == pytest.approx(ref.pvalue, rel=1e-10)
+    assert d.df == pytest.approx(3.0)
+
+
+def test_equal_seeds_without_patient_interaction_is_welch_over_seed_means():
+    """No patient x model variance left (its estimate truncated at 0): the test is Welch's over the
+    seed means, df included (scipy)."""
+    rng = np.random.default_rng(11)
+    u = rng.normal(0.7, 0.1, (1, 12))
+    a = u + rng.normal(0, 0.03, (4, 1)) + rng.normal(0, 0.001, (4, 12))
+    b = u + rng.normal(0, 0.01, (4, 1)) + rng.normal(0, 0.001, (4, 12))
+    d = difference(a, b)
+    assert d.components.unit_var == 0.0
+    ref = stats.ttest_ind(a.mean(axis=1), b.mean(axis=1), equal_var=False)
+    assert d.p_value == pytest.approx(ref.pvalue, rel=1e-10)
+    assert d.df == pytest.approx(ref.df, rel=1e-10)
+
+
+@pytest.mark.parametrize("name", ["1 vs 3 seeds, seed SD 0.02", "2 vs 10 seeds, seed SD 0.02"])
+def test_small_and_unequal_seed_counts_stay_calibrated(name):
+    """Issue 33: with 1 or 2 seeds a side the old rule set a negative seed variance to 0 and let a
+    one-seed side borrow it without df (7.6-10 % false 'better'); now at most 6 % (the fast rows of
+    `bench_calibration.py --grid extended`)."""
+    grid, old = _grid()
+    scenario = next(s for s in grid.grid() if s.name == name)
+    a, b = scenario.simulate(np.random.default_rng(12), 3000)
+    now = differences(a, b)
+    before = old.differences_before(a, b)
+
+    def false_better(batch):
+        return float(((batch.p_value < ALPHA) & ~(batch.p_equivalence(0.01) < ALPHA)).mean())
+
+    assert false_better(now) <= 0.06
+    assert false_better(before) > 0.065  # what was fixed, so this test can fail
+
+
+def test_resampled_real_structure_stays_calibrated():
+    """Seed effects and residual cells of the committed CI baseline (3 seeds, 27 patients),
+    resampled with no true difference: at most 6 % false 'better'."""
+    from pathlib import Path
+
+    grid, _ = _grid()
+    reals, _ = grid.reals_of(Path(__file__).resolve().parents[1] / "reports" / "baselines" / "ci.json")
+    scenario = next(s for s in grid.grid() if s.source == "ci.json" and s.seeds_a == 3)
+    a, b = scenario.simulate(np.random.default_rng(13), 3000, reals=reals)
+    batch = differences(a, b)
+    assert float(((batch.p_value < ALPHA) & ~(batch.p_equivalence(0.01) < ALPHA)).mean()) <= 0.06
