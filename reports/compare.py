@@ -372,6 +372,36 @@ def gate_test(current: np.ndarray, baseline: np.ndarray) -> Difference:
     return difference(current.mean(axis=1, keepdims=True), baseline.mean(axis=1, keepdims=True))
 
 
+def explain(result: Comparison) -> str:
+    """`covbench compare --explain`: the figures the gate's decision rests on, computed from the
+    two sides (docs/reports.md quotes this output rather than typing numbers in): per model, the SD
+    of a seed's mean of the primary metric on each side, the test's df and the smallest drop it
+    detects with 80 % power, and the condition under which the stated error rate holds."""
+    lines = [
+        f"Explain ({result.primary}, alpha {ALPHA:g}, power {POWER:.0%}): the replicates are the seeds; "
+        "each seed is its mean over the shared test units.",
+        "| Model | seeds baseline / current | seed-mean SD baseline / current | df | detectable drop |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result.rows:
+        if r.metric != result.primary or r.test is None:
+            continue
+        c = r.test.components
+        sd_cur = math.sqrt(c.seed_var_a * r.test.n_seeds_a) if r.test.n_seeds_a > 1 else math.nan
+        sd_base = math.sqrt(c.seed_var_b * r.test.n_seeds_b) if r.test.n_seeds_b > 1 else math.nan
+        detect = r.detectable
+        lines.append(
+            f"| {r.model} | {r.test.n_seeds_b} / {r.test.n_seeds_a} | {sd_base:.4f} / {sd_cur:.4f} | "
+            f"{r.test.df:.1f} | {'n/a' if detect is None else format(detect, '.4f')} |"
+        )
+    lines.append(
+        "Condition: the chance-failure rate (<= alpha/2 per model for a quality-neutral change) assumes "
+        "roughly symmetric seed noise; a training recipe whose seeds sometimes diverge can fail or pass "
+        "by chance more often (docs/calibration.md, extended grid)."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def _decide(gain: float, p: float, floor: float) -> str:
     """A change counts when it is significant and beyond the floor, in the metric's better direction."""
     if p < ALPHA and gain < -floor:

@@ -163,3 +163,20 @@ def test_one_seed_a_side_is_undecided_with_the_reason():
 def test_a_clear_verdict_has_no_reason():
     v = verdicts(unit_values(_rows({"good": 0.05, "bad": 0.0})))
     assert v["dice"].pairs[0].reason is None
+
+
+def test_compare_explain_computes_the_gates_figures_from_the_baseline():
+    """docs/reports.md quotes `covbench compare --explain`: the seed-mean SD it prints is the SD of
+    each seed's mean Dice over the patients of the committed baseline."""
+    import json
+    from pathlib import Path
+
+    from covbench.reports.compare import compare, explain
+
+    ci = json.loads((Path(__file__).resolve().parents[1] / "reports" / "baselines" / "ci.json").read_text())
+    text = explain(compare(ci, ci))
+    per_seed = ci["unit_values"]["values"]["unet"]["dice"]
+    sd = np.std([np.mean(list(v.values())) for v in per_seed.values()], ddof=1)
+    row = next(line for line in text.splitlines() if line.startswith("| unet |"))
+    assert f"{sd:.4f} / {sd:.4f}" in row
+    assert float(row.rstrip(" |").split("|")[-1]) > 0
