@@ -20,7 +20,10 @@ difference D = mean(a) - mean(b) has
 
 where delta_p is the per-unit difference of the seed means (its variance already holds v and the
 e part) and sigma_w,m^2 / S_m is estimated without bias from the two-way ANOVA of model m,
-(MS_seed - MS_residual) / (P S_m), truncated at 0 (Searle, Casella & McCulloch 1992, ch. 4). The
+(MS_seed - MS_residual) / (P S_m) (Searle, Casella & McCulloch 1992, ch. 4). Since issue 33 the
+sum is regrouped as the seed means' spread MS_seed / (P S_m) (never negative, so no seed variance
+leaves the SE or the df) plus the patient x model part, which alone is truncated at 0; see
+`differences`. The
 CI and p-value use Student's t with Satterthwaite's degrees of freedom (Satterthwaite 1946), the
 standard small-sample answer for a variance built from several mean squares; with one seed per
 model it is exactly the paired t-test over units, with one unit exactly Welch's test over seeds
