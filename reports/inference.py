@@ -226,6 +226,8 @@ def differences(a: np.ndarray, b: np.ndarray) -> Batch:
     se = np.sqrt(np.maximum(var, 0.0))
     seed_dfs, weights = [df for _, _, df in seed_terms.values()], [c for _, c, _ in seed_terms.values()]
     df = _capped_df(terms, len(unit_part), unit_var, seed_total, p, seed_dfs, weights)
+    if p > 1:  # a truncated patient x model part still came from P - 1 df: never test on more
+        df = np.where(keep, df, np.minimum(df, float(p - 1)))
     seed_df = _seed_df(seed_part, size, seed_dfs, weights)
     estimate = a.mean(axis=(1, 2)) - b.mean(axis=(1, 2))
     with np.errstate(divide="ignore", invalid="ignore"):
