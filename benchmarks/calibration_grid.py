@@ -8,7 +8,8 @@ Each scenario draws per-patient values (n, seeds, patients) of two models,
     y[m, s, p] = delta [m = A] + u[p] + v[m, p] + w[m, s] + e[m, s, p]
 
 with e the seed x patient (network x patient) noise; `seed_law` shapes w: "normal", "skewed" (a
-left-skewed gamma, skewness -2, as a model that is sometimes much worse) or "diverging" (with
+left-skewed gamma, skewness -2, as a model that is sometimes much worse), "heavy" (Student t with
+3 df: symmetric, heavy-tailed) or "diverging" (with
 probability `diverge` a seed loses `drop`, centred so that the mean is unchanged: the null is
 equal expected Dice). A "resampled" scenario takes u, w and e from a real seeds x patients matrix:
 its patient means, its seed effects and its residual cells, drawn with replacement."""
@@ -31,7 +32,7 @@ class Scenario:
     sigma_v: float = 0.02  # patient x model
     sigma_w: float = 0.01  # seed (both sides, unless sigma_w_a is set)
     sigma_e: float = 0.045  # network x patient: ci.json's residual SD of Dice
-    seed_law: str = "normal"  # of side A's seeds: normal | skewed | diverging
+    seed_law: str = "normal"  # of side A's seeds: normal | heavy | skewed | diverging
     diverge: float = 0.0
     drop: float = 0.0
     sigma_w_a: float | None = None
@@ -46,7 +47,9 @@ class Scenario:
         for side, (s, shift) in enumerate(((self.seeds_a, delta), (self.seeds_b, 0.0))):
             sw = self.sigma_w_a if side == 0 and self.sigma_w_a is not None else self.sigma_w
             w = rng.normal(0.0, sw, (n, s, 1))
-            if side == 0 and self.seed_law == "skewed":
+            if side == 0 and self.seed_law == "heavy":  # Student t with 3 df, scaled to SD sw
+                w = rng.standard_t(3, (n, s, 1)) * sw / np.sqrt(3.0)
+            elif side == 0 and self.seed_law == "skewed":
                 g = rng.gamma(1.0, 1.0, (n, s, 1))  # skewness 2, mean 1, SD 1
                 w = -(g - 1.0) * sw
             elif side == 0 and self.seed_law == "diverging":
@@ -134,6 +137,7 @@ def grid(quick: bool = False) -> list[Scenario]:
             Scenario(f"{sa} vs {sb} seeds, 3 patients", sa, sb, patients=3, sigma_v=0.05, sigma_w=0.02)
         )
     for s in (3, 5, 10):
+        scen.append(Scenario(f"heavy-tailed seeds (t3) {s} vs {s}", s, s, seed_law="heavy", sigma_w_a=0.02))
         scen.append(Scenario(f"skewed seeds (gamma) {s} vs {s}", s, s, seed_law="skewed", sigma_w_a=0.02))
         for pi, drop in ((0.15, 0.05), (0.15, 0.1), (0.2, 0.13)):
             scen.append(
