@@ -11,6 +11,10 @@ The worst value is the bound of a rate (0, or 1 for MAE) and, for a distance, th
 the run observed for it. A unit undefined for every model and seed (sensitivity on a patient
 without lesions) says nothing about the models and is left out of that metric, counted.
 
+Every pair says why it is undecided when the reason is one a reader can act on (one test unit, one
+seed a model, or seeds too few to estimate training noise: `undecided_reason`), and what a decided
+pair with a one-seed model assumed.
+
 Multiplicity: the primary metric's verdicts are Holm-adjusted over its pairs; the secondary
 metrics' over all their pairs and metrics together (one family), so declaring a secondary
 difference is harder than a primary one, as it should be.
