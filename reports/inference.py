@@ -27,9 +27,10 @@ leaves the SE or the df) plus the patient x model part, which alone is truncated
 CI and p-value use Student's t with Satterthwaite's degrees of freedom (Satterthwaite 1946), the
 standard small-sample answer for a variance built from several mean squares; with one seed per
 model it is exactly the paired t-test over units, with one unit exactly Welch's test over seeds
-(both checked against scipy in the tests); the df are capped by the dominant source
-(`degrees_of_freedom`). The calibration by simulation is in docs/reports.md
-(`benchmarks/bench_calibration.py`).
+(both checked against scipy in the tests); the df are capped by the dominant source, by
+common-variance weights for the seeds, and by the df of the same variance grouped by variance
+component (`_capped_df`, `_variance_component_df`; docs/reports.md says why each). The
+calibration by simulation is in docs/reports.md (`benchmarks/bench_calibration.py`).
 
 A verdict per (pair, metric): *A better* / *B better* when the Holm-adjusted two-sided p is below
 alpha, *practically equivalent* when TOST (Schuirmann 1987) at alpha puts the difference inside the
@@ -228,6 +229,8 @@ def differences(a: np.ndarray, b: np.ndarray) -> Batch:
     df = _capped_df(terms, len(unit_part), unit_var, seed_total, p, seed_dfs, weights)
     if p > 1:  # a truncated patient x model part still came from P - 1 df: never test on more
         df = np.where(keep, df, np.minimum(df, float(p - 1)))
+        if seed_terms:  # and never more than the variance components' own grouping allows
+            df = np.minimum(df, _variance_component_df(unit_part, seed_terms, res_terms, p, size))
     seed_df = _seed_df(seed_part, size, seed_dfs, weights)
     estimate = a.mean(axis=(1, 2)) - b.mean(axis=(1, 2))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -247,6 +250,23 @@ def differences(a: np.ndarray, b: np.ndarray) -> Batch:
         len(unit_part),
         seed_df,
     )
+
+
+def _variance_component_df(
+    unit_part: list[tuple[np.ndarray, float]], seed_terms: dict, res_terms: dict, p: int, size: int
+) -> np.ndarray:
+    """The df of the same unbiased Var(D) grouped by variance component: the patients' term, and
+    per model its seed variance (MS_seed - MS_res) / (P S) as a difference of two mean squares, the
+    df capped by the component that carries most of the variance. A seed variance that is small
+    against its residual is poorly known (Satterthwaite's df of a difference), which the seed means'
+    own df (S - 1 each) do not say; the test uses the smaller of the two groupings' df."""
+    unit_raw = unit_part[0]
+    seed = []
+    for src, (ms_seed, c, df_seed) in seed_terms.items():
+        ms_res, c_res, df_res = res_terms[src]
+        seed += [(ms_seed * c, df_seed), (ms_res * c_res, df_res)]
+    seed_var = np.maximum(sum((v for v, _ in seed), np.zeros(size)), 0.0)
+    return _capped_df([unit_raw] + seed, 1, unit_raw[0], seed_var, p)
 
 
 def _capped_df(
