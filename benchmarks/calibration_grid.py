@@ -153,3 +153,28 @@ def grid(quick: bool = False) -> list[Scenario]:
         keep = ("1 vs 3 seeds, seed SD 0.02", "2 vs 10 seeds, seed SD 0.02", "2 vs 2 seeds, seed SD 0.02")
         scen = [x for x in scen if x.name in keep]
     return scen
+
+
+def write_fixture(run: Path, out: Path, metric: str = "dice") -> Path:
+    """A run's per-(seed, patient) values of one metric, rounded to 4 decimals, in the shape of
+    summary.json's `unit_values`: the small real structure the tests resample (never the run folder)."""
+    mats = matrices_of(run, metric)
+    values = {
+        model: {metric: {str(s): {f"p{u:02d}": round(float(m[s, u]), 4) for u in range(m.shape[1])}
+                         for s in range(m.shape[0])}}
+        for model, m in mats.items()
+    }  # fmt: skip
+    out.write_text(json.dumps({"unit_values": {"unit": "patient", "values": values}}, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="write a real run's seeds x patients values as a test fixture"
+    )
+    parser.add_argument("run", type=Path)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    print(write_fixture(args.run, args.out))
