@@ -49,7 +49,7 @@ from covbench.manifest import now_iso
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports.identity import Incomparable, check_comparable, summary_identity
 from covbench.reports.inference import ALPHA, POWER, PRIMARY, ROPE, Difference, difference, holm
-from covbench.reports.summary_check import validate_summary
+from covbench.reports.summary_check import check_schema, validate_summary
 from covbench.reports.table import column_titles, distance_unit_of
 from covbench.store import read_json, write_json
 
@@ -203,6 +203,7 @@ def load_summary(path: Path, option: str = "summary") -> dict:
         data = read_json(p)
     except (OSError, ValueError) as exc:
         raise CovbenchError(f"{option} {p}: not readable JSON ({exc})") from None
+    check_schema(data, f"{option} {p}")  # before its fields: what a later schema means is unknown here
     validate_summary(data, f"{option} {p}")
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise CovbenchError(f"{option} {p}: not a covbench summary (no 'models')")
@@ -545,13 +546,15 @@ def gate(
     metrics: list[str] | None = None,
     *,
     update: bool = False,
+    require_identity: bool = False,
 ) -> Gate:
     """`covbench compare BASELINE CURRENT`: compare the two, record the verdict in CURRENT's run
     folder (gate.json) for `covbench track`, and with `update` replace BASELINE by CURRENT.
 
     With `update`, a BASELINE that does not exist yet is created, and one of another benchmark is
     replaced, both without a comparison; without `update` another benchmark is refused
-    (Incomparable, exit 2)."""
+    (Incomparable, exit 2). With `require_identity` (the CI gate) a side without a benchmark
+    identity is refused too, instead of compared with a note."""
     cur_file = summary_path(current, "CURRENT")
     cur = with_unit_values(load_summary(current, "CURRENT"), cur_file, "CURRENT")
     if update and not Path(baseline).exists():  # the first baseline: nothing to compare with yet
@@ -561,7 +564,7 @@ def gate(
     base_file = summary_path(baseline, "BASELINE")
     base_id, cur_id = summary_identity(base, base_file), summary_identity(cur, cur_file)
     try:
-        note = check_comparable(base_id, cur_id, base_file, cur_file)
+        note = check_comparable(base_id, cur_id, base_file, cur_file, required=require_identity)
     except Incomparable as exc:
         if not update:
             raise

@@ -80,6 +80,9 @@ def compare(
     ] = None,
     metrics: Annotated[str | None, typer.Option(help="comma list of metrics to check (default: all)")] = None,
     update: Annotated[bool, typer.Option(help="after printing, replace BASELINE with CURRENT")] = False,
+    require_identity: Annotated[
+        bool, typer.Option(help="refuse (exit 2) a side without a benchmark identity instead of a note (CI)")
+    ] = False,
 ) -> None:
     """Compare a run with a baseline of the same benchmark. Exit 0: passed; 1: a significant drop
     beyond its floor (primary metric; secondary ones after Holm) or a metric went missing; 2: bad
@@ -94,7 +97,10 @@ def compare(
             warn(f"GITHUB_STEP_SUMMARY not written ({exc})")
 
     try:
-        done = gate(baseline, current, parse_tolerances(tolerance), parse_metrics(metrics), update=update)
+        done = gate(
+            baseline, current, parse_tolerances(tolerance), parse_metrics(metrics),
+            update=update, require_identity=require_identity,
+        )  # fmt: skip
     except ERRORS as exc:
         step_summary("refused (exit 2)", str(exc))
         raise fail(exc) from None
