@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 from covbench.layout import RunFolder
 from covbench.lock import run_lock
 from covbench.manifest import now_iso
@@ -217,17 +217,17 @@ def parse_tolerances(items: list[str] | None) -> dict[str, float]:
         metric, sep, value = item.partition("=")
         metric = metric.strip().lower()
         if not sep:
-            raise CovbenchError(f"--tolerance {item!r}: expected METRIC=VALUE, e.g. dice=0.02")
+            raise CovbenchError(f"--tolerance {quote(item)}: expected METRIC=VALUE, e.g. dice=0.02")
         if metric not in METRICS:
             raise CovbenchError(
-                f"--tolerance {item!r}: unknown metric {metric!r}; choose from {', '.join(METRICS)}"
+                f"--tolerance {quote(item)}: unknown metric {quote(metric)}; choose from {', '.join(METRICS)}"
             )
         try:
             tol = float(value)
         except ValueError:
-            raise CovbenchError(f"--tolerance {item!r}: {value!r} is not a number") from None
+            raise CovbenchError(f"--tolerance {quote(item)}: {quote(value)} is not a number") from None
         if not (math.isfinite(tol) and tol >= 0):
-            raise CovbenchError(f"--tolerance {item!r}: must be a non-negative number")
+            raise CovbenchError(f"--tolerance {quote(item)}: must be a non-negative number")
         out[metric] = tol
     return out
 
@@ -240,7 +240,8 @@ def parse_metrics(text: str | None) -> list[str] | None:
     unknown = [m for m in chosen if m not in METRICS]
     if unknown or not chosen:
         raise CovbenchError(
-            f"--metrics {text!r}: unknown {unknown or 'empty list'}; choose from {', '.join(METRICS)}"
+            f"--metrics {quote(text)}: unknown {quote(unknown) if unknown else 'empty list'}; "
+            f"choose from {', '.join(METRICS)}"
         )
     return chosen
 
@@ -310,8 +311,9 @@ def paired_matrices(base: dict, cur: dict, model: str, metric: str) -> tuple[np.
         if not set().union(*b.values()) & set().union(*c.values()):  # not one unit id in common
             raise CovbenchError(
                 f"{model} {metric}: the two sides name their test units differently (baseline e.g. "
-                f"{min(set().union(*b.values()), default='none')!r}, current e.g. "
-                f"{min(set().union(*c.values()), default='none')!r}); re-create the baseline with --update"
+                f"{quote(min(set().union(*b.values()), default='none'))}, current e.g. "
+                f"{quote(min(set().union(*c.values()), default='none'))}); "
+                "re-create the baseline with --update"
             )
         return None
 

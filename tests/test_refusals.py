@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,102 @@ def test_an_implausible_schema_value_is_quoted_short(tmp_path, good):
     baseline.write_text(json.dumps({**good, "schema": ["x" * 100_000] * 1000}))
     line = refused(runner.invoke(app, ["compare", str(baseline), str(BASELINE)]), f"BASELINE {baseline}")
     assert "..." in line
+
+
+# --- 2, 3. the config file: keys that are not names, alias bombs, huge values -------------------
+
+
+def bomb(levels: int = 8) -> str:
+    """The issue's 353-byte "billion laughs": 9 ** 8 = 43 million strings once expanded."""
+    parts = ["&l0 [" + ", ".join(["lol"] * 9) + "]"]
+    parts += [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "models: [" + ", ".join(parts) + "]\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("? [a, b]\n: 1\n", "a key is a list, expected an option name at line 1"),
+        ("? {a: 1}\n: 1\n", "a key is a mapping, expected an option name at line 1"),
+        ("epochs: 2\n? [x]\n: 1\n", "a key is a list, expected an option name at line 2"),
+        (bomb(), "more than 10000 values, aliases expanded"),
+        ("models: &a [*a]\n", "nested more than 20 levels deep"),  # an alias that contains itself
+        ("models: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than 20 levels deep"),
+        ("epochs: " + "x" * 200_000 + "\n", """key 'epochs': expected a whole number, got "xxx"""),
+        ("models: [" + ", ".join(["[x]"] * 2000) + "]\n", "key 'models': expected text or a list of texts"),
+        ("x" * 200_000 + ": 1\n", "not valid YAML"),
+    ],
+    ids=["list-key", "mapping-key", "list-key-2", "alias-bomb", "self-alias", "deep", "long", "wide", "key"],
+)
+def test_a_hostile_config_file_is_refused_in_one_line(tmp_path, monkeypatch, text, message):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    started = time.monotonic()
+    result = runner.invoke(app, ["run", "--config", str(config), "--dry-run"])
+    refused(result, str(config), message)
+    assert files(tmp_path) == {config}
+    assert time.monotonic() - started < 60  # the unbounded bomb took 51 s and printed 351 MB
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["models", "preset", "augment", "loss", "amp", "split", "spacing", "track", "primary", "model-option"],
+)
+def test_a_huge_rejected_value_is_quoted_by_its_first_characters(tmp_path, monkeypatch, option):
+    """Every text option of `covbench run` a file can set, given a 100,000-character bad value."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"{option}: {'q' * 100_000}\n")
+    line = refused(runner.invoke(app, ["run", "--config", str(config), "--dry-run"]), str(config))
+    assert "qqqq..." in line and files(tmp_path) == {config}
+
+
+def test_a_huge_value_on_the_compare_command_line_is_quoted_short(tmp_path):
+    for args in (["--tolerance", "d" * 50_000], ["--metrics", "m" * 50_000]):
+        refused(runner.invoke(app, ["compare", str(BASELINE), str(BASELINE), *args]), args[0])
+
+
+# --- 4, 5. the dry run makes the run's refusals; an implausible plan needs --max-trials ----------
+
+
+def test_dry_run_refuses_folds_the_data_cannot_hold(tmp_path, monkeypatch):
+    """The smoke phantom has 5 patients: --folds 100 is refused by the dry run as by the run, with
+    the same line, before the data is pre-processed and after."""
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--preset", "smoke", "--models", "unet", "--seeds", "1", "--split", "kfold"]
+    message = "--folds must be between 2 and the number of patients (5), got 100"
+    refused(runner.invoke(app, [*args, "--folds", "100", "--dry-run"]), message, folder=tmp_path)
+    dry = runner.invoke(app, [*args, "--folds", "5", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "not checked before the data is read: a lesion in every test set" in dry.output
+
+
+def test_dry_run_checks_the_split_on_the_cached_data(tiny_run, tmp_path, monkeypatch):
+    """With the data pre-processed (the session's tiny run), the dry run makes the run's own split
+    checks on the cache: the fold count and nothing left unchecked."""
+    import covbench.runner as runner_module
+
+    monkeypatch.chdir(tmp_path)
+    cfg = json.loads((tiny_run / "config.json").read_text())
+    args = ["run", "--preset", cfg["preset"], "--models", "unet", "--seeds", "1"]
+    args += ["--epochs", str(cfg["epochs"]), "--image-size", str(cfg["image_size"]), "--split", "kfold"]
+    calls = []
+    real = runner_module.split_folds
+    monkeypatch.setattr(runner_module, "split_folds", lambda *a: calls.append(a) or real(*a))
+    ok = runner.invoke(app, [*args, "--folds", "2", "--dry-run"])
+    assert ok.exit_code == 0, ok.output
+    assert calls and "not checked" not in ok.output
+    refused(runner.invoke(app, [*args, "--folds", "99", "--dry-run"]), "--folds must be between 2")
+
+
+def test_an_implausible_plan_needs_max_trials(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--preset", "smoke", "--seeds", "100000"]
+    for extra in ([], ["--dry-run"]):
+        line = refused(runner.invoke(app, [*args, *extra]), "--max-trials 1000", "--seeds", folder=tmp_path)
+        assert "300,000 trials" in line and "at least 83.3 h" in line and "--max-trials 300000" in line
+    lifted = runner.invoke(app, [*args, "--max-trials", "300000", "--dry-run"])
+    assert lifted.exit_code == 0, lifted.output
+    assert "trials: 300000 = 3 model(s) x 100000 seed(s)" in lifted.output
+    refused(runner.invoke(app, [*args, "--max-trials", "0", "--dry-run"]), "--max-trials must be positive")
