@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from covbench import registry
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 
 # Option values, kept here so that checking a command line does not import torch; the
 # implementations are covbench.augment and covbench.train.LOSSES (a test keeps them in step).
@@ -130,7 +130,7 @@ def resolve_preset(name: str, cuda_available: bool | None = None) -> Preset:
         on_cuda = has_cuda() if cuda_available is None else cuda_available
         name = "paper" if on_cuda else "cpu"
     if name not in PRESETS:
-        raise CovbenchError(f"unknown preset {name!r}; choose one of: auto, {', '.join(PRESETS)}")
+        raise CovbenchError(f"unknown preset {quote(name)}; choose one of: auto, {', '.join(PRESETS)}")
     return PRESETS[name]
 
 
@@ -146,7 +146,9 @@ def parse_spacing(text: str | None) -> tuple[float, float] | None:
     except ValueError:
         values = []
     if len(values) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in values):
-        raise CovbenchError(f"--spacing must be one or two positive numbers in mm (ROW[,COL]), got {text!r}")
+        raise CovbenchError(
+            f"--spacing must be one or two positive numbers in mm (ROW[,COL]), got {quote(text)}"
+        )
     return (values[0], values[-1])
 
 
@@ -258,11 +260,11 @@ def build_config(
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise CovbenchError(f"--lr must be a positive finite number, got {lr}")
     if augment is not None and augment not in AUGMENTS:
-        raise CovbenchError(f"--augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+        raise CovbenchError(f"--augment must be one of {', '.join(AUGMENTS)}, got {quote(augment)}")
     if loss is not None and loss not in LOSS_NAMES:
-        raise CovbenchError(f"--loss must be one of {', '.join(LOSS_NAMES)}, got {loss!r}")
+        raise CovbenchError(f"--loss must be one of {', '.join(LOSS_NAMES)}, got {quote(loss)}")
     if extra.get("amp") is not None and extra["amp"] not in AMP_NAMES:
-        raise CovbenchError(f"--amp must be one of {', '.join(AMP_NAMES)}, got {extra['amp']!r}")
+        raise CovbenchError(f"--amp must be one of {', '.join(AMP_NAMES)}, got {quote(extra['amp'])}")
     if val_fraction is not None and not 0 <= val_fraction < 1:
         raise CovbenchError(f"--val-fraction must be at least 0 and below 1, got {val_fraction}")
     size = image_size if image_size is not None else preset.image_size
@@ -272,7 +274,7 @@ def build_config(
         for name in models:
             if not registry.get_model(name).has_width:
                 raise CovbenchError(
-                    f"--width {width}: model {name!r} has no width knob (no paper_width in its spec); "
+                    f"--width {width}: model {quote(name)} has no width knob (no paper_width in its spec); "
                     "drop --width or leave the model out of --models"
                 )
     if spacing is not None and not data_spec.takes_spacing:
@@ -326,13 +328,14 @@ def parse_model_options(items: list[str], models: list[str]) -> dict[str, dict[s
         model, dot, key = target.strip().rpartition(".")
         if not sep or not dot or not model or not key:
             raise CovbenchError(
-                f"--model-option {item!r}: expected MODEL.KEY=VALUE, e.g. unetpp.deep_supervision=false"
+                f"--model-option {quote(item)}: expected MODEL.KEY=VALUE, e.g. unetpp.deep_supervision=false"
             )
         if ":" in model:
             model = registry.get_model(model).name
         if model not in models:
             raise CovbenchError(
-                f"--model-option {item!r}: model {model!r} is not selected by --models ({', '.join(models)})"
+                f"--model-option {quote(item)}: model {quote(model)} is not selected by --models "
+                f"({', '.join(models)})"
             )
         options.setdefault(model, {})[key] = _option_value(value)
     return options

@@ -17,7 +17,7 @@ from warnings import warn  # `warnings` names the report's list of warnings here
 import numpy as np
 import pandas as pd
 
-from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
+from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning, quote
 from covbench.layout import RunFolder
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports import curves as training
@@ -221,7 +221,7 @@ def run_distance_unit(run_dir: Path) -> str:
     path = RunFolder(run_dir).split
     unit = read_json(path).get("distance_unit", "mm") if path.exists() else "mm"
     if unit not in ("mm", "px"):
-        raise CovbenchError(f"{path}: distance_unit {unit!r}; expected 'mm' or 'px'")
+        raise CovbenchError(f"{path}: distance_unit {quote(unit)}; expected 'mm' or 'px'")
     return str(unit)
 
 
@@ -298,9 +298,9 @@ def write_report(
     """Everything a reader needs to believe (or doubt) the ranking, from the run folder alone."""
     run_dir = Path(run_dir)
     if unit not in UNITS:
-        raise CovbenchError(f"--unit must be one of {', '.join(UNITS)}, got {unit!r}")
+        raise CovbenchError(f"--unit must be one of {', '.join(UNITS)}, got {quote(unit)}")
     if primary is not None and primary not in METRICS:
-        raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {primary!r}")
+        raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {quote(primary)}")
     primary = primary or previous_primary(run_dir)
     slice_rows = load_rows(run_dir)
     config = run_config(run_dir)

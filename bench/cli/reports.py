@@ -86,6 +86,9 @@ def compare(
             help="also print each model's seed-mean SD, df and detectable drop (the gate's figures)"
         ),
     ] = False,
+    require_identity: Annotated[
+        bool, typer.Option(help="refuse (exit 2) a side without a benchmark identity instead of a note (CI)")
+    ] = False,
 ) -> None:
     """Compare a run with a baseline of the same benchmark. Exit 0: passed; 1: a significant drop
     beyond its floor (primary metric; secondary ones after Holm) or a metric went missing; 2: bad
@@ -101,7 +104,10 @@ def compare(
             warn(f"GITHUB_STEP_SUMMARY not written ({exc})")
 
     try:
-        done = gate(baseline, current, parse_tolerances(tolerance), parse_metrics(metrics), update=update)
+        done = gate(
+            baseline, current, parse_tolerances(tolerance), parse_metrics(metrics),
+            update=update, require_identity=require_identity,
+        )  # fmt: skip
     except ERRORS as exc:
         step_summary("refused (exit 2)", str(exc))
         raise fail(exc) from None
