@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from covbench import heartbeat, registry
+from covbench.health import assess
 from covbench.checkpoint import WEIGHTS, Checkpointer, CheckpointPolicy, LoadOutcome
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
@@ -276,5 +277,8 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
         "n_train": len(data.train),
         "n_val": len(data.val),
         "n_test": len(data.test),
+        # training-health signals of the epoch log (covbench.health): an early selected epoch, a
+        # validation collapse, loss spikes; the report names flagged seeds and what they change
+        "health": assess(trained.epochs, options.epochs, trained.best.epoch).to_dict(),
     }
     return TrialResult(record, rows, trained.epochs, predictions)

@@ -53,6 +53,7 @@ class TrialRecord:
     n_train: int | None = None
     n_val: int | None = None
     n_test: int | None = None
+    health: dict[str, Any] | None = None  # covbench.health.Health.to_dict(); absent from older records
     # where and when the attempt ran (covbench.runner._timing)
     attempts: int | None = None
     gpu_ids: list[Any] | None = None

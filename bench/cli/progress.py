@@ -85,6 +85,8 @@ class RunProgress:
                 f"  ✓ {info['trial']}: test Dice {info['test_dice']:.3f}, {chosen}, "
                 f"{r['wall_seconds']:.0f} s on {r['device']}{gpus}"
             )
+            for flag in (r.get("health") or {}).get("flags", []):  # covbench.health
+                self._line(f"    ⚠ training health: {flag}")
         elif kind == "failed":
             self.failed += 1
             self.running.discard(info["trial"])
