@@ -149,7 +149,11 @@ def resolve_preset(name: str, cuda_available: bool | None = None) -> Preset:
     return PRESETS[name]
 
 
-_LATER_FIELDS: dict[str, Any] = {"spacing": None, "split_fractions": None, "selection": "best_val"}  # field -> default (RunConfig.key)
+_LATER_FIELDS: dict[str, Any] = {
+    "spacing": None,
+    "split_fractions": None,
+    "selection": "best_val",
+}  # field -> default (RunConfig.key)
 
 
 def parse_spacing(text: str | None) -> tuple[float, float] | None:

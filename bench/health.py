@@ -103,7 +103,9 @@ def assess(
                     f"{quarter} epoch(s)"
                 )
         if validated and selected_epoch is not None and selected_epoch <= EARLY_SHARE * planned:
-            flags.append(f"evaluated the weights of epoch {selected_epoch} of {planned} (best validation Dice)")
+            flags.append(
+                f"evaluated the weights of epoch {selected_epoch} of {planned} (best validation Dice)"
+            )
         running = np.minimum.accumulate(np.where(np.isfinite(loss), loss, np.inf))
         for i in range(SPIKE_AFTER, n):
             if np.isfinite(loss[i]) and loss[i] > (1 + SPIKE_RISE) * running[i - 1]:

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from covbench import heartbeat, registry
-from covbench.health import assess
 from covbench.checkpoint import WEIGHTS, Checkpointer, CheckpointPolicy, LoadOutcome
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
 from covbench.faults import FaultHooks
+from covbench.health import assess
 from covbench.layout import TRIALS
 from covbench.metrics import batch_metrics, empty_case
 from covbench.storage import Storage

@@ -55,7 +55,7 @@ class Dependence:
         seeds = "; ".join(f"{m} seed(s) {', '.join(map(str, s))}" for m, s in sorted(self.left_out.items()))
         return (
             f"{MARK} {self.a} vs {self.b} on {self.metric}: the verdict depends on seeds flagged for their "
-            f"training: \"{self.verdict}\" with every seed, \"{self.without}\" without {seeds}. Both "
+            f'training: "{self.verdict}" with every seed, "{self.without}" without {seeds}. Both '
             "readings are shown; the seeds stay in the analysis."
         )
 
@@ -99,7 +99,9 @@ def without_seeds(uv: UnitValues, flags: list[SeedFlag], metric: str) -> UnitVal
     return UnitValues(uv.unit, uv.grouped, frame[keep].reset_index(drop=True), uv.imputed, uv.left_out)
 
 
-def dependence(uv: UnitValues, primary: str, verdict_dicts: dict[str, dict], flags: list[SeedFlag]) -> list[Dependence]:
+def dependence(
+    uv: UnitValues, primary: str, verdict_dicts: dict[str, dict], flags: list[SeedFlag]
+) -> list[Dependence]:
     """The primary metric's pairs, each with its verdict without the flagged seeds (none when no
     seed is flagged). Holm runs over the pairs that remain, as the report's own verdicts do."""
     stated = verdict_dicts.get(primary)
@@ -117,7 +119,9 @@ def dependence(uv: UnitValues, primary: str, verdict_dicts: dict[str, dict], fla
         a, b = p["a"], p["b"]
         other = again.pair(a, b) if again is not None else None
         without = other.verdict if other is not None else "no seeds left to test"
-        out.append(Dependence(primary, a, b, p["verdict"], without, {m: sorted(s) for m, s in left_out.items()}))
+        out.append(
+            Dependence(primary, a, b, p["verdict"], without, {m: sorted(s) for m, s in left_out.items()})
+        )
     return out
 
 
