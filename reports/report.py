@@ -426,6 +426,7 @@ def write_report(
         f"Distances (ASSD, HD95, NSD tolerance) in {distance_unit}"
         + (": the data records no pixel spacing." if distance_unit == "px" else "."),
     ]
+    notes += [f"Seed flagged for its training (reports/health.py): {f.line()}" for f in flags]
     put(
         f"report{sfx}.html",
         page(

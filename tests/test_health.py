@@ -177,3 +177,42 @@ def test_a_verdict_that_holds_without_the_flagged_seed_is_not_marked():
     )
     assert health.dependence(uv, "dice", stated, []) == []  # nothing flagged: nothing re-derived
     assert health.markdown([], [])[0].startswith("Training health: no seed was flagged")
+
+
+def test_a_real_runs_report_names_a_flagged_seed_of_an_older_folder(tiny_run, tmp_path):
+    """Through the real command (tiny_run): every record carries its health, nothing is flagged;
+    then one trial is made to look like the main job's seed 4 in a folder written before the
+    `health` field (its record loses it): the report derives the flag from epochs.csv, names the
+    seed in the seed view and the HTML, and keeps the stated verdicts those of every seed."""
+    import shutil
+
+    from covbench.reports.report import write_report
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    records = sorted((run / "trials").glob("*/record.json"))
+    assert records and all(json.loads(p.read_text())["health"]["flags"] == [] for p in records)
+    clean = write_report(run, figures=False)
+    assert clean.summary["health"] == {"flagged_seeds": [], "dependent_pairs": []}
+    assert "Training health: no seed was flagged" in clean.markdown
+    trial = run / "trials" / "unet__seed1__fold0"
+    rows = log(SEED4_LOSS, SEED4_VAL)
+    with (trial / "epochs.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    record = json.loads((trial / "record.json").read_text())
+    del record["health"]
+    record.update(epochs=24, best_epoch=7)
+    (trial / "record.json").write_text(json.dumps(record))
+    report = write_report(run, figures=False)
+    line = "unet, seed 1: evaluated the weights of epoch 7 of 24 (best validation Dice)"
+    assert f"- {line}" in report.markdown and line in (run / "report.html").read_text()
+    assert report.summary["health"]["flagged_seeds"] == [
+        {"model": "unet", "seed": 1, "fold": 0, "reasons": [line.split(": ", 1)[1]]}
+    ]
+    (pair,) = report.summary["health"]["dependent_pairs"]
+    stated = report.summary["verdicts"]["dice"]["pairs"][0]
+    assert pair["verdict"] == stated["verdict"] == clean.summary["verdicts"]["dice"]["pairs"][0]["verdict"]
+    assert pair["left_out"] == {"unet": [1]} and stated["health_dependent"] == pair["changed"]
+    assert report.summary["verdicts"]["dice"]["means"] == clean.summary["verdicts"]["dice"]["means"]
