@@ -256,6 +256,7 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
         "epochs": options.epochs,
         "resumed_from_epoch": trained.resumed_from_epoch,
         "best_epoch": trained.best.epoch,
+        "selection": options.selection,  # best_val, or final: best_val_dice is then the last epoch's
         # null, not NaN, when nothing was validated: record.json stays strict JSON
         "best_val_dice": None if math.isnan(trained.best.val_dice) else trained.best.val_dice,
         "train_seconds": trained.train_seconds,

@@ -36,6 +36,7 @@ class TrialRecord:
     resumed_from_epoch: int | None = None
     best_epoch: int | None = None
     best_val_dice: float | None = None  # None when nothing was validated
+    selection: str | None = None  # covbench.config.SELECTIONS; absent from older records (best_val)
     train_seconds: float | None = None
     eval_seconds: float | None = None
     wall_seconds: float | None = None

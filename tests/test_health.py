@@ -216,3 +216,34 @@ def test_a_real_runs_report_names_a_flagged_seed_of_an_older_folder(tiny_run, tm
     assert pair["verdict"] == stated["verdict"] == clean.summary["verdicts"]["dice"]["pairs"][0]["verdict"]
     assert pair["left_out"] == {"unet": [1]} and stated["health_dependent"] == pair["changed"]
     assert report.summary["verdicts"]["dice"]["means"] == clean.summary["verdicts"]["dice"]["means"]
+
+
+def test_the_run_progress_prints_a_trials_health_flags_under_its_line():
+    import io
+
+    from rich.console import Console
+
+    from covbench.cli.progress import RunProgress
+
+    out = io.StringIO()
+    spike = "training loss spiked above 1.5 x its running minimum in epoch(s) 8"
+    record = {
+        "best_val_dice": 0.741, "best_epoch": 24, "selection": "final", "wall_seconds": 160.0,
+        "device": "cpu (vm)", "health": {"flags": [spike]},
+    }  # fmt: skip
+    with RunProgress(Console(file=out, width=200)) as progress:
+        progress.event("done", {"trial": "resunet__seed4__fold0", "record": record, "test_dice": 0.704})
+        progress.event(
+            "done",
+            {
+                "trial": "unet__seed0__fold0",
+                "record": {**record, "health": None, "selection": None},
+                "test_dice": 0.7,
+            },
+        )
+    text = out.getvalue()
+    assert "resunet__seed4__fold0: test Dice 0.704, final weights (epoch 24, val Dice 0.741), 160 s" in text
+    assert "    ⚠ training health: training loss spiked above 1.5 x its running minimum in epoch(s) 8" in text
+    assert (
+        "unet__seed0__fold0: test Dice 0.700, best val Dice 0.741 (epoch 24)" in text and text.count("⚠") == 1
+    )

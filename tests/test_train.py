@@ -288,6 +288,7 @@ def test_a_trial_trains_and_predicts_with_the_configs_augment_loss_and_tta(tmp_p
     # the training-health signals of its epoch log (covbench.health), recorded where it trained
     assert record["health"]["epochs"] == 1 and record["health"]["selected_epoch"] == 1
     assert record["health"]["validated"] is False and record["health"]["flags"] == []
+    assert record["selection"] == "best_val"  # the smoke preset's
 
 
 def test_without_validation_slices_the_final_weights_are_kept():

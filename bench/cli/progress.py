@@ -79,6 +79,8 @@ class RunProgress:
             chosen = (
                 f"final weights (epoch {r['best_epoch']}, no validation)"
                 if val is None or math.isnan(val)
+                else f"final weights (epoch {r['best_epoch']}, val Dice {val:.3f})"
+                if r.get("selection") == "final"
                 else f"best val Dice {val:.3f} (epoch {r['best_epoch']})"
             )
             self._line(
