@@ -353,7 +353,7 @@ def verdict_table(verdicts: dict[str, dict], distance_unit: str = "mm") -> Table
                 number(p["p_a_better_seed"], ".2f"),
                 number(p["detectable"], ".3g"),
                 icc,
-                p["verdict"],
+                p["verdict"] + (" ‡" if p.get("health_dependent") else ""),  # reports/health.py
             ]
             rows.append(
                 (
@@ -370,4 +370,6 @@ def verdict_table(verdicts: dict[str, dict], distance_unit: str = "mm") -> Table
         f"the pair's slice differences within patients, with the design effect and the effective number "
         f"of slices (what slice-level tests ignore)."
     )
+    if any(p.get("health_dependent") for v in verdicts.values() for p in v["pairs"]):
+        caption += " ‡: the verdict changes when the seeds flagged for their training are left out (below)."
     return Table(header, rows, caption)

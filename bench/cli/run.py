@@ -23,7 +23,7 @@ from covbench.options import MAX_TRIALS, check_trial_count
 _CONFIG_OPTIONS = (
     "models", "seeds", "preset", "epochs", "image_size", "batch_size", "lr", "width",
     "augment", "loss", "val_fraction", "tta", "dataset", "data_dir", "split", "folds", "model_option",
-    "deterministic", "spacing", "amp",
+    "deterministic", "spacing", "amp", "selection",
 )  # fmt: skip
 
 
@@ -101,6 +101,13 @@ def run(
         typer.Option(
             help="share of the non-test patients held out for validation (default: the split's own); "
             "0 = none, the final epoch's weights are evaluated"
+        ),
+    ] = None,
+    selection: Annotated[
+        str | None,
+        typer.Option(
+            help="best_val (the epoch of the best validation Dice) or final (the last epoch's weights; "
+            "validation still logged) (default: preset)"
         ),
     ] = None,
     folds: Annotated[
@@ -216,6 +223,7 @@ def run(
                 split=split,
                 val_fraction=val_fraction,
                 tta=tta,
+                selection=selection,
                 deterministic=deterministic,  # None: by the device
                 spacing=parse_spacing(spacing),
                 folds=folds,
