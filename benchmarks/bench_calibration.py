@@ -36,8 +36,8 @@ from covbench.reports.inference import ALPHA, ROPE, differences
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from calibration_grid import Scenario, reals_of  # noqa: E402
 from calibration_grid import grid as extended_grid  # noqa: E402
-from calibration_grid import reals_of  # noqa: E402
 from rule_before import differences_before  # noqa: E402
 
 ICCS = (0.0, 0.1, 0.3, 0.5)
@@ -104,18 +104,38 @@ def extended(args) -> None:
     )
 
 
+def seed_sweep(args) -> None:
+    """How many seeds a diverging recipe needs: no test on a pair's own seeds can tell a model
+    whose seeds sometimes diverge, observed when none did, from a better model; only the chance of
+    that event, (1 - p) ** seeds, shrinks (docs/calibration.md, "Diverging seeds")."""
+    rng = np.random.default_rng(args.seed)
+    reals, _ = reals_of(ROOT / "reports" / "baselines" / "ci.json", [])
+    print("| A's seeds diverge | seeds per model | P(none of A's diverged) | false 'A better' "
+          "| false 'B better' | false 'better' |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for seeds in (3, 5, 10, 20, 30):
+        for pi, drop in ((0.15, 0.1), (0.2, 0.13)):
+            sc = Scenario(f"{pi:.0%} by {drop}", seeds, seeds, seed_law="diverging", diverge=pi, drop=drop)
+            a_better, b_better = verdict_rates(*sc.simulate(rng, args.datasets, 0.0, reals))
+            print(f"| {sc.name} | {seeds} | {(1 - pi) ** seeds:.3f} | {a_better:.3f} | {b_better:.3f} "
+                  f"| {a_better + b_better:.3f} |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=int, default=1000, help="simulated datasets per scenario")
     parser.add_argument("--quick", action="store_true", help="four scenarios, for a smoke check")
     parser.add_argument("--seed", type=int, default=20261202)
-    parser.add_argument("--grid", choices=("normal", "extended"), default="normal")
+    parser.add_argument("--grid", choices=("normal", "extended", "seeds"), default="normal")
     parser.add_argument(
         "--run", type=Path, action="append", default=[], help="a run folder whose structures to resample"
     )
     args = parser.parse_args()
     if args.grid == "extended":
         extended(args)
+        return
+    if args.grid == "seeds":
+        seed_sweep(args)
         return
     rng = np.random.default_rng(args.seed)
     grid = list(itertools.product(ICCS, SEED_SDS, SEEDS, PATIENTS))
