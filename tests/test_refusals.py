@@ -231,8 +231,10 @@ def test_a_huge_value_on_the_compare_command_line_is_quoted_short(tmp_path):
 
 def test_dry_run_refuses_folds_the_data_cannot_hold(tmp_path, monkeypatch):
     """The smoke phantom has 5 patients: --folds 100 is refused by the dry run as by the run, with
-    the same line, before the data is pre-processed and after."""
+    the same line, before the data is pre-processed and after. An empty cache of its own: another
+    test's pre-processed smoke phantom would let the dry run check everything."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COVBENCH_CACHE", str(tmp_path / "cache"))
     args = ["run", "--preset", "smoke", "--models", "unet", "--seeds", "1", "--split", "kfold"]
     message = "--folds must be between 2 and the number of patients (5), got 100"
     refused(runner.invoke(app, [*args, "--folds", "100", "--dry-run"]), message, folder=tmp_path)
@@ -261,7 +263,7 @@ def test_dry_run_checks_the_split_on_the_cached_data(tiny_run, tmp_path, monkeyp
 
 def test_an_implausible_plan_needs_max_trials(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["run", "--preset", "smoke", "--seeds", "100000"]
+    args = ["run", "--preset", "smoke", "--models", "paper", "--seeds", "100000"]  # not `all`: plugins
     for extra in ([], ["--dry-run"]):
         line = refused(runner.invoke(app, [*args, *extra]), "--max-trials 1000", "--seeds", folder=tmp_path)
         assert "300,000 trials" in line and "at least 83.3 h" in line and "--max-trials 300000" in line
