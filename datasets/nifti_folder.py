@@ -50,7 +50,7 @@ from covbench.datasets.nifti import (
     strip_suffix,
 )
 from covbench.datasets.preprocess import check_intensity
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 from covbench.registry import DatasetSpec
 
 DATASET_JSON = "dataset.json"
@@ -107,7 +107,7 @@ def declared_labels(meta: Mapping[str, Any], where: str) -> dict[str, int]:
         elif isinstance(value, int) and not isinstance(value, bool):
             out[str(key)] = value
         else:  # nnU-Net region labels ([1, 2]) mean overlapping regions: not a lesion mask
-            raise CovbenchError(f"{where}: label {key!r}: {value!r} is not one integer value")
+            raise CovbenchError(f"{where}: label {quote(key)}: {quote(value)} is not one integer value")
     return out
 
 
@@ -163,7 +163,9 @@ def _channel(meta: Mapping[str, Any], channel: Any, where: str) -> int:
 def _nnunet_pairs(data_dir: Path, meta: Mapping[str, Any], channel: int, where: str):
     ending = meta.get("file_ending", ".nii.gz")
     if ending not in SUFFIXES:
-        raise CovbenchError(f"{where}: file_ending {ending!r}; covbench reads NIfTI ({', '.join(SUFFIXES)})")
+        raise CovbenchError(
+            f"{where}: file_ending {quote(ending)}; covbench reads NIfTI ({', '.join(SUFFIXES)})"
+        )
     pairs, errors = [], []
     for images, labels, part in (("imagesTr", "labelsTr", "train"), ("imagesTs", "labelsTs", "test")):
         image_dir, label_dir = data_dir / images, data_dir / labels
@@ -327,7 +329,7 @@ def _check_options(layout: str, options: Mapping[str, Any]) -> None:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise CovbenchError(
-            f"--dataset-option {unknown[0]}: dataset {layout!r} takes "
+            f"--dataset-option {quote(unknown[0])}: dataset {layout!r} takes "
             + (", ".join(allowed) if allowed else "no options")
         )
 
