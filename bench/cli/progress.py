@@ -85,6 +85,11 @@ class RunProgress:
                 f"  ✓ {info['trial']}: test Dice {info['test_dice']:.3f}, {chosen}, "
                 f"{r['wall_seconds']:.0f} s on {r['device']}{gpus}"
             )
+        elif kind == "round":  # rounds of seeds (covbench.rounds): the look after a round
+            self._line(f"  round {info['round']} ({info['seeds']}): {info['pairs']}")
+        elif kind == "more":
+            self.total += info["total"]
+            self.progress.update(self.task, total=self.total, description=self._describe())
         elif kind == "failed":
             self.failed += 1
             self.running.discard(info["trial"])
