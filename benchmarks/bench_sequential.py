@@ -26,6 +26,7 @@ import numpy as np
 
 from covbench.reports.inference import ALPHA, ROPE, Design, differences, estimate_design
 from covbench.reports.sequential import (
+    FUTILITY_FROM,
     FUTILITY_POWER,
     POCOCK,
     RULE,
@@ -83,7 +84,7 @@ def run_rule(a, b, rule: Rule, margin=ROPE["dice"]):
         decided = better | equivalent
         left = np.maximum(rule.alpha - spent(t, rule.alpha, rule.spending), 1e-12)
         cp = conditional_power(batch.estimate, batch.se, t_var, batch.df, left, margin)
-        futile = (np.maximum(*cp) < rule.futility) & ~decided
+        futile = (np.maximum(*cp) < rule.futility) & ~decided & (k >= FUTILITY_FROM)
         stop = decided | futile | last
         used[idx[stop]] = s
         open_[idx[stop]] = False

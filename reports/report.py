@@ -43,6 +43,7 @@ from covbench.reports.table import (
     verdict_lines,
     verdict_table,
 )
+from covbench.reports.rounds import apply_rounds, read_rounds, rounds_markdown
 from covbench.reports.verdicts import UnitValues, detectable_statement, unit_values, verdicts
 from covbench.store import done_trials, read_csv, read_json, write_json, write_text
 from covbench.trial_record import TrialRecord
@@ -337,6 +338,9 @@ def write_report(
     warnings = check_warnings(run_dir, rows, unit, tests, uv) + version_notes(config)
     test_dicts = {m: t.to_dict() for m, t in tests.items()}
     verdict_dicts = {m: v.to_dict() for m, v in verdict_map.items()}
+    rounds = read_rounds(run_dir)
+    if rounds is not None:
+        apply_rounds(verdict_dicts, rounds)
     summary = {
         "schema": 2,  # 2: verdicts, unit_values and primary added; every version-1 field kept
         "unit": unit,
@@ -367,6 +371,7 @@ def write_report(
         "seeds": seeds,
         "warnings": warnings,
         "per_case": _per_case_values(per_case),
+        **({"rounds": rounds} if rounds is not None else {}),  # rounds of seeds (reports/rounds.py)
     }
     models_json = RunFolder(run_dir).models
     extra = trial_extras(records, read_json(models_json) if models_json.exists() else None)
@@ -394,6 +399,8 @@ def write_report(
     lines = [f"# {title}", ""]
     for w in warnings:
         lines += [f"> **Warning:** {w}", ""]
+    if rounds is not None:
+        lines += ["## Rounds", "", *rounds_markdown(rounds), ""]
     lines += ["## Verdicts", "", *_markdown_verdicts(verdict_dicts, power, uv, distance_unit), ""]
     lines += ["## Table 1", "", to_markdown(table), f"_{caption}_", ""]
     lines += ["## Seed view", "", to_markdown(seed_table), f"_{seed_caption}_", ""]

@@ -20,7 +20,7 @@ benchmarks/bench_sequential.py measures both the error rate and the seeds it cos
 
 A pair stops needing seeds when it is *decided* (better, or practically equivalent) or *futile*:
 the conditional power (under the current trend; Lachin 2005) of reaching either decision with
-`max_seeds` seeds per model is below `FUTILITY_POWER`. Futility never declares anything, so it
+`max_seeds` seeds per model is below `FUTILITY_POWER`, judged from the second look on. Futility never declares anything, so it
 cannot raise the error rate (non-binding). A model gets the next round's seeds only while a pair
 involving it is open. Nothing here knows about Ray or run folders.
 """
@@ -39,6 +39,9 @@ from covbench.reports.inference import ALPHA, EQUIVALENT, ROPE, UNDECIDED, estim
 RULE = "lan-demets-obrien-fleming"
 POCOCK = "lan-demets-pocock"
 FUTILITY_POWER = 0.10  # conditional power below which more seeds are not worth spending on a pair
+# the first look's seed variance rests on 2-5 seeds and is often truncated to 0, which would make
+# every pair look futile: futility is judged from the second look on
+FUTILITY_FROM = 2
 DECIDED, FUTILE, OPEN, MAX_SEEDS = "decided", "futile", "open", "max seeds"
 
 
@@ -92,11 +95,12 @@ def stop_reason(
     cp: tuple[np.ndarray, np.ndarray],
     last: bool,
     threshold: float = FUTILITY_POWER,
+    futility: bool = True,
 ) -> np.ndarray:
-    """Per pair: decided, futile, max seeds or open."""
+    """Per pair: decided, futile, max seeds or open (futile only where `futility` is allowed)."""
     word = np.asarray(list(word) if not isinstance(word, np.ndarray) else word, dtype=object)
     decided = word != UNDECIDED
-    futile = np.maximum(cp[0], cp[1]) < threshold
+    futile = (np.maximum(cp[0], cp[1]) < threshold) & futility
     return np.where(decided, DECIDED, np.where(last, MAX_SEEDS, np.where(futile, FUTILE, OPEN)))
 
 
@@ -191,7 +195,8 @@ def look(
             pairs.append(frozen[(p.a, p.b)])
             continue
         cp = conditional_power(p.estimate, p.se, t_var, p.df, left if not last else level, ROPE.get(primary, 0.0))
-        reason = str(stop_reason(np.array([p.verdict], dtype=object), cp, last, rule.futility)[0])
+        allowed = k >= FUTILITY_FROM
+        reason = str(stop_reason(np.array([p.verdict], dtype=object), cp, last, rule.futility, allowed)[0])
         word = p.verdict if reason == DECIDED else UNDECIDED
         cpow = float(max(cp[0], cp[1])) if reason != DECIDED else math.nan
         pairs.append(

@@ -1,5 +1,6 @@
 """`flatnet`: a model plugin that cannot learn (its logits ignore the image and get no gradient),
-and `twinnet-a` / `twinnet-b`: two copies of one tiny architecture. For the rounds-of-seeds tests."""
+and `twinnet-a` / `twinnet-b`: two copies of one tiny architecture (their initial weights
+differ, as two seeds do). For the rounds-of-seeds tests."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from covbench.registry import ModelSpec
 
 
 def build(in_channels=1, classes=1, width=64):
+    torch.rand({draws})  # the copies differ only in their initial weights (the same seed drawn apart)
     return torch.nn.Sequential(
         torch.nn.Conv2d(in_channels, width, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(width, classes, 1)
     )
@@ -45,4 +47,5 @@ def install(site: Path, root: Path) -> None:
     pip_install(write_plugin(root, "covbench-flatnet", "covbench_flatnet", "flatnet", FLAT), site)
     for name in ("twinnet-a", "twinnet-b"):
         module = "covbench_" + name.replace("-", "_")
-        pip_install(write_plugin(root, "covbench-" + name, module, name, TWIN.replace("{name}", name)), site)
+        body = TWIN.replace("{name}", name).replace("{draws}", str(int(name.endswith("b"))))
+        pip_install(write_plugin(root, "covbench-" + name, module, name, body), site)

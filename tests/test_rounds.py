@@ -69,9 +69,35 @@ def test_unet_beats_a_model_that_cannot_learn_before_max_seeds(tmp_path, ray_ses
     assert [p["verdict"] for p in last["pairs"]] == ["unet better"], last
     assert max(last["seeds"].values()) < 6  # decided before the maximum
     trials = {t.name for t in RunFolder(run).trials()}
-    assert not any("seed5" in t or "seed-5" in t for t in trials)
+    assert not any("__seed5__" in t for t in trials)
     from covbench.reports.report import write_report
 
     summary = write_report(run, figures=False).summary
     assert summary["rounds"]["rounds"][-1]["pairs"][0]["verdict"] == "unet better"
     assert (run / "report.md").read_text().split("## ")[1].startswith("Rounds")
+
+
+def test_two_copies_make_no_better_claim_and_resume_mid_round_replays_them(
+    tmp_path, ray_session, rounds_plugins
+) -> None:
+    from covbench.runner import execute
+
+    cfg = _config(["twinnet-a", "twinnet-b"], seeds=2, max_seeds=6)
+    run = tmp_path / "run"
+    execute(cfg, run)
+    whole = _rounds(run)
+    assert whole["finished"]
+    assert all(not p["verdict"].endswith("better") for r in whole["rounds"] for p in r["pairs"]), whole
+    # Mid-round: drop the look files and the last trials of the last round, then resume.
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    RunFolder(copy).rounds.unlink()
+    last = whole["rounds"][-1]
+    top = max(last["seeds"].values())
+    removed = [t for t in RunFolder(copy).trials() if f"__seed{top - 1}__" in t.name]
+    assert removed
+    for t in removed[:1]:
+        shutil.rmtree(t.path)
+    outcome = execute(cfg, copy)
+    assert len(outcome.done) == 1
+    assert _rounds(copy) == whole
