@@ -65,3 +65,25 @@ def check_folds(cfg: RunConfig) -> None:
         )
     if cfg.split == "kfold" and cfg.folds < 2:
         raise CovbenchError("--split kfold needs --folds 2 or more")
+
+
+#: Trials (models x seeds x folds) a run may plan unless `--max-trials` raises it: a paper run is
+#: 3 x 5 x 5 = 75; `--seeds 100000` is a typo, not a budget.
+MAX_TRIALS = 1000
+
+
+def check_trial_count(cfg: RunConfig, max_trials: int = MAX_TRIALS) -> None:
+    """Refuse a plan of more than `max_trials` trials, with the least time it would take."""
+    from covbench.datasets.splits import n_folds
+
+    if max_trials < 1:
+        raise CovbenchError(f"--max-trials must be positive, got {max_trials}")
+    folds = n_folds(cfg.split, cfg.folds)
+    trials = len(cfg.models) * len(cfg.seeds) * folds
+    if trials > max_trials:
+        hours = trials / 3600  # at 1 s a trial, less than any trial takes (covbench run --dry-run times them)
+        raise CovbenchError(
+            f"--max-trials {max_trials}: this run plans {trials:,} trials ({len(cfg.models)} model(s) x "
+            f"{len(cfg.seeds):,} seed(s) x {folds} fold(s)), at least {hours:,.1f} h even at 1 s a trial; "
+            f"lower --seeds, or give --max-trials {trials} to run them"
+        )

@@ -9,6 +9,10 @@ What cannot be known without doing the work is said, not guessed:
 - a cluster's CPUs and GPUs (`--address`) are asked when the run joins it;
 - packing on local GPUs needs the contract check's memory figures (run here, on the CPU, only
   when packing could pay) and the GPU's free memory;
+- the split's checks against the data (`--folds` against the patients, a lesion in every test
+  set) are made on the pre-processing cache exactly as the run makes them (`split_folds`); without
+  a cache they are made on the built-in phantom's known patient count, and otherwise listed as not
+  made;
 - a time estimate needs finished trials of this configuration in the run folder: their training
   seconds per epoch and evaluation seconds, scaled to the epochs asked. Without them there is none
   (a FLOP count gives no seconds without the device's measured throughput).
@@ -16,6 +20,7 @@ What cannot be known without doing the work is said, not guessed:
 
 from __future__ import annotations
 
+import inspect
 import os
 import statistics
 from dataclasses import dataclass, field
@@ -131,20 +136,59 @@ def _estimate(
     )
 
 
-def _data(cfg: RunConfig) -> tuple[str, dict[str, Any] | None]:
+def _check_split(cfg: RunConfig, meta: dict[str, Any] | None, cache: Path | None) -> str | None:
+    """Make the run's split refusals (CovbenchError) without training; a note of what could not be
+    checked, or None."""
+    import warnings
+
+    from covbench.datasets.prepare import load_slices
+    from covbench.datasets.splits import kfold_split, patient_split
+    from covbench.runner import split_folds
+
+    if meta is not None and cache is not None and (cache / "meta.json").is_file():
+        with warnings.catch_warnings():  # the paper split's leak warning: the run shows it
+            warnings.simplefilter("ignore")
+            split_folds(cfg, load_slices(cache)[0], meta.get("part_of", {}))  # read-only, memory-mapped
+        return None
+    if cfg.dataset == "phantom" and cfg.split in ("patient", "kfold"):  # its patient count is an option
+        from covbench.datasets.phantom import generate_phantom
+
+        default = inspect.signature(generate_phantom).parameters["n_patients"].default
+        ids = [str(i) for i in range(int(cfg.phantom.get("n_patients", default)))]
+        if cfg.split == "kfold":
+            kfold_split(ids, ["phantom"] * len(ids), k=cfg.folds)
+        else:
+            patient_split(ids, ["phantom"] * len(ids), fractions=cfg.split_fractions or (0.6, 0.2, 0.2))
+        return "not checked before the data is read: a lesion in every test set (the run checks it)"
+    return (
+        f"not checked before the data is read: split {cfg.split!r} against the data's patients "
+        "(--folds, part sizes) and a lesion in every test set (the run checks them after reading it)"
+    )
+
+
+def _data(cfg: RunConfig) -> tuple[str, dict[str, Any] | None, str | None]:
+    from covbench.datasets.base import default_cache_root
+    from covbench.datasets.prepare import cache_key
     from covbench.runner import data_request
 
     spec, options, pre = data_request(cfg)
     data_dir = spec.check_data_dir(cfg.data_dir)  # the run's own refusal of a missing folder
     meta = find_cached(spec, data_dir, pre, options=options)
+    key_options = {**options, "skip_bad": False}  # as the run asks prepare_slices
+    cache = None if meta is None else default_cache_root() / "slices" / cache_key(
+        spec.name, str(meta.get("fingerprint")), pre, key_options
+    )  # fmt: skip
+    unchecked = _check_split(cfg, meta, cache)
     where = f"dataset {cfg.dataset!r}" + (f" at {data_dir}" if data_dir else "")
     if meta is None:
-        return f"{where}: not pre-processed at {cfg.image_size} px yet; the run reads it first", None
+        note = f"{where}: not pre-processed at {cfg.image_size} px yet; the run reads it first"
+        return note, None, unchecked
     return (
         f"{where}: {meta.get('n_cases')} cases, {meta.get('n_slices')} slices at {cfg.image_size} px "
         f"(pre-processing cache, fingerprint {str(meta.get('fingerprint'))[:FINGERPRINT_CHARS]}; "
         "the run checks it)",
         meta,
+        unchecked,
     )
 
 
@@ -171,7 +215,7 @@ def plan_run(
         checkpoint_every=checkpoint_every, stall_timeout=stall_timeout,
     ).validate(cfg)  # fmt: skip
     folds = n_folds(cfg.split, cfg.folds)
-    data_note, meta = _data(cfg)
+    data_note, meta, unchecked = _data(cfg)
     folder_note, done = _folder(cfg, run_dir, allow_version_change)
     trials = [  # the runner's order: seeds, then folds, then models
         PlannedTrial(model, seed, fold, trial_name(model, seed, fold) in done)
@@ -180,7 +224,7 @@ def plan_run(
         for model in cfg.models
     ]
     n_pending = sum(not t.done for t in trials)
-    notes: list[str] = []
+    notes: list[str] = [unchecked] if unchecked else []
     cluster = (address or os.environ.get("RAY_ADDRESS")) and not debug
     if cluster:
         resources = packing = at_once = None

@@ -21,7 +21,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 from covbench.paths import folder_problem
 
 MODEL_GROUP = "covbench.models"
@@ -244,7 +244,7 @@ def resolve_models(text: str) -> list[str]:
             found = [get_model(item).name]  # raises with the list of valid names
         if not found:
             raise CovbenchError(
-                f"--models {item!r} matches no registered model; available: {', '.join(list_models())}"
+                f"--models {quote(item)} matches no registered model; available: {', '.join(list_models())}"
             )
         names += [n for n in found if n not in names]
     if not names:
@@ -280,8 +280,8 @@ def _lookup(kind: str, short: str, name: str, found: dict, broken: dict[str, Bro
     if name in broken:
         b = broken[name]
         origin = f"{b.entry_point}, from {b.distribution}"
-        raise CovbenchError(f"{kind} {name!r} ({origin}) failed to load: {b.error}")
-    raise CovbenchError(f"unknown {short} {name!r}; available: {available}")
+        raise CovbenchError(f"{kind} {quote(name)} ({origin}) failed to load: {b.error}")
+    raise CovbenchError(f"unknown {short} {quote(name)}; available: {available}")
 
 
 def _get_member(name: str) -> ModelSpec:
@@ -291,7 +291,9 @@ def _get_member(name: str) -> ModelSpec:
     family = get_family(family_name)
     spec = family.resolve(member)
     if spec.name != name:
-        raise CovbenchError(f"model family {family_name!r} resolved {name!r} to a spec named {spec.name!r}")
+        raise CovbenchError(
+            f"model family {family_name!r} resolved {quote(name)} to a spec named {spec.name!r}"
+        )
     _members[name] = spec
     return spec
 
@@ -308,7 +310,7 @@ def get_family(name: str) -> ModelFamily:
     families, broken, _ = _families()
     return _lookup(
         "model family", "model family", name, families, broken,
-        f"{', '.join(list_families()) or 'none'} (in {name + ':...'!r})",
+        f"{', '.join(list_families()) or 'none'} (in {quote(name + ':...')})",
     )  # fmt: skip
 
 

@@ -39,6 +39,7 @@ from covbench.lock import run_lock
 from covbench.manifest import code_versions, environment_manifest, now_iso
 from covbench.options import ExecutionOptions
 from covbench.packing import Packing, largest_trial_memory, plan_packing
+from covbench.rounds import Rounds
 from covbench.run_folder import (
     check_data_key,
     check_out_folder,
@@ -53,7 +54,6 @@ from covbench.run_folder import (
     trial_index,
     write_test_slices,
 )
-from covbench.rounds import Rounds
 from covbench.run_key import RunKey
 from covbench.scheduler import (
     Finished,
@@ -97,16 +97,21 @@ def prepare_data(cfg: RunConfig) -> Prepared:
     """Read the dataset through its adapter (or the pre-processing cache) and split it into folds."""
     spec, options, pre = data_request(cfg)
     prepared = prepare_slices(spec, cfg.data_dir, pre, options=options)  # checks the data folder
-    prepared.folds = make_splits(
+    prepared.folds = split_folds(cfg, prepared.slices, prepared.part_of)
+    return prepared
+
+
+def split_folds(cfg: RunConfig, slices: SliceSet, part_of: dict[str, str | None]) -> list[dict]:
+    """The run's split manifests of `slices`, one per fold (`--dry-run` makes the same refusals)."""
+    return make_splits(
         cfg.split,
-        prepared.slices,
+        slices,
         seed=cfg.split_seed,
         folds=cfg.folds,
-        part_of=prepared.part_of,
+        part_of=part_of,
         val_fraction=cfg.val_fraction,
         **({"fractions": cfg.split_fractions} if cfg.split_fractions else {}),
     )
-    return prepared
 
 
 def plain_arrays(slices: SliceSet) -> SliceSet:

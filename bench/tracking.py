@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 from covbench.layout import RunFolder
 
 TRACKERS = ("none", "mlflow")
@@ -89,7 +89,7 @@ class SafeTracker:
 
 def check_tracker(kind: str) -> None:
     if kind not in TRACKERS:
-        raise CovbenchError(f"--track must be one of {', '.join(TRACKERS)}, got {kind!r}")
+        raise CovbenchError(f"--track must be one of {', '.join(TRACKERS)}, got {quote(kind)}")
 
 
 def open_tracker(kind: str, run_dir: Path, warn: Callable[[str], None]) -> Tracker:

@@ -294,6 +294,7 @@ class TrainOptions:
     compile: bool | str = False
     resident: bool | None = None
     eval_batch_size: int | None = None
+    selection: str = "best_val"  # covbench.config.SELECTIONS: best validation Dice, or the final epoch
 
     @classmethod
     def from_config(cls, cfg: Any, seed: int) -> TrainOptions:
@@ -309,6 +310,7 @@ class TrainOptions:
             loss=cfg.loss,
             amp=cfg.amp,
             compile=cfg.compile,
+            selection=getattr(cfg, "selection", "best_val"),
         )
 
     def eval_batch(self, device: torch.device) -> int:
@@ -384,8 +386,9 @@ def train_model(
     resume: ResumeFrom | None = None,
 ) -> TrainResult:
     """Train for `options.epochs` epochs (from `resume.epoch` when resuming) and keep the weights of
-    the epoch with the best mean validation Dice; with no validation slices, the final weights (as
-    nnU-Net evaluates its final checkpoint), logged with a NaN validation Dice. `on_epoch` receives
+    the epoch with the best mean validation Dice; with `options.selection` "final", or with no
+    validation slices, the final weights (as nnU-Net evaluates its final checkpoint; the validation
+    Dice, NaN without validation slices, is still logged and is the final epoch's). `on_epoch` receives
     each epoch's log row with the live model/optimizer/best, so a caller can checkpoint; a column
     it adds to the row (e.g. `ckpt_s`) is kept in `history`. Each row splits the epoch into
     `train_s` and `val_s`. `on_step` is called after every optimizer step (a progress beat; it must
@@ -427,6 +430,9 @@ def train_model(
             train_y, val_y = (t.to(device) for t in (train_y, val_y))
 
     validate = len(val_x) > 0  # without validation slices the final weights are the ones evaluated
+    if opt.selection not in ("best_val", "final"):
+        raise ValueError(f"unknown selection {opt.selection!r}; use 'best_val' or 'final'")
+    final = opt.selection == "final" or not validate  # the weights of the last epoch are evaluated
     if not validate:
         best = Best(math.nan, start_epoch, None)
     history: list[dict[str, float]] = []
@@ -480,10 +486,10 @@ def train_model(
             "train_s": t_val - t_epoch,
             "val_s": now - t_val,
         }
-        if validate and val_dice > best.val_dice:
+        if final:  # no copy: the model's own weights at the end are the evaluated ones
+            best = Best(val_dice, epoch + 1, None)
+        elif val_dice > best.val_dice:
             best = Best(val_dice, epoch + 1, device_copy(model.state_dict()))
-        elif not validate:
-            best.epoch = epoch + 1
         row.update(best_val_dice=best.val_dice, best_epoch=best.epoch)
         history.append(row)
         if on_epoch is not None:

@@ -28,6 +28,7 @@ from covbench.checkpoint import WEIGHTS, Checkpointer, CheckpointPolicy, LoadOut
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
 from covbench.faults import FaultHooks
+from covbench.health import assess
 from covbench.layout import TRIALS
 from covbench.metrics import batch_metrics, empty_case
 from covbench.storage import Storage
@@ -255,6 +256,7 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
         "epochs": options.epochs,
         "resumed_from_epoch": trained.resumed_from_epoch,
         "best_epoch": trained.best.epoch,
+        "selection": options.selection,  # best_val, or final: best_val_dice is then the last epoch's
         # null, not NaN, when nothing was validated: record.json stays strict JSON
         "best_val_dice": None if math.isnan(trained.best.val_dice) else trained.best.val_dice,
         "train_seconds": trained.train_seconds,
@@ -276,5 +278,8 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
         "n_train": len(data.train),
         "n_val": len(data.val),
         "n_test": len(data.test),
+        # training-health signals of the epoch log (covbench.health): an early selected epoch, a
+        # validation collapse, loss spikes; the report names flagged seeds and what they change
+        "health": assess(trained.epochs, options.epochs, trained.best.epoch).to_dict(),
     }
     return TrialResult(record, rows, trained.epochs, predictions)

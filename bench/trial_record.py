@@ -36,6 +36,7 @@ class TrialRecord:
     resumed_from_epoch: int | None = None
     best_epoch: int | None = None
     best_val_dice: float | None = None  # None when nothing was validated
+    selection: str | None = None  # covbench.config.SELECTIONS; absent from older records (best_val)
     train_seconds: float | None = None
     eval_seconds: float | None = None
     wall_seconds: float | None = None
@@ -53,6 +54,7 @@ class TrialRecord:
     n_train: int | None = None
     n_val: int | None = None
     n_test: int | None = None
+    health: dict[str, Any] | None = None  # covbench.health.Health.to_dict(); absent from older records
     # where and when the attempt ran (covbench.runner._timing)
     attempts: int | None = None
     gpu_ids: list[Any] | None = None

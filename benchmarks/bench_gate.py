@@ -54,7 +54,7 @@ def inject(variant: str, baseline: Path, out: Path, run: str = CI_RUN) -> list[C
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         return [Caught(variant, "(all)", None, None, f"run failed (exit {done.returncode})", seconds)]
-    result = gate(baseline, out).result
+    result = gate(baseline, out, require_identity=True).result
     assert result is not None
     return [
         Caught(variant, r.model, r.delta, r.p_value, r.verdict, seconds)

@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 
 DOWNLOADABLE = ("covid-ct-seg",)  # the datasets `covbench data download` can fetch
 RECORD = "3757476"
@@ -65,7 +65,7 @@ SIDECARS = ("md5", "sha256", "sha1")  # `<archive>.<algorithm>` files holding th
 def check_downloadable(name: str) -> None:
     """Raise a CovbenchError naming the downloadable datasets unless `name` is one."""
     if name not in DOWNLOADABLE:
-        raise CovbenchError(f"no download for {name!r}; downloadable: {', '.join(DOWNLOADABLE)}")
+        raise CovbenchError(f"no download for {quote(name)}; downloadable: {', '.join(DOWNLOADABLE)}")
 
 
 def fetch_checksums(api_url: str = API_URL, *, timeout: float = 30) -> dict[str, str]:
@@ -150,13 +150,13 @@ def _digest(path: Path, checksum: str) -> tuple[str, str, str]:
     algo, sep, expected = checksum.partition(":")
     algo = algo.strip().lower()
     if not sep or not expected.strip():
-        raise CovbenchError(f"{path}: checksum {checksum!r} is not ALGORITHM:HEX (e.g. md5:0f3a...)")
+        raise CovbenchError(f"{path}: checksum {quote(checksum)} is not ALGORITHM:HEX (e.g. md5:0f3a...)")
     try:
         h = hashlib.new(algo)
     except (ValueError, TypeError):
         known = ", ".join(sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake")))
         raise CovbenchError(
-            f"{path}: unknown checksum algorithm {algo!r} in {checksum!r} (known: {known})"
+            f"{path}: unknown checksum algorithm {quote(algo)} in {quote(checksum)} (known: {known})"
         ) from None
     try:
         with open(path, "rb") as f:

@@ -32,7 +32,7 @@ import numpy as np
 from covbench.datasets.base import DISTANCE_UNITS, Case, SliceSet, default_cache_root
 from covbench.datasets.fingerprint import fingerprint_files
 from covbench.datasets.preprocess import PreprocessConfig, _case_name, preprocess_cases
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 
 CACHE_VERSION = 2  # bump when pre-processing code changes its output for the same config
 # 2: meta.json records the distance unit; adapters refuse zero spacings, unknown intensity conventions
@@ -69,7 +69,7 @@ class _Reading:
     def _unit(self, case: Case) -> None:
         unit, name = case.spacing_unit, _case_name(case)
         if unit not in DISTANCE_UNITS:
-            raise CovbenchError(f"{name}: spacing unit {unit!r}; expected one of {DISTANCE_UNITS}")
+            raise CovbenchError(f"{name}: spacing unit {quote(unit)}; expected one of {DISTANCE_UNITS}")
         if self.distance_unit is None:
             self.distance_unit = unit
         elif unit != self.distance_unit:

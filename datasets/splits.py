@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 
 PARTS = ("train", "val", "test")
 
@@ -175,7 +175,9 @@ def predefined_split(
     parts: dict[str, list[str]] = {p: [] for p in PARTS}
     for patient, part in sorted(part_of.items()):
         if part not in parts:
-            raise CovbenchError(f"split 'predefined': patient {patient!r} is in unknown part {part!r}")
+            raise CovbenchError(
+                f"split 'predefined': patient {quote(patient)} is in unknown part {quote(part)}"
+            )
         parts[part].append(patient)
     if not parts["train"] or not parts["test"]:
         raise CovbenchError("split 'predefined' needs both train and test patients")
@@ -226,7 +228,7 @@ def n_folds(strategy: str, folds: int = 5) -> int:
     """How many folds (manifests) `make_splits` gives for `strategy`, known before any data is read
     (`covbench run --dry-run` plans its trials with it)."""
     if strategy not in STRATEGIES:
-        raise CovbenchError(f"unknown split {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+        raise CovbenchError(f"unknown split {quote(strategy)}; choose one of: {', '.join(STRATEGIES)}")
     if strategy == "kfold":
         return folds
     return len(MA2021_TEST_FOLDS) if strategy in ("ma2021", "ma2021-limited") else 1
@@ -274,7 +276,7 @@ def make_splits(
         parts = [paper_split(keys, seed=seed, val_fraction=val_fraction)]
         base = {**base, "unit": "slice", "warning": PAPER_WARNING}
     else:
-        raise CovbenchError(f"unknown split {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+        raise CovbenchError(f"unknown split {quote(strategy)}; choose one of: {', '.join(STRATEGIES)}")
     manifests = [{**base, "fold": f, **p} for f, p in enumerate(parts)]
     check_lesions(slices, manifests)
     return manifests

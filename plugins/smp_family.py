@@ -19,7 +19,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 from covbench.registry import ModelFamily, ModelSpec
 
 # The architecture's paper, per smp class name (smp's docstrings give the same links).
@@ -71,7 +71,7 @@ def _pick(kind: str, value: str, choices: list[str], example: str) -> str:
     near = [c for c in choices if c.lower() == value.lower()]
     hint = f"; did you mean {near[0]!r}?" if near else ""
     raise CovbenchError(
-        f"smp family: unknown {kind} {value!r} in {example!r}{hint} valid: {', '.join(choices)}"
+        f"smp family: unknown {kind} {quote(value)} in {quote(example)}{hint} valid: {', '.join(choices)}"
     )
 
 
@@ -81,7 +81,7 @@ def _check_encoder(encoder: str, name: str) -> None:
 
         if not timm.is_model(encoder[3:]):
             raise CovbenchError(
-                f"smp family: {name!r}: timm has no model {encoder[3:]!r} (see timm.list_models())"
+                f"smp family: {quote(name)}: timm has no model {encoder[3:]!r} (see timm.list_models())"
             )
         return
     _pick("encoder", encoder, encoders(), name)
@@ -157,7 +157,7 @@ def resolve(member: str) -> ModelSpec:
     parts = member.split(":")
     if len(parts) != 2 or not all(parts):
         raise CovbenchError(
-            f"smp family: {name!r} is not of the form smp:<Arch>:<encoder>, e.g. smp:Unet:resnet18"
+            f"smp family: {quote(name)} is not of the form smp:<Arch>:<encoder>, e.g. smp:Unet:resnet18"
         )
     arch = _pick("architecture", parts[0], sorted(architectures()), name)
     encoder = parts[1]

@@ -42,14 +42,14 @@ from pathlib import Path
 
 import numpy as np
 
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 from covbench.layout import RunFolder
 from covbench.lock import run_lock
 from covbench.manifest import now_iso
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports.identity import Incomparable, check_comparable, summary_identity
 from covbench.reports.inference import ALPHA, POWER, PRIMARY, ROPE, Difference, difference, holm
-from covbench.reports.summary_check import validate_summary
+from covbench.reports.summary_check import check_schema, validate_summary
 from covbench.reports.table import column_titles, distance_unit_of
 from covbench.store import read_json, write_json
 
@@ -203,6 +203,7 @@ def load_summary(path: Path, option: str = "summary") -> dict:
         data = read_json(p)
     except (OSError, ValueError) as exc:
         raise CovbenchError(f"{option} {p}: not readable JSON ({exc})") from None
+    check_schema(data, f"{option} {p}")  # before its fields: what a later schema means is unknown here
     validate_summary(data, f"{option} {p}")
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise CovbenchError(f"{option} {p}: not a covbench summary (no 'models')")
@@ -216,17 +217,17 @@ def parse_tolerances(items: list[str] | None) -> dict[str, float]:
         metric, sep, value = item.partition("=")
         metric = metric.strip().lower()
         if not sep:
-            raise CovbenchError(f"--tolerance {item!r}: expected METRIC=VALUE, e.g. dice=0.02")
+            raise CovbenchError(f"--tolerance {quote(item)}: expected METRIC=VALUE, e.g. dice=0.02")
         if metric not in METRICS:
             raise CovbenchError(
-                f"--tolerance {item!r}: unknown metric {metric!r}; choose from {', '.join(METRICS)}"
+                f"--tolerance {quote(item)}: unknown metric {quote(metric)}; choose from {', '.join(METRICS)}"
             )
         try:
             tol = float(value)
         except ValueError:
-            raise CovbenchError(f"--tolerance {item!r}: {value!r} is not a number") from None
+            raise CovbenchError(f"--tolerance {quote(item)}: {quote(value)} is not a number") from None
         if not (math.isfinite(tol) and tol >= 0):
-            raise CovbenchError(f"--tolerance {item!r}: must be a non-negative number")
+            raise CovbenchError(f"--tolerance {quote(item)}: must be a non-negative number")
         out[metric] = tol
     return out
 
@@ -239,7 +240,8 @@ def parse_metrics(text: str | None) -> list[str] | None:
     unknown = [m for m in chosen if m not in METRICS]
     if unknown or not chosen:
         raise CovbenchError(
-            f"--metrics {text!r}: unknown {unknown or 'empty list'}; choose from {', '.join(METRICS)}"
+            f"--metrics {quote(text)}: unknown {quote(unknown) if unknown else 'empty list'}; "
+            f"choose from {', '.join(METRICS)}"
         )
     return chosen
 
@@ -309,8 +311,9 @@ def paired_matrices(base: dict, cur: dict, model: str, metric: str) -> tuple[np.
         if not set().union(*b.values()) & set().union(*c.values()):  # not one unit id in common
             raise CovbenchError(
                 f"{model} {metric}: the two sides name their test units differently (baseline e.g. "
-                f"{min(set().union(*b.values()), default='none')!r}, current e.g. "
-                f"{min(set().union(*c.values()), default='none')!r}); re-create the baseline with --update"
+                f"{quote(min(set().union(*b.values()), default='none'))}, current e.g. "
+                f"{quote(min(set().union(*c.values()), default='none'))}); "
+                "re-create the baseline with --update"
             )
         return None
 
@@ -370,6 +373,36 @@ def gate_test(current: np.ndarray, baseline: np.ndarray) -> Difference:
     if max(current.shape[0], baseline.shape[0]) < 2:
         return difference(current, baseline)
     return difference(current.mean(axis=1, keepdims=True), baseline.mean(axis=1, keepdims=True))
+
+
+def explain(result: Comparison) -> str:
+    """`covbench compare --explain`: the figures the gate's decision rests on, computed from the
+    two sides (docs/reports.md quotes this output rather than typing numbers in): per model, the SD
+    of a seed's mean of the primary metric on each side, the test's df and the smallest drop it
+    detects with 80 % power, and the condition under which the stated error rate holds."""
+    lines = [
+        f"Explain ({result.primary}, alpha {ALPHA:g}, power {POWER:.0%}): the replicates are the seeds; "
+        "each seed is its mean over the shared test units.",
+        "| Model | seeds baseline / current | seed-mean SD baseline / current | df | detectable drop |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result.rows:
+        if r.metric != result.primary or r.test is None:
+            continue
+        c = r.test.components
+        sd_cur = math.sqrt(c.seed_var_a * r.test.n_seeds_a) if r.test.n_seeds_a > 1 else math.nan
+        sd_base = math.sqrt(c.seed_var_b * r.test.n_seeds_b) if r.test.n_seeds_b > 1 else math.nan
+        detect = r.detectable
+        lines.append(
+            f"| {r.model} | {r.test.n_seeds_b} / {r.test.n_seeds_a} | {sd_base:.4f} / {sd_cur:.4f} | "
+            f"{r.test.df:.1f} | {'n/a' if detect is None else format(detect, '.4f')} |"
+        )
+    lines.append(
+        "Condition: the chance-failure rate (<= alpha/2 per model for a quality-neutral change) assumes "
+        "roughly symmetric seed noise; a training recipe whose seeds sometimes diverge can fail or pass "
+        "by chance more often (docs/calibration.md, extended grid)."
+    )
+    return "\n".join(lines) + "\n"
 
 
 def _decide(gain: float, p: float, floor: float) -> str:
@@ -545,13 +578,15 @@ def gate(
     metrics: list[str] | None = None,
     *,
     update: bool = False,
+    require_identity: bool = False,
 ) -> Gate:
     """`covbench compare BASELINE CURRENT`: compare the two, record the verdict in CURRENT's run
     folder (gate.json) for `covbench track`, and with `update` replace BASELINE by CURRENT.
 
     With `update`, a BASELINE that does not exist yet is created, and one of another benchmark is
     replaced, both without a comparison; without `update` another benchmark is refused
-    (Incomparable, exit 2)."""
+    (Incomparable, exit 2). With `require_identity` (the CI gate) a side without a benchmark
+    identity is refused too, instead of compared with a note."""
     cur_file = summary_path(current, "CURRENT")
     cur = with_unit_values(load_summary(current, "CURRENT"), cur_file, "CURRENT")
     if update and not Path(baseline).exists():  # the first baseline: nothing to compare with yet
@@ -561,7 +596,7 @@ def gate(
     base_file = summary_path(baseline, "BASELINE")
     base_id, cur_id = summary_identity(base, base_file), summary_identity(cur, cur_file)
     try:
-        note = check_comparable(base_id, cur_id, base_file, cur_file)
+        note = check_comparable(base_id, cur_id, base_file, cur_file, required=require_identity)
     except Incomparable as exc:
         if not update:
             raise

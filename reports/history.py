@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 from covbench.layout import RunFolder
 from covbench.manifest import now_iso
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
@@ -296,7 +296,9 @@ def load_history(history: Path, benchmark: str | None = None) -> list[Point]:
         names = load_benchmarks(history)
         if benchmark not in names:
             known = ", ".join(sorted(names)) or "none yet"
-            raise CovbenchError(f"--benchmark {benchmark!r}: not in {history}; tracked benchmarks: {known}")
+            raise CovbenchError(
+                f"--benchmark {quote(benchmark)}: not in {history}; tracked benchmarks: {known}"
+            )
     with _database(history, create=False) as con:
         rows = con.execute(
             "SELECT r.id, r.date, r.git_commit, m.model, m.metric, m.mean, m.seed_sd, r.benchmark, "

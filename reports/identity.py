@@ -148,13 +148,19 @@ def default_name(identity: dict[str, Any]) -> str:
 
 
 def check_comparable(
-    base_id: dict[str, Any] | None, cur_id: dict[str, Any] | None, baseline_file: Path, current_file: Path
+    base_id: dict[str, Any] | None,
+    cur_id: dict[str, Any] | None,
+    baseline_file: Path,
+    current_file: Path,
+    *,
+    required: bool = False,
 ) -> str | None:
     """Refuse (exit 2) a baseline of another benchmark, given both sides' `summary_identity`;
     return a note when a side has no identity.
 
     A side without an identity (a bare summary.json, a baseline written before identities were
-    stored) is still compared: refusing it would break every existing gate at once.
+    stored) is still compared: refusing it would break every existing gate at once. `required`
+    (`compare --require-identity`, the CI gate) refuses it (exit 2), naming the file.
     """
     if base_id is not None and cur_id is not None:
         diffs = differences(base_id, cur_id)
@@ -164,6 +170,12 @@ def check_comparable(
             )
         return None
     missing = [side for side, ident in (("BASELINE", base_id), ("CURRENT", cur_id)) if ident is None]
+    if required:
+        side, path = ("BASELINE", baseline_file) if base_id is None else ("CURRENT", current_file)
+        raise CovbenchError(
+            f"{side} {path}: no benchmark identity (no 'benchmark' entry, no config.json beside it), and "
+            "--require-identity refuses to compare blind; re-create it with `covbench compare ... --update`"
+        )
     return (
         f"note: {' and '.join(missing)} carries no benchmark identity (no 'benchmark' entry, no "
         "config.json beside it), so whether the two runs are comparable was not checked"

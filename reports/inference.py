@@ -20,13 +20,17 @@ difference D = mean(a) - mean(b) has
 
 where delta_p is the per-unit difference of the seed means (its variance already holds v and the
 e part) and sigma_w,m^2 / S_m is estimated without bias from the two-way ANOVA of model m,
-(MS_seed - MS_residual) / (P S_m), truncated at 0 (Searle, Casella & McCulloch 1992, ch. 4). The
+(MS_seed - MS_residual) / (P S_m) (Searle, Casella & McCulloch 1992, ch. 4). Since issue 33 the
+sum is regrouped as the seed means' spread MS_seed / (P S_m) (never negative, so no seed variance
+leaves the SE or the df) plus the patient x model part, which alone is truncated at 0; see
+`differences`. The
 CI and p-value use Student's t with Satterthwaite's degrees of freedom (Satterthwaite 1946), the
 standard small-sample answer for a variance built from several mean squares; with one seed per
 model it is exactly the paired t-test over units, with one unit exactly Welch's test over seeds
-(both checked against scipy in the tests); the df are capped by the dominant source
-(`degrees_of_freedom`). The calibration by simulation is in docs/reports.md
-(`benchmarks/bench_calibration.py`).
+(both checked against scipy in the tests); the df are capped by the dominant source, by
+common-variance weights for the seeds, and by the df of the same variance grouped by variance
+component (`_capped_df`, `_variance_component_df`; docs/reports.md says why each). The
+calibration by simulation is in docs/reports.md (`benchmarks/bench_calibration.py`).
 
 A verdict per (pair, metric): *A better* / *B better* when the Holm-adjusted two-sided p is below
 alpha, *practically equivalent* when TOST (Schuirmann 1987) at alpha puts the difference inside the
@@ -74,6 +78,8 @@ class Components:
     seed_estimable: bool  # at least one side has >= 2 seeds
     unit_estimable: bool  # at least 2 units
     terms: tuple[tuple[float, float], ...]  # (signed value, df) of every mean-square term in Var(D)
+    unit_terms: int = 1  # terms[:unit_terms] are the units' terms (the patient x model part)
+    seed_df: float = math.inf  # df of the seeds' part alone
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,8 @@ class Batch:
     terms: list[tuple[np.ndarray, float]]  # (signed value per design, df) of each mean-square term
     n_units: int
     n_seeds: tuple[int, int]
+    unit_terms: int = 1  # terms[:unit_terms] are the units' (patient x model) terms, the rest the seeds'
+    seed_df: np.ndarray | None = None  # df of the seeds' part alone: small = training noise poorly known
 
     def p_equivalence(self, margin: float) -> np.ndarray:
         """TOST p-values for |difference| < margin (the larger of the two one-sided p-values)."""
@@ -175,7 +183,12 @@ def _satterthwaite(terms: list[tuple[np.ndarray, float]], size: int) -> np.ndarr
 
 def differences(a: np.ndarray, b: np.ndarray) -> Batch:
     """Mean difference a - b for a batch of designs: `a` (B, S_a, P) and `b` (B, S_b, P), the same
-    P units in the same order (see the module doc for the variance and its df)."""
+    P units in the same order (see the module doc for the variance and its df).
+
+    Var(D) = V_v + sum_m MS_seed,m / (P S_m): the seed means' own spread (Welch over seeds, never
+    negative, so no seed variance is ever truncated away) plus the patient x model part
+    V_v = Var_p(delta_p)/P - sum_m MS_res,m / (P S_m), truncated at 0. A one-seed side borrows the
+    other side's mean squares together with their df (the same training protocol)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[2] or a.shape[2] == 0:
         raise ValueError(f"both sides need the same designs and units, got {a.shape} and {b.shape}")
@@ -184,40 +197,76 @@ def differences(a: np.ndarray, b: np.ndarray) -> Batch:
     size, p = a.shape[0], a.shape[2]
     zero = np.zeros(size)
     delta = a.mean(axis=1) - b.mean(axis=1)
-    terms: list[tuple[np.ndarray, float]] = []
-    unit_var = np.var(delta, axis=1, ddof=1) / p if p > 1 else zero
-    if p > 1:
-        terms.append((unit_var, float(p - 1)))
-    unit_terms = len(terms)
-    sides = []
-    for m in (a, b):
-        s = m.shape[1]
-        ms_seed, ms_res = _two_way(m)
-        # sigma_w^2: unbiased (MS_seed - MS_res) / P; with one unit the seed means' spread is all there is
-        sigma_w = None if s < 2 else ((ms_seed - ms_res) / p if p > 1 else ms_seed / p)
-        sides.append((s, ms_seed, ms_res, sigma_w))
-    known = [sw for _, _, _, sw in sides if sw is not None]
+    squares = [_two_way(m) for m in (a, b)]
+    seeds = (a.shape[1], b.shape[1])
+    seed_terms: dict[int, list] = {}  # source side -> [MS_seed, coefficient, df]
+    res_terms: dict[int, list] = {}
     seed_var = []
-    for s, ms_seed, ms_res, sw in sides:
-        if sw is None:  # one seed: borrow the other side's sigma_w^2 (the same protocol), else 0
-            seed_var.append(np.maximum(known[0], 0.0) / s if known else zero)
+    for side, s in enumerate(seeds):
+        source = side if s > 1 else 1 - side  # one seed: the other side's mean squares stand in
+        s_source = seeds[source]
+        if s_source < 2:
+            seed_var.append(zero)
             continue
-        positive = sw > 0
-        seed_var.append(np.where(positive, sw / s, 0.0))
-        terms.append((np.where(positive, ms_seed / (p * s), 0.0), float(s - 1)))
+        ms_seed, ms_res = squares[source]
+        seed_terms.setdefault(source, [ms_seed, 0.0, s_source - 1.0])[1] += 1.0 / (p * s)
+        seed_var.append(ms_seed / (p * s))
         if p > 1:
-            terms.append((np.where(positive, -ms_res / (p * s), 0.0), float((s - 1) * (p - 1))))
-    var = unit_var + seed_var[0] + seed_var[1]
+            res_terms.setdefault(source, [ms_res, 0.0, (s_source - 1.0) * (p - 1.0)])[1] -= 1.0 / (p * s)
+    seed_part = [(ms * c, float(df)) for ms, c, df in seed_terms.values()]
+    unit_part: list[tuple[np.ndarray, float]] = []
+    if p > 1:
+        unit_var_raw = np.var(delta, axis=1, ddof=1) / p
+        unit_part = [(unit_var_raw, float(p - 1))] + [(ms * c, float(df)) for ms, c, df in res_terms.values()]
+    seed_total = sum((v for v, _ in seed_part), zero)
+    unit_total = sum((v for v, _ in unit_part), zero)
+    keep = unit_total > 0  # the patient x model variance is >= 0: truncate it, never the seeds
+    unit_var = np.where(keep, unit_total, 0.0)
+    terms = [(np.where(keep, v, 0.0), df) for v, df in unit_part] + seed_part
+    var = unit_var + seed_total
     se = np.sqrt(np.maximum(var, 0.0))
-    df = _capped_df(terms, unit_terms, unit_var, seed_var[0] + seed_var[1], p)
+    seed_dfs, weights = [df for _, _, df in seed_terms.values()], [c for _, c, _ in seed_terms.values()]
+    df = _capped_df(terms, len(unit_part), unit_var, seed_total, p, seed_dfs, weights)
+    if p > 1:  # a truncated patient x model part still came from P - 1 df: never test on more
+        df = np.where(keep, df, np.minimum(df, float(p - 1)))
+        if seed_terms:  # and never more than the variance components' own grouping allows
+            df = np.minimum(df, _variance_component_df(unit_part, seed_terms, res_terms, p, size))
+    seed_df = _seed_df(seed_part, size, seed_dfs, weights)
     estimate = a.mean(axis=(1, 2)) - b.mean(axis=(1, 2))
     with np.errstate(divide="ignore", invalid="ignore"):
         p_value = np.where(
             se > 0, 2 * stats.t.sf(np.abs(estimate) / se, df), np.where(estimate == 0, 1.0, 0.0)
         )
     return Batch(
-        estimate, se, df, p_value, unit_var, (seed_var[0], seed_var[1]), terms, p, (a.shape[1], b.shape[1])
+        estimate,
+        se,
+        df,
+        p_value,
+        unit_var,
+        (seed_var[0], seed_var[1]),
+        terms,
+        p,
+        seeds,
+        len(unit_part),
+        seed_df,
     )
+
+
+def _variance_component_df(
+    unit_part: list[tuple[np.ndarray, float]], seed_terms: dict, res_terms: dict, p: int, size: int
+) -> np.ndarray:
+    """The df of the same unbiased Var(D) grouped by variance component: the patients' term, and
+    per model its seed variance (MS_seed - MS_res) / (P S) as a difference of two mean squares, the
+    df capped by the component that carries most of the variance. A seed variance that is small
+    against its residual is poorly known (Satterthwaite's df of a difference), which the seed means'
+    own df (S - 1 each) do not say; the test uses the smaller of the two groupings' df."""
+    unit_raw = unit_part[0]
+    seed = []
+    for src, (ms_seed, c, df_seed) in seed_terms.items():
+        ms_res, c_res, df_res = res_terms[src]
+        seed += [(ms_seed * c, df_seed), (ms_res * c_res, df_res)]
+    seed_var = np.maximum(sum((v for v, _ in seed), np.zeros(size)), 0.0)
+    return _capped_df([unit_raw] + seed, 1, unit_raw[0], seed_var, p)
 
 
 def _capped_df(
@@ -226,17 +275,36 @@ def _capped_df(
     unit_var: np.ndarray,
     seed_var: np.ndarray,
     units: int,
+    seed_dfs: list[float] | None = None,
+    seed_weights: list[float] | None = None,
 ) -> np.ndarray:
     """Satterthwaite's df, never more than the df of the source (units or seeds) that carries most
     of the variance (docs/reports.md: plain Satterthwaite is liberal when one low-df source
     dominates, 7-8 % false verdicts at 3 patients and 10 seeds). `terms[:unit_terms]` are the
-    units' terms, the rest the seeds'."""
+    units' terms, the rest the seeds'. The seeds' df are also never more than Satterthwaite's with
+    weights from a variance common to both sides (`seed_weights` / `seed_dfs`): Welch's df alone
+    grows when a side with 2 seeds shows a small spread by chance, which made 2 vs 10 seeds reject
+    7-8 % (docs/calibration.md)."""
     size = unit_var.shape[0]
     df = _satterthwaite(terms, size)
-    seed_df = _satterthwaite(terms[unit_terms:], size)
+    seed_df = _seed_df(terms[unit_terms:], size, seed_dfs, seed_weights)
     unit_dominates = (unit_var >= seed_var) if units > 1 else np.zeros(size, bool)
     cap = np.where(unit_dominates, float(units - 1), np.where(np.isfinite(seed_df), seed_df, df))
     return np.maximum(np.minimum(df, cap), 1.0)
+
+
+def _seed_df(
+    seed_terms: list[tuple[np.ndarray, float]],
+    size: int,
+    seed_dfs: list[float] | None,
+    seed_weights: list[float] | None,
+) -> np.ndarray:
+    """Welch-Satterthwaite df of the seeds' terms, at most that with common-variance weights."""
+    df = _satterthwaite(seed_terms, size)
+    if seed_dfs and seed_weights:
+        common = sum(seed_weights) ** 2 / sum(w * w / d for w, d in zip(seed_weights, seed_dfs, strict=True))
+        df = np.minimum(df, common)
+    return df
 
 
 def degrees_of_freedom(comp: Components) -> float:
@@ -244,7 +312,7 @@ def degrees_of_freedom(comp: Components) -> float:
     if not comp.terms:
         return math.inf
     terms = [(np.array([v]), df) for v, df in comp.terms]
-    unit_terms = 1 if comp.unit_estimable else 0
+    unit_terms = comp.unit_terms if comp.unit_estimable else 0
     units = int(comp.unit_df) + 1
     seed_var = np.array([comp.seed_var_a + comp.seed_var_b])
     return float(_capped_df(terms, unit_terms, np.array([comp.unit_var]), seed_var, units)[0])
@@ -254,10 +322,13 @@ def difference(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Difference:
     """Mean difference a - b of two seeds x units matrices over the same units (see module doc)."""
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
     batch = differences(a[None], b[None])
-    terms = tuple((float(v[0]), df) for v, df in batch.terms if v[0] != 0.0)
+    unit_terms = tuple((float(v[0]), df) for v, df in batch.terms[: batch.unit_terms] if v[0] != 0.0)
+    seed_terms = tuple((float(v[0]), df) for v, df in batch.terms[batch.unit_terms :] if v[0] != 0.0)
+    seed_df = float(batch.seed_df[0]) if batch.seed_df is not None else math.inf
     comp = Components(
         float(batch.unit_var[0]), float(batch.n_units - 1), float(batch.seed_var[0][0]),
-        float(batch.seed_var[1][0]), max(batch.n_seeds) > 1, batch.n_units > 1, terms,
+        float(batch.seed_var[1][0]), max(batch.n_seeds) > 1, batch.n_units > 1, unit_terms + seed_terms,
+        len(unit_terms), seed_df,
     )  # fmt: skip
     estimate, se, df, p_value = (float(x[0]) for x in (batch.estimate, batch.se, batch.df, batch.p_value))
     half = float(stats.t.ppf(0.5 + level / 2, df)) * se
@@ -318,18 +389,25 @@ class Design:
     sigma_e2: float
 
     def se_df(self, seeds: int, units: int) -> tuple[float, float]:
-        """Expected SE of a pair's difference and Satterthwaite df for `seeds` per model and
-        `units` test units."""
+        """Expected SE of a pair's difference and the verdict's df for `seeds` per model and
+        `units` test units (the expected mean squares of `differences`)."""
         s, p = seeds, units
-        unit_term = (2 * self.sigma_v2 + 2 * self.sigma_e2 / s) / p
-        seed_term = self.sigma_w2 / s  # one model's part; a pair has two
-        terms: list[tuple[float, float]] = [(unit_term, p - 1.0)] if p > 1 else []
-        if self.sigma_w2 > 0 and s > 1:
-            ms_seed_part = (self.sigma_w2 + self.sigma_e2 / p) / s
-            ms_res_part = self.sigma_e2 / (p * s)
-            terms += [(ms_seed_part, s - 1.0), (-ms_res_part, (s - 1.0) * (p - 1.0))] * 2
-        comp = Components(unit_term, p - 1.0, seed_term, seed_term, s > 1, p > 1, tuple(terms))
-        return math.sqrt(max(unit_term + 2 * seed_term, 0.0)), degrees_of_freedom(comp)
+        inter = 2 * self.sigma_v2 / p  # the patient x model part, what V_v estimates
+        seed_term = (self.sigma_w2 + self.sigma_e2 / p) / s if s > 1 else 0.0  # one model's seed means
+        unit_terms: list[tuple[float, float]] = []
+        if p > 1 and inter > 0:
+            unit_terms = [(inter + 2 * self.sigma_e2 / (p * s), p - 1.0)]
+            if s > 1:
+                unit_terms += [(-self.sigma_e2 / (p * s), (s - 1.0) * (p - 1.0))] * 2
+        seed_terms = [(seed_term, s - 1.0)] * 2 if seed_term > 0 else []
+        seed_df = 2.0 * (s - 1) if seed_terms else math.inf
+        if p > 1 and s < 2:  # one seed a model: the paired t over units (undecided in the report)
+            unit_terms, inter = [(inter + 2 * self.sigma_e2 / p, p - 1.0)], inter + 2 * self.sigma_e2 / p
+        comp = Components(
+            inter, p - 1.0, seed_term, seed_term, s > 1, p > 1, tuple(unit_terms + seed_terms),
+            len(unit_terms), seed_df,
+        )  # fmt: skip
+        return math.sqrt(max(inter + 2 * seed_term, 0.0)), degrees_of_freedom(comp)
 
     def detectable(self, seeds: int, units: int, power: float = POWER, alpha: float = ALPHA) -> float:
         se, df = self.se_df(seeds, units)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 from covbench.metrics import METRICS
 from covbench.reports.inference import ALPHA, POWER, Design
 from covbench.reports.verdicts import run_design, unit_values
@@ -98,7 +98,7 @@ def plan(
     from covbench.reports.report import load_rows, run_config
 
     if metric not in METRICS:
-        raise CovbenchError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        raise CovbenchError(f"--metric must be one of {', '.join(METRICS)}, got {quote(metric)}")
     if not (delta > 0 and math.isfinite(delta)):
         raise CovbenchError(f"--delta must be a positive number, got {delta}")
     if not 0 < power < 1:

@@ -17,10 +17,11 @@ from warnings import warn  # `warnings` names the report's list of warnings here
 import numpy as np
 import pandas as pd
 
-from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
+from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning, quote
 from covbench.layout import RunFolder
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports import curves as training
+from covbench.reports import health
 from covbench.reports.aggregate import (
     UNITS,
     case_means,
@@ -29,6 +30,7 @@ from covbench.reports.aggregate import (
     summarize,
 )
 from covbench.reports.inference import PRIMARY, ROPE
+from covbench.reports.rounds import apply_rounds, read_rounds, rounds_markdown
 from covbench.reports.stats import ALPHA, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, MetricTests, compare_models
 from covbench.reports.table import (
     MARK_LEGEND,
@@ -43,7 +45,6 @@ from covbench.reports.table import (
     verdict_lines,
     verdict_table,
 )
-from covbench.reports.rounds import apply_rounds, read_rounds, rounds_markdown
 from covbench.reports.verdicts import UnitValues, detectable_statement, unit_values, verdicts
 from covbench.store import done_trials, read_csv, read_json, write_json, write_text
 from covbench.trial_record import TrialRecord
@@ -222,7 +223,7 @@ def run_distance_unit(run_dir: Path) -> str:
     path = RunFolder(run_dir).split
     unit = read_json(path).get("distance_unit", "mm") if path.exists() else "mm"
     if unit not in ("mm", "px"):
-        raise CovbenchError(f"{path}: distance_unit {unit!r}; expected 'mm' or 'px'")
+        raise CovbenchError(f"{path}: distance_unit {quote(unit)}; expected 'mm' or 'px'")
     return str(unit)
 
 
@@ -299,9 +300,9 @@ def write_report(
     """Everything a reader needs to believe (or doubt) the ranking, from the run folder alone."""
     run_dir = Path(run_dir)
     if unit not in UNITS:
-        raise CovbenchError(f"--unit must be one of {', '.join(UNITS)}, got {unit!r}")
+        raise CovbenchError(f"--unit must be one of {', '.join(UNITS)}, got {quote(unit)}")
     if primary is not None and primary not in METRICS:
-        raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {primary!r}")
+        raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {quote(primary)}")
     primary = primary or previous_primary(run_dir)
     slice_rows = load_rows(run_dir)
     config = run_config(run_dir)
@@ -309,6 +310,7 @@ def write_report(
     records = [TrialRecord.from_dict(record) for _, record in trials]
     curves = training.load_curves(trials)  # epochs.csv of this configuration's trials
     diverged = training.divergences(curves)
+    flags = health.seed_flags(trials, curves, diverged)  # training health (reports/health.py)
     if unit == "slice":
         rows = slice_rows
     else:
@@ -341,6 +343,8 @@ def write_report(
     rounds = read_rounds(run_dir)
     if rounds is not None:
         apply_rounds(verdict_dicts, rounds)
+    dependent = health.dependence(uv, primary, verdict_dicts, flags)
+    health.mark_verdicts(verdict_dicts, dependent)
     summary = {
         "schema": 2,  # 2: verdicts, unit_values and primary added; every version-1 field kept
         "unit": unit,
@@ -372,6 +376,7 @@ def write_report(
         "warnings": warnings,
         "per_case": _per_case_values(per_case),
         **({"rounds": rounds} if rounds is not None else {}),  # rounds of seeds (reports/rounds.py)
+        "health": health.to_json(flags, dependent),
     }
     models_json = RunFolder(run_dir).models
     extra = trial_extras(records, read_json(models_json) if models_json.exists() else None)
@@ -385,6 +390,7 @@ def write_report(
         paths.append(run_dir / name)
 
     warnings += [d.warning() for d in diverged]  # the list summary["warnings"] holds: written below
+    warnings += [d.line() for d in dependent if d.changed]
     figure_list: list[tuple[Path, str]] = []
     if figures:
         figure_list = _figures(
@@ -404,6 +410,7 @@ def write_report(
     lines += ["## Verdicts", "", *_markdown_verdicts(verdict_dicts, power, uv, distance_unit), ""]
     lines += ["## Table 1", "", to_markdown(table), f"_{caption}_", ""]
     lines += ["## Seed view", "", to_markdown(seed_table), f"_{seed_caption}_", ""]
+    lines += health.markdown(flags, dependent)
     lines += ["## Slice-level tests (descriptive)", "", *_markdown_tests(test_dicts, unit, distance_unit), ""]
     if figure_list:
         lines += ["## Figures", ""] + [f"![{c}]({p.relative_to(run_dir).as_posix()})" for p, c in figure_list]
@@ -426,6 +433,7 @@ def write_report(
         f"Distances (ASSD, HD95, NSD tolerance) in {distance_unit}"
         + (": the data records no pixel spacing." if distance_unit == "px" else "."),
     ]
+    notes += [f"Seed flagged for its training (reports/health.py): {f.line()}" for f in flags]
     put(
         f"report{sfx}.html",
         page(

@@ -33,7 +33,7 @@ def apply_rounds(verdicts: dict[str, dict], record: dict) -> None:
         pair["stopping"] = {"reason": seq["reason"], "round": seq["decided_at"]}
     primary["family"] += f"; verdicts from the stopping rule ({rule.get('spending')}, rounds.json)"
     best = primary.get("best")
-    for model, mark in list(primary.get("marks", {}).items()):
+    for model in list(primary.get("marks", {})):
         if model == best:
             continue
         p = next((p for p in primary["pairs"] if {p["a"], p["b"]} == {model, best}), None)
@@ -57,7 +57,9 @@ def rounds_markdown(record: dict) -> list[str]:
     for r in record["rounds"]:
         seeds = ", ".join(f"{m} {n}" for m, n in r["seeds"].items())
         pairs = "; ".join(f"{p['a']} vs {p['b']}: {p['verdict']} ({p['reason']})" for p in r["pairs"])
-        lines.append(f"| {r['round']} | {seeds} | {r['alpha_spent']:.4f} | {r['nominal_alpha']:.4f} | {pairs} |")
+        lines.append(
+            f"| {r['round']} | {seeds} | {r['alpha_spent']:.4f} | {r['nominal_alpha']:.4f} | {pairs} |"
+        )
     if not record.get("finished"):
         lines += ["", "The run stopped before its rounds were finished: `covbench run --resume` continues."]
     return lines

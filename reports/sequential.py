@@ -10,7 +10,8 @@ three seeds the seed variance is often estimated as 0, and spending on the varia
 spend all alpha at the first look. The variance ratio Var(D at max seeds) / Var(D at the look's
 seeds), from the run's own variance components (`inference.Design`: patients, seeds, network x
 patient), is what futility projects with: a pair whose noise sits in the patients gains little
-from more seeds and stops early. The look tests each open pair at the nominal level alpha(t_k) - alpha(t_{k-1}): by the union bound the
+from more seeds and stops early. The look tests each open pair at the nominal level
+alpha(t_k) - alpha(t_{k-1}): by the union bound the
 false "better" (and false "equivalent") rate over all looks is at most alpha(1) = alpha whatever the
 correlation between looks, and whatever per-look test `covbench.reports.verdicts.verdicts` runs (it
 is called with that level: Holm over the primary pairs, TOST for equivalence). The union bound gives
@@ -20,7 +21,8 @@ benchmarks/bench_sequential.py measures both the error rate and the seeds it cos
 
 A pair stops needing seeds when it is *decided* (better, or practically equivalent) or *futile*:
 the conditional power (under the current trend; Lachin 2005) of reaching either decision with
-`max_seeds` seeds per model is below `FUTILITY_POWER`, judged from the second look on. Futility never declares anything, so it
+`max_seeds` seeds per model is below `FUTILITY_POWER`, judged from the second look on. Futility
+never declares anything, so it
 cannot raise the error rate (non-binding). A model gets the next round's seeds only while a pair
 involving it is open. Nothing here knows about Ray or run folders.
 """
@@ -86,7 +88,9 @@ def conditional_power(
         c1 = stats.t.isf(np.asarray(level), df)
         better = stats.norm.cdf((np.abs(estimate) - c2 * se_max) / spread)
         hi, lo = margin - c1 * se_max, -margin + c1 * se_max
-        equivalent = np.where(hi > lo, stats.norm.cdf((hi - estimate) / spread) - stats.norm.cdf((lo - estimate) / spread), 0.0)
+        equivalent = np.where(
+            hi > lo, stats.norm.cdf((hi - estimate) / spread) - stats.norm.cdf((lo - estimate) / spread), 0.0
+        )
     return np.nan_to_num(better), np.nan_to_num(equivalent)
 
 
@@ -194,7 +198,9 @@ def look(
         if (p.a, p.b) in frozen:
             pairs.append(frozen[(p.a, p.b)])
             continue
-        cp = conditional_power(p.estimate, p.se, t_var, p.df, left if not last else level, ROPE.get(primary, 0.0))
+        cp = conditional_power(
+            p.estimate, p.se, t_var, p.df, left if not last else level, ROPE.get(primary, 0.0)
+        )
         allowed = k >= FUTILITY_FROM
         reason = str(stop_reason(np.array([p.verdict], dtype=object), cp, last, rule.futility, allowed)[0])
         word = p.verdict if reason == DECIDED else UNDECIDED

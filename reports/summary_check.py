@@ -15,6 +15,11 @@ and names the first field that breaks it:
 
 Booleans are not numbers here, and an integer too large for a float is refused (Python's json reads
 one happily; arithmetic on it would fail later).
+
+`check_schema` asks the question before those: can this covbench interpret the file at all? A
+`schema` newer than `SUMMARY_SCHEMA` is refused (its fields may mean something this code does not
+know), and so is a summary without `schema` that holds fields of a later schema (`ADDED_IN`): a file
+without one is read as schema 1, the oldest this covbench reads, and schema 1 never held them.
 """
 
 from __future__ import annotations
@@ -23,12 +28,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 
 UNITS = ("slice", "patient")
 DISTANCE_UNITS = ("mm", "px")
 FLOAT_FIELDS = ("mean", "sd", "seed_mean", "seed_sd")
 COUNT_FIELDS = ("n", "n_undefined", "n_seeds")
+#: The summary schema `covbench report` writes (reports/report.py); 1 is a summary without `schema`.
+SUMMARY_SCHEMA = 2
+#: Top-level fields each schema added; a summary of an older schema holds none of them.
+ADDED_IN: dict[int, tuple[str, ...]] = {2: ("primary", "inference", "verdicts", "unit_values")}
 
 
 class _Bad(Exception):
@@ -37,8 +46,7 @@ class _Bad(Exception):
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return quote(value, 40)
 
 
 def _number(value: Any, field: str, *, null: bool) -> float | None:
@@ -104,6 +112,29 @@ def _check(data: Any) -> None:
             for metric, cases in _object(metrics, f"per_case.{model}").items():
                 for case, value in _object(cases, f"per_case.{model}.{metric}").items():
                     _number(value, f"per_case.{model}.{metric}.{case}", null=False)
+
+
+def check_schema(data: Any, path: str | Path) -> int:
+    """The schema of a summary this covbench can interpret; raise CovbenchError (exit 2) naming
+    `path` and the schema otherwise."""
+    if not isinstance(data, dict):
+        return SUMMARY_SCHEMA  # validate_summary names what is wrong with it
+    schema = data.get("schema", 1)
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
+        raise CovbenchError(f"{path}: summary schema {quote(schema)} is not a schema covbench writes")
+    if schema > SUMMARY_SCHEMA:
+        raise CovbenchError(
+            f"{path}: summary schema {schema} is newer than this covbench reads (1 to {SUMMARY_SCHEMA}); "
+            "upgrade covbench, or re-create the file with this version"
+        )
+    later = [k for v, keys in sorted(ADDED_IN.items()) if v > schema for k in keys if k in data]
+    if later:
+        said = "no 'schema', so it reads as schema 1" if "schema" not in data else f"schema {schema}"
+        raise CovbenchError(
+            f"{path}: {said}, but holds {', '.join(later)} of a later schema; restore its 'schema' "
+            "or re-create it (covbench report, or compare --update)"
+        )
+    return schema
 
 
 def validate_summary(data: Any, path: str | Path) -> None:

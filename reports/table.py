@@ -318,6 +318,7 @@ def verdict_lines(
                 f"p (Holm) = {number(p['p_adjusted'], '.3g')}, equivalence margin ±{p['rope']:g}; "
                 f"P(a seed of {text(p['a'])} does better than one of {text(p['b'])}) = "
                 f"{p['p_a_better_seed']:.2f}; {p['n_units']} {v['unit']}s, {seeds})"
+                + (f"; {text(p['reason'])}" if p.get("reason") else "")
             )
     return lines
 
@@ -352,7 +353,7 @@ def verdict_table(verdicts: dict[str, dict], distance_unit: str = "mm") -> Table
                 number(p["p_a_better_seed"], ".2f"),
                 number(p["detectable"], ".3g"),
                 icc,
-                p["verdict"],
+                p["verdict"] + (" ‡" if p.get("health_dependent") else ""),  # reports/health.py
             ]
             rows.append(
                 (
@@ -369,4 +370,6 @@ def verdict_table(verdicts: dict[str, dict], distance_unit: str = "mm") -> Table
         f"the pair's slice differences within patients, with the design effect and the effective number "
         f"of slices (what slice-level tests ignore)."
     )
+    if any(p.get("health_dependent") for v in verdicts.values() for p in v["pairs"]):
+        caption += " ‡: the verdict changes when the seeds flagged for their training are left out (below)."
     return Table(header, rows, caption)

@@ -11,6 +11,10 @@ The worst value is the bound of a rate (0, or 1 for MAE) and, for a distance, th
 the run observed for it. A unit undefined for every model and seed (sensitivity on a patient
 without lesions) says nothing about the models and is left out of that metric, counted.
 
+Every pair says why it is undecided when the reason is one a reader can act on (one test unit, one
+seed a model, or seeds too few to estimate training noise: `undecided_reason`), and what a decided
+pair with a one-seed model assumed.
+
 Multiplicity: the primary metric's verdicts are Holm-adjusted over its pairs; the secondary
 metrics' over all their pairs and metrics together (one family), so declaring a secondary
 difference is harder than a primary one, as it should be.
@@ -36,6 +40,7 @@ from covbench.reports.inference import (
     ROPE,
     UNDECIDED,
     Design,
+    Difference,
     difference,
     estimate_design,
     holm,
@@ -185,6 +190,8 @@ class PairVerdict:
     n_seeds_b: int
     seed_noise_estimable: bool
     clustering: dict | None = None
+    seed_df: float = math.nan  # df of the seeds' part of the variance: how well training noise is known
+    reason: str | None = None  # why the pair is undecided, or what a decided one assumed (one seed a side)
 
 
 @dataclass
@@ -265,13 +272,14 @@ def verdicts(
             word = _word(decide(oriented, pa, pe, alpha), a, b)
             if not (d.components.unit_estimable and d.components.seed_estimable):
                 word = UNDECIDED  # one test unit or one seed a model: nothing generalises beyond them
+            why = undecided_reason(d, word, a, b)
             p_seed = p_superior(mats[a], mats[b]) if hib else p_superior(-mats[a], -mats[b])
             pairs.append(
                 PairVerdict(
                     a, b, d.estimate, d.ci_low, d.ci_high, d.se, d.df, d.p_value, pa,
                     d.p_equivalence(rope), pe, rope, word, p_seed, d.detectable(alpha=alpha),
                     d.n_units, d.n_seeds_a, d.n_seeds_b, d.components.seed_estimable,
-                    _pair_clustering(slices, a, b),
+                    _pair_clustering(slices, a, b), d.components.seed_df, why,
                 )
             )  # fmt: skip
         means = {m: float(np.nanmean(mats[m])) for m in mats if np.isfinite(mats[m]).any()}
@@ -299,6 +307,34 @@ def verdicts(
             metric, metric == primary, uv.unit, len(units), hib, means, best, marks, family, pairs, ranking
         )
     return out
+
+
+#: Below this many df the seeds' part of the variance is too poorly known to trust a verdict on it
+#: (t quantile 4.3 at 2 df, 12.7 at 1): an undecided pair then says the seeds were too few.
+FEW_SEED_DF = 3.0
+
+
+def undecided_reason(d: Difference, word: str, a: str, b: str) -> str | None:
+    """Why a pair is undecided (or, when decided with a one-seed side, what it assumed), in words
+    the report prints: the reason "too few seeds to estimate training noise" is the one a reader
+    can act on (`--seeds`)."""
+    comp = d.components
+    if not comp.unit_estimable:
+        return "one test unit: nothing generalises beyond it"
+    if not comp.seed_estimable:
+        return "one seed per model: too few seeds to estimate training noise"
+    one = [m for m, n in ((a, d.n_seeds_a), (b, d.n_seeds_b)) if n < 2]
+    seed_share = (comp.seed_var_a + comp.seed_var_b) / d.se**2 if d.se > 0 else 0.0
+    few = comp.seed_df < FEW_SEED_DF and seed_share >= 0.5
+    if word == UNDECIDED and (one or few):
+        return (
+            f"too few seeds to estimate training noise ({d.n_seeds_a} vs {d.n_seeds_b} seeds, seed df "
+            f"{comp.seed_df:.1f}; seeds carry {seed_share:.0%} of the variance)"
+        )
+    if one:
+        other = b if one[0] == a else a
+        return f"{one[0]} has one seed: its training noise is taken to be {other}'s (same protocol)"
+    return None
 
 
 def _slice_table(slice_rows: pd.DataFrame | None, metric: str) -> pd.DataFrame | None:
@@ -398,6 +434,7 @@ __all__ = [
     "PairVerdict",
     "unit_values",
     "verdicts",
+    "undecided_reason",
     "clustering",
     "rank_uncertainty",
     "run_design",

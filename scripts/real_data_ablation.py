@@ -4,6 +4,11 @@ slices with and without flip TTA, for the final and the best-by-validation weigh
     python scripts/real_data_ablation.py unet                                  # the cpu recipe
     python scripts/real_data_ablation.py unet --val-fraction 0.2 --loss dice  # the previous recipe
     python scripts/real_data_ablation.py resunet --val-fraction 0.2 --train-on-val
+    python scripts/real_data_ablation.py resunet --dataset phantom --seed 4 --curve  # the main job's data
+
+`--dataset phantom` trains on the built-in phantom as `covbench run` (cpu preset) does, with its
+patient split; `--curve` adds the test Dice of every epoch's weights (one extra prediction of the
+test slices per epoch), which shows what checkpoint selection on the validation slices picked.
 
 It builds the configuration exactly as `covbench run --dataset image-folder --split predefined`
 does (cpu preset, options override it) and trains through the trial's own `train_model`,
@@ -20,6 +25,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +36,7 @@ from covbench.config import PRESETS, build_config
 from covbench.datasets.splits import split_indices
 from covbench.metrics import batch_metrics
 from covbench.runner import prepare_data
-from covbench.train import TrainOptions, predict, seed_everything, train_model
+from covbench.train import EpochEnd, TrainOptions, predict, seed_everything, train_model
 from covbench.trial import slice_tensors
 
 RECORDED = (
@@ -43,6 +49,7 @@ RECORDED = (
     "augment",
     "val_fraction",
     "preprocess",
+    "lr_schedule",
 )
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "covid_semiseg"
 
@@ -50,7 +57,9 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
+    p.add_argument("--dataset", default="image-folder", choices=("image-folder", "phantom"))
     p.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    p.add_argument("--curve", action="store_true", help="test Dice after every epoch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int)
     p.add_argument("--image-size", type=int)
@@ -80,9 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
         loss=a.loss,
         augment=a.augment,
         val_fraction=a.val_fraction,
-        dataset="image-folder",
-        data_dir=a.data_dir,
-        split="predefined",
+        dataset=a.dataset,
+        data_dir=a.data_dir if a.dataset == "image-folder" else None,
+        split="predefined" if a.dataset == "image-folder" else None,
         preprocess=json.loads(a.preprocess),
     )
     data = prepare_data(cfg)
@@ -93,16 +102,25 @@ def main(argv: list[str] | None = None) -> dict:
     width, options = spec.run_arguments(cfg.width, {})
     model = spec.create(in_channels=1, classes=1, width=width, **options)
     train_xy, val_xy, (sx, sy) = (slice_tensors(data.slices, i) for i in (train, parts["val"], parts["test"]))
-    t0 = time.perf_counter()
     cpu = torch.device("cpu")
-    result = train_model(model, train_xy, val_xy, TrainOptions.from_config(cfg, a.seed), cpu)
-    seconds = time.perf_counter() - t0
     target = sy[:, 0].numpy().astype(bool)
     spacing = data.slices.spacing[parts["test"]]
 
     def test_dice(tta: bool) -> float:
         prob = predict(model, sx, cfg.batch_size * 2, cpu, tta=tta)[:, 0].numpy()
         return round(float(np.mean([m["dice"] for m in batch_metrics(prob >= 0.5, target, spacing)])), 4)
+
+    curve: list[dict[str, float]] = []
+
+    def on_epoch(end: EpochEnd) -> None:
+        row = {k: round(float(end.row[k]), 4) for k in ("epoch", "train_loss", "val_dice")}
+        curve.append({**row, "test_dice": test_dice(False)})
+
+    t0 = time.perf_counter()
+    # best-by-validation weights come back, the final ones stay in the model: both are scored
+    options = replace(TrainOptions.from_config(cfg, a.seed), selection="best_val")
+    result = train_model(model, train_xy, val_xy, options, cpu, on_epoch=on_epoch if a.curve else None)
+    seconds = time.perf_counter() - t0
 
     scores = {"final": test_dice(False), "final_tta": test_dice(True)}
     model.load_state_dict(result.best_state)
@@ -120,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         "best_epoch": result.best_epoch,
         "best_val_dice": best_val,
         "test_dice": scores,
+        **({"curve": curve} if a.curve else {}),
     }
     print(json.dumps(out))
     return out

@@ -44,6 +44,7 @@ def summary(dice=0.80, assd=2.0, seed_sd=0.004, seeds=3, units=6, drop=(), noise
         values[metric] = {str(s): {f"0/p{u}": float(m[s, u]) for u in range(units)} for s in range(seeds)}
         entry[metric] = {"mean": mean, "sd": 0.1, "n": units, "seed_sd": float(m.mean(1).std())}
     return {
+        "schema": 2,
         "unit": "slice",
         "models": {"unet": entry},
         "unit_values": {"unit": "patient", "values": {"unet": values}},
@@ -206,7 +207,7 @@ def test_old_summary_without_per_seed_values(tmp_path):
     """A loose summary from before unit_values is refused in one line; in a run folder they are
     derived from cases.csv (patients as units); --update replaces an old baseline."""
     old = summary()
-    old.pop("unit_values")
+    old.pop("unit_values"), old.pop("schema")  # as covbench wrote it before schema 2
     refused = invoke(tmp_path, old, summary())
     assert refused.exit_code == 2, refused.output
     assert "re-run `covbench report`" in refused.output

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from covbench.config import PRESETS, build_config, resolve_preset
+from covbench.config import PRESETS, RunConfig, build_config, resolve_preset
 from covbench.errors import CovbenchError
 
 
@@ -105,7 +105,29 @@ def test_cpu_phantom_design_has_enough_test_patients_for_verdicts():
     assert other.split_fractions is None
     # a field added later leaves the key of configurations written without it unchanged
     smoke = build_config(models=["unet"], n_seeds=1, preset=PRESETS["smoke"])
-    before = {k: v for k, v in smoke.trial_config().items() if k not in ("split_fractions", "spacing")}
+    before = {
+        k: v for k, v in smoke.trial_config().items() if k not in ("split_fractions", "spacing", "selection")
+    }
     expected = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert smoke.split_fractions is None and smoke.key() == expected
     assert cfg.key() != build_config(models=["unet"], n_seeds=1, preset=PRESETS["smoke"]).key()
+
+
+def test_cpu_preset_evaluates_the_final_weights_under_a_new_key():
+    """The cpu recipe selects the final epoch's weights (docs/training.md, "Checkpoint selection");
+    a folder written before keeps its key (no `selection` field: best validation Dice), and a new
+    cpu run gets another key, so `covbench run --out OLD` refuses to mix the two designs."""
+    from dataclasses import replace
+
+    cpu = build_config(models=["unet"], n_seeds=1, preset=PRESETS["cpu"])
+    assert cpu.selection == "final"
+    before = replace(cpu, selection="best_val")
+    assert before.key() != cpu.key()
+    old = {k: v for k, v in before.to_dict().items() if k != "selection"}  # a config.json of before
+    assert RunConfig.from_dict(old).selection == "best_val" and RunConfig.from_dict(old).key() == before.key()
+    ct = build_config(models=["unet"], n_seeds=1, preset=PRESETS["cpu"], dataset="covid-ct-seg", data_dir="x")
+    assert ct.selection == "best_val"  # hundreds of validation slices: selection on them stays
+    assert build_config(models=["unet"], n_seeds=1, preset=PRESETS["smoke"]).selection == "best_val"
+    assert build_config(models=["unet"], n_seeds=1, preset=PRESETS["cpu"], selection="best_val") == before
+    with pytest.raises(CovbenchError, match="--selection must be one of best_val, final, got 'median'"):
+        build_config(models=["unet"], n_seeds=1, preset=PRESETS["cpu"], selection="median")

@@ -37,7 +37,7 @@ def make_run(tmp_path, name, dice, commit, finished, preset="smoke", fingerprint
         }
         for k, m in enumerate(("resunet", "unet"))
     }
-    summary = {"unit": "slice", "models": models, "seeds": [0, 1, 2]}
+    summary = {"schema": 2, "unit": "slice", "models": models, "seeds": [0, 1, 2]}
     summary["unit_values"] = {"unit": "patient", "values": values}
     (run / "summary.json").write_text(json.dumps(summary))
     env = {"git": {"commit": commit, "dirty": False}, "created": finished, "finished": finished}

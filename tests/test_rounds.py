@@ -45,9 +45,10 @@ def test_rule_options_are_checked_and_keyed() -> None:
     with pytest.raises(CovbenchError, match="--seed-step needs --max-seeds"):
         build_config(models=["unet"], n_seeds=2, preset=resolve_preset("smoke"), seed_step=1)
     fixed = build_config(models=["unet"], n_seeds=2, preset=resolve_preset("smoke"))
-    assert fixed.rounds is None and fixed.key() == build_config(
-        models=["unet"], n_seeds=2, preset=resolve_preset("smoke")
-    ).key()
+    assert (
+        fixed.rounds is None
+        and fixed.key() == build_config(models=["unet"], n_seeds=2, preset=resolve_preset("smoke")).key()
+    )
     a = build_config(models=["unet"], n_seeds=2, preset=resolve_preset("smoke"), max_seeds=6)
     b = build_config(models=["unet"], n_seeds=2, preset=resolve_preset("smoke"), max_seeds=8)
     assert len({fixed.key(), a.key(), b.key()}) == 3  # a folder never mixes designs

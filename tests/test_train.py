@@ -285,6 +285,10 @@ def test_a_trial_trains_and_predicts_with_the_configs_augment_loss_and_tta(tmp_p
     assert (options.augment, options.loss) == ("affine", "dice_bce")
     assert predicted == [True]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"] == "dice_bce"
+    # the training-health signals of its epoch log (covbench.health), recorded where it trained
+    assert record["health"]["epochs"] == 1 and record["health"]["selected_epoch"] == 1
+    assert record["health"]["validated"] is False and record["health"]["flags"] == []
+    assert record["selection"] == "best_val"  # the smoke preset's
 
 
 def test_without_validation_slices_the_final_weights_are_kept():
@@ -297,6 +301,20 @@ def test_without_validation_slices_the_final_weights_are_kept():
     assert all(math.isnan(row["val_dice"]) for row in result.history)
     final = model.state_dict()
     assert all(torch.equal(result.best_state[k], final[k]) for k in final)
+
+
+def test_final_selection_keeps_the_last_weights_and_still_logs_validation():
+    """selection="final" (the cpu preset): the last epoch's weights are evaluated, whatever the
+    validation Dice did, and the log still carries the validation Dice of every epoch."""
+    final = fit(build(seed=2), epochs=3, selection="final")
+    best = fit(build(seed=2), epochs=3)
+    assert final.best_epoch == 3 and all(math.isfinite(r["val_dice"]) for r in final.history)
+    assert final.best_val_dice == final.history[-1]["val_dice"]
+    assert [r["val_dice"] for r in final.history] == [r["val_dice"] for r in best.history]  # same training
+    chosen = max(range(3), key=lambda i: best.history[i]["val_dice"])
+    assert best.best_epoch == chosen + 1
+    with pytest.raises(ValueError, match="unknown selection"):
+        fit(build(), epochs=1, selection="median")
 
 
 def test_flip_tta_averages_the_four_views_flipped_back():

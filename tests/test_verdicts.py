@@ -142,3 +142,41 @@ def test_plan_command_on_a_run_folder(tmp_path):
     needed = [r.units_needed for r in p.rows if r.units_needed is not None]
     assert needed == sorted(needed, reverse=True)
     assert p.design.power(p.detectable_now, 3, 12) == pytest.approx(0.8, abs=1e-6)
+
+
+def test_undecided_for_too_few_seeds_says_why():
+    """Issue 33: two seeds a model with real seed noise: the report says the seeds were too few to
+    estimate training noise, not just 'undecided'."""
+    v = verdicts(unit_values(_rows({"a": 0.01, "b": 0.0}, patients=20, seeds=2, seed_sd=0.03, rng_seed=3)))
+    pair = v["dice"].pairs[0]
+    assert pair.verdict == "undecided"
+    assert pair.reason is not None and "too few seeds to estimate training noise" in pair.reason
+    assert pair.seed_df < 3
+
+
+def test_one_seed_a_side_is_undecided_with_the_reason():
+    v = verdicts(unit_values(_rows({"a": 0.05, "b": 0.0}, patients=10, seeds=1)))
+    pair = v["dice"].pairs[0]
+    assert pair.verdict == "undecided" and "one seed per model" in pair.reason
+
+
+def test_a_clear_verdict_has_no_reason():
+    v = verdicts(unit_values(_rows({"good": 0.05, "bad": 0.0})))
+    assert v["dice"].pairs[0].reason is None
+
+
+def test_compare_explain_computes_the_gates_figures_from_the_baseline():
+    """docs/reports.md quotes `covbench compare --explain`: the seed-mean SD it prints is the SD of
+    each seed's mean Dice over the patients of the committed baseline."""
+    import json
+    from pathlib import Path
+
+    from covbench.reports.compare import compare, explain
+
+    ci = json.loads((Path(__file__).resolve().parents[1] / "reports" / "baselines" / "ci.json").read_text())
+    text = explain(compare(ci, ci))
+    per_seed = ci["unit_values"]["values"]["unet"]["dice"]
+    sd = np.std([np.mean(list(v.values())) for v in per_seed.values()], ddof=1)
+    row = next(line for line in text.splitlines() if line.startswith("| unet |"))
+    assert f"{sd:.4f} / {sd:.4f}" in row
+    assert float(row.rstrip(" |").split("|")[-1]) > 0

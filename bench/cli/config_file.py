@@ -7,7 +7,9 @@ same checks (`covbench.config.build_config`, `covbench.runner`) as typed ones: t
 schema. Types come from `covbench run`'s own signature; a YAML list is accepted where an option
 takes a comma list (`models`, `spacing`) or is repeatable (`model-option`); `~` in a path option is
 expanded as a shell would. An unknown key, a wrong type or a value out of range ends as one line
-naming the file and the key, exit 2.
+naming the file and the key, exit 2; so does a key that is a list or a mapping, nesting deeper
+than `MAX_DEPTH` and aliases that expand to more than `MAX_VALUES` values (a "billion laughs"
+bomb is refused before its value is built), and a rejected value is quoted by its first characters.
 
 `--config`, `--dry-run` and `--resume` are command-line only: a file describes a run, `--resume`
 takes the run from a folder. Relative paths in a file (`data-dir`, `out`) are relative to the
@@ -32,8 +34,11 @@ import typer
 from covbench import registry
 from covbench.cli.common import fail
 from covbench.config import RunConfig
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, quote
 
+#: Values (scalars, lists, mappings; each alias counted as what it expands to) a file may hold, and
+#: its deepest nesting: a run's options are a few dozen values, two levels deep.
+MAX_VALUES, MAX_DEPTH = 10_000, 20
 COMMAND_LINE_ONLY = ("config", "dry_run", "resume")
 _META = "covbench.config_file"  # ctx.meta entry: (path, {option name: key as written in the file})
 
@@ -62,7 +67,7 @@ def _check_value(key: str, value: Any, base: type, nullable: bool, where: str) -
     """The file's value as the option takes it, or a CovbenchError naming the key."""
 
     def wrong(expected: str) -> CovbenchError:
-        return CovbenchError(f"{where}: key '{key}': expected {expected}, got {json.dumps(value)}")
+        return CovbenchError(f"{where}: key '{key}': expected {expected}, got {quote(value, as_json=True)}")
 
     scalar = (str, int, float)
     if value is None:
@@ -104,15 +109,39 @@ def _unique_key_loader() -> type:
     import yaml
 
     class UniqueKeyLoader(yaml.SafeLoader):
-        """PyYAML's SafeLoader, refusing a key given twice (it would keep the last silently)."""
+        """PyYAML's SafeLoader, refusing a key given twice (it would keep the last silently), a key
+        that is not a scalar, and a document that expands beyond MAX_VALUES or MAX_DEPTH."""
+
+        def construct_document(self, node):
+            stack, count = [(node, 0)], 0  # walked as it would be built: an alias once per use
+            while stack:
+                item, depth = stack.pop()
+                count += 1
+                if count > MAX_VALUES or depth > MAX_DEPTH:
+                    problem = (
+                        f"more than {MAX_VALUES} values, aliases expanded"
+                        if count > MAX_VALUES
+                        else f"nested more than {MAX_DEPTH} levels deep"
+                    )
+                    raise yaml.constructor.ConstructorError(None, None, problem, item.start_mark)
+                if isinstance(item, yaml.SequenceNode):
+                    stack += [(child, depth + 1) for child in item.value]
+                elif isinstance(item, yaml.MappingNode):
+                    stack += [(child, depth + 1) for pair in item.value for child in pair]
+            return super().construct_document(node)
 
         def construct_mapping(self, node, deep=False):
             seen: set[Any] = set()
             for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):  # `? [a, b]`: PyYAML would fail unhashable
+                    kind = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"a key is a {kind}, expected an option name", key_node.start_mark
+                    )
                 key = self.construct_object(key_node, deep=deep)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key '{key}' given twice", key_node.start_mark
+                        None, None, f"key {quote(key)} given twice", key_node.start_mark
                     )
                 seen.add(key)
             return super().construct_mapping(node, deep)
@@ -132,6 +161,8 @@ def read_options(path: Path, options: dict[str, tuple[type, bool]]) -> tuple[dic
         ) from None
     try:
         data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
+    except RecursionError:  # PyYAML's parser recurses once per level, before MAX_DEPTH is checked
+        raise CovbenchError(f"{path}: not valid YAML (nested more than {MAX_DEPTH} levels deep)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -150,12 +181,14 @@ def read_options(path: Path, options: dict[str, tuple[type, bool]]) -> tuple[dic
         name = key.replace("-", "_")
         if name in COMMAND_LINE_ONLY:
             raise CovbenchError(
-                f"{path}: key '{key}': give {option_flag(name)} on the command line, not in a file"
+                f"{path}: key {quote(key)}: give {option_flag(name)} on the command line, not in a file"
             )
         if name not in options:
-            close = difflib.get_close_matches(name, list(options), n=1)
+            close = difflib.get_close_matches(name, list(options), n=1) if len(name) < 100 else []
             hint = f" (did you mean '{close[0].replace('_', '-')}'?)" if close else ""
-            raise CovbenchError(f"{path}: unknown key '{key}'{hint}; keys are the options of `covbench run`")
+            raise CovbenchError(
+                f"{path}: unknown key {quote(key)}{hint}; keys are the options of `covbench run`"
+            )
         if name in written:
             raise CovbenchError(f"{path}: key '{key}' given twice (also as '{written[name]}')")
         values[name] = _check_value(key, value, *options[name], where=str(path))

@@ -79,12 +79,16 @@ class RunProgress:
             chosen = (
                 f"final weights (epoch {r['best_epoch']}, no validation)"
                 if val is None or math.isnan(val)
+                else f"final weights (epoch {r['best_epoch']}, val Dice {val:.3f})"
+                if r.get("selection") == "final"
                 else f"best val Dice {val:.3f} (epoch {r['best_epoch']})"
             )
             self._line(
                 f"  ✓ {info['trial']}: test Dice {info['test_dice']:.3f}, {chosen}, "
                 f"{r['wall_seconds']:.0f} s on {r['device']}{gpus}"
             )
+            for flag in (r.get("health") or {}).get("flags", []):  # covbench.health
+                self._line(f"    ⚠ training health: {flag}")
         elif kind == "round":  # rounds of seeds (covbench.rounds): the look after a round
             self._line(f"  round {info['round']} ({info['seeds']}): {info['pairs']}")
         elif kind == "more":

@@ -80,12 +80,22 @@ def compare(
     ] = None,
     metrics: Annotated[str | None, typer.Option(help="comma list of metrics to check (default: all)")] = None,
     update: Annotated[bool, typer.Option(help="after printing, replace BASELINE with CURRENT")] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            help="also print each model's seed-mean SD, df and detectable drop (the gate's figures)"
+        ),
+    ] = False,
+    require_identity: Annotated[
+        bool, typer.Option(help="refuse (exit 2) a side without a benchmark identity instead of a note (CI)")
+    ] = False,
 ) -> None:
     """Compare a run with a baseline of the same benchmark. Exit 0: passed; 1: a significant drop
     beyond its floor (primary metric; secondary ones after Holm) or a metric went missing; 2: bad
     input, or BASELINE is another benchmark.
     With GITHUB_STEP_SUMMARY set, the Markdown verdict is appended there too."""
     from covbench.reports.compare import append_step_summary, gate, parse_metrics, parse_tolerances
+    from covbench.reports.compare import explain as explain_figures
 
     def step_summary(title: str, body: str) -> None:
         try:
@@ -94,7 +104,10 @@ def compare(
             warn(f"GITHUB_STEP_SUMMARY not written ({exc})")
 
     try:
-        done = gate(baseline, current, parse_tolerances(tolerance), parse_metrics(metrics), update=update)
+        done = gate(
+            baseline, current, parse_tolerances(tolerance), parse_metrics(metrics),
+            update=update, require_identity=require_identity,
+        )  # fmt: skip
     except ERRORS as exc:
         step_summary("refused (exit 2)", str(exc))
         raise fail(exc) from None
@@ -103,6 +116,8 @@ def compare(
     result = done.result
     if result is not None:
         console.print(result.markdown(), highlight=False, markup=False, soft_wrap=True)
+        if explain:
+            console.print(explain_figures(result), highlight=False, markup=False, soft_wrap=True)
         if done.warning:
             warn(done.warning)
         verdict = f"REGRESSION, {len(result.failed)} check(s) failed (exit 1)" if result.failed else "passed"

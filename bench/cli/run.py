@@ -16,13 +16,15 @@ from covbench.cli.config_file import blame_file, file_keys, load_config, option_
 from covbench.cli.progress import RunProgress
 from covbench.cli.reports import print_report
 from covbench.config import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_STALL_SECONDS, RunConfig
-from covbench.errors import CovbenchError, RunFailed
+from covbench.errors import CovbenchError, RunFailed, quote
+from covbench.options import MAX_TRIALS, check_trial_count
 
 # Options that decide a run's numbers: `--resume DIR` takes them from DIR/config.json instead.
 _CONFIG_OPTIONS = (
-    "models", "seeds", "max_seeds", "seed_step", "preset", "epochs", "image_size", "batch_size", "lr", "width",
+    "models", "seeds", "max_seeds", "seed_step", "preset", "epochs", "image_size", "batch_size", "lr",
+    "width",
     "augment", "loss", "val_fraction", "tta", "dataset", "data_dir", "split", "folds", "model_option",
-    "deterministic", "spacing", "amp",
+    "deterministic", "spacing", "amp", "selection",
 )  # fmt: skip
 
 
@@ -110,6 +112,13 @@ def run(
             "0 = none, the final epoch's weights are evaluated"
         ),
     ] = None,
+    selection: Annotated[
+        str | None,
+        typer.Option(
+            help="best_val (the epoch of the best validation Dice) or final (the last epoch's weights; "
+            "validation still logged) (default: preset)"
+        ),
+    ] = None,
     folds: Annotated[
         int | None, typer.Option(help="number of folds for --split kfold (default 5); one trial per fold")
     ] = None,
@@ -172,6 +181,10 @@ def run(
             "too; 0 = never (docs/cluster.md)"
         ),
     ] = DEFAULT_STALL_SECONDS,
+    max_trials: Annotated[
+        int,
+        typer.Option(help="refuse a plan of more trials (models x seeds x folds) than this (a typo guard)"),
+    ] = MAX_TRIALS,
     allow_version_change: Annotated[
         bool,
         typer.Option(
@@ -193,7 +206,7 @@ def run(
 
     try:
         if primary is not None and primary not in METRICS:
-            raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {primary!r}")
+            raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {quote(primary)}")
         if resume is not None:
             given = [
                 option_flag(name)
@@ -221,12 +234,14 @@ def run(
                 split=split,
                 val_fraction=val_fraction,
                 tta=tta,
+                selection=selection,
                 deterministic=deterministic,  # None: by the device
                 spacing=parse_spacing(spacing),
                 folds=folds,
                 model_options=parse_model_options(model_option or [], chosen),
                 **({"amp": amp} if amp is not None else {}),
             )
+        check_trial_count(cfg, max_trials)
         check_tracker(track)
         where = Storage.parse(storage) if storage else None  # a malformed URI: exit 2 before anything
         if dry_run:
