@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -103,6 +105,37 @@ def fixed_seeds(design: Design, delta: float, patients: int, power: float, most:
     return None
 
 
+def extended(args) -> None:
+    """The extended seed behaviours of the verdict calibration (benchmarks/calibration_grid.py:
+    heavy-tailed, skewed and diverging seeds of one model, the CI baseline's real structure)
+    under rounds of seeds: false 'better' over all looks and the seeds it spends."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from calibration_grid import Scenario, reals_of
+
+    reals, _ = reals_of(Path(__file__).resolve().parents[1] / "reports" / "baselines" / "ci.json", [])
+    rng = np.random.default_rng(args.seed)
+    print("| scenario | first | max | false 'better' over all looks | mean seeds per model |")
+    print("|---|---|---|---|---|")
+    worst = 0.0
+    for first, most in ((3, 10), (3, 20), (5, 30)):
+        rule = Rule(first, first, most, futility=args.futility, spending=args.spending)
+        scenarios = [
+            Scenario("heavy-tailed seeds (t3)", most, most, seed_law="heavy", sigma_w_a=0.02),
+            Scenario("skewed seeds (gamma)", most, most, seed_law="skewed", sigma_w_a=0.02),
+            Scenario("diverging 15% by 0.1", most, most, seed_law="diverging", diverge=0.15, drop=0.1),
+            Scenario("diverging 20% by 0.13", most, most, seed_law="diverging", diverge=0.2, drop=0.13),
+            Scenario("3 patients, seed SD 0.02", most, most, patients=3, sigma_v=0.05, sigma_w=0.02),
+            Scenario("resampled ci.json resunet vs unet", most, most, source="ci.json"),
+        ]
+        for sc in scenarios:
+            a, b = sc.simulate(rng, args.datasets, 0.0, reals)
+            sign, used = run_rule(a, b, rule)
+            false = float((sign != 0).mean())
+            worst = max(worst, false)
+            print(f"| {sc.name} | {first} | {most} | {false:.3f} | {used.mean():.1f} |", flush=True)
+    print(f"\nlargest false 'better' over all looks {worst:.3f} ({args.datasets} datasets a scenario)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=int, default=2000, help="simulated datasets per scenario")
@@ -110,7 +143,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261206)
     parser.add_argument("--spending", default=POCOCK, choices=(RULE, POCOCK))
     parser.add_argument("--futility", type=float, default=FUTILITY_POWER)
+    parser.add_argument("--extended", action="store_true", help="the extended seed behaviours instead")
     args = parser.parse_args()
+    if args.extended:
+        extended(args)
+        return
     rng = np.random.default_rng(args.seed)
     grid = list(itertools.product(FIRSTS, MAXES, PATIENTS, ICCS, SEED_SDS))
     if args.quick:
