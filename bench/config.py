@@ -154,6 +154,7 @@ _LATER_FIELDS: dict[str, Any] = {
     "split_fractions": None,
     "dataset_options": {},
     "selection": "best_val",
+    "rounds": None,
 }  # field -> default (RunConfig.key)
 
 
@@ -210,6 +211,9 @@ class RunConfig:
     spacing: tuple[float, float] | None = None
     # train / val / test shares of a `patient` split; None = (0.6, 0.2, 0.2)
     split_fractions: tuple[float, float, float] | None = None
+    # `--max-seeds`: the stopping rule of rounds of seeds (covbench.reports.sequential.Rule fields:
+    # first, step, max_seeds, alpha, futility, spending); None = the fixed design of `seeds`
+    rounds: dict[str, Any] | None = None
     # `--dataset-option KEY=VALUE`: the adapter's own options (nnunet: label, lung, channel)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     # SELECTIONS: "best_val" (the epoch of the best validation Dice, the paper's protocol and every
@@ -266,6 +270,8 @@ def build_config(
     folds: int | None = None,
     deterministic: bool | None = True,
     spacing: tuple[float, float] | None = None,
+    max_seeds: int | None = None,
+    seed_step: int | None = None,
     selection: str | None = None,
     **extra: Any,
 ) -> RunConfig:
@@ -311,6 +317,7 @@ def build_config(
             "2D slices that carry none (e.g. image-folder)"
         )
     split = split or data_spec.default_split
+    rounds = round_rule(n_seeds, max_seeds, seed_step)
     cfg = RunConfig(
         models=tuple(models),
         seeds=tuple(range(n_seeds)),
@@ -332,9 +339,30 @@ def build_config(
         deterministic=not has_cuda() if deterministic is None else deterministic,
         spacing=spacing,
         split_fractions=preset.phantom_split if dataset == "phantom" and split == "patient" else None,
+        rounds=rounds,
         selection=selection or preset.selection,
     )
     return replace(cfg, **extra) if extra else cfg
+
+
+def round_rule(n_seeds: int, max_seeds: int | None, seed_step: int | None) -> dict[str, Any] | None:
+    """The stopping rule `--seeds N --max-seeds M [--seed-step K]` asks for (None: fixed design)."""
+    if max_seeds is None:
+        if seed_step is not None:
+            raise CovbenchError("--seed-step needs --max-seeds (rounds of seeds); drop it or add --max-seeds")
+        return None
+    from covbench.reports.sequential import Rule
+
+    if n_seeds < 2:
+        raise CovbenchError(
+            f"--seeds must be at least 2 with --max-seeds (a first round estimates seed noise), got {n_seeds}"
+        )
+    if max_seeds <= n_seeds:
+        raise CovbenchError(f"--max-seeds must be larger than --seeds ({n_seeds}), got {max_seeds}")
+    step = n_seeds if seed_step is None else seed_step
+    if step < 1:
+        raise CovbenchError(f"--seed-step must be a positive number of seeds, got {step}")
+    return Rule(n_seeds, step, max_seeds).describe()
 
 
 def _option_value(text: str) -> Any:

@@ -13,6 +13,7 @@ Layout (all paths relative to the run folder)::
     cases.csv            every (model, seed, fold, case) row with every metric
     summary.json         the report's numbers (summary-patient.json for the patient unit),
                          table.*, report.*, figures/ (covbench.reports.report names those)
+    rounds.json          the looks of a `--max-seeds` run: seeds per model, verdicts, boundary
     gate.json            the last `compare` verdict on this run's summary
     mlflow/              the local MLflow store of `--track mlflow` (covbench.tracking)
     .lock, .covbench-run the writer's lock and the mark of a folder covbench created (covbench.lock)
@@ -118,6 +119,11 @@ class RunFolder:
     def summary_of(self, suffix: str) -> Path:
         """summary.json, or a unit's own (`summary-patient.json`) beside it."""
         return self.root / f"summary{suffix}.json"
+
+    @property
+    def rounds(self) -> Path:
+        """rounds.json: each look of a `--max-seeds` run (covbench.rounds), written as decided."""
+        return self.root / "rounds.json"
 
     @property
     def gate(self) -> Path:

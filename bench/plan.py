@@ -192,6 +192,29 @@ def _data(cfg: RunConfig) -> tuple[str, dict[str, Any] | None, str | None]:
     )
 
 
+def _largest_plan(cfg: RunConfig, done: dict[str, dict[str, Any]], folds: int, slots: int | None) -> str:
+    """Rounds of seeds (`--max-seeds`): the plan above is the first round; the most the run can
+    train is every model to max seeds (covbench.rounds.largest_plan), timed as the plan is."""
+    from covbench.rounds import largest_plan
+
+    trials = [PlannedTrial(m, s, f, trial_name(m, s, f) in done) for m, s, f in largest_plan(cfg)]
+    pending = [t for t in trials if not t.done]
+    seconds, how = _estimate(cfg, done, pending, slots)
+    most = cfg.rounds["max_seeds"]
+    time = f"about {_duration(seconds)} ({how})" if seconds is not None else how
+    return (
+        f"rounds of seeds: the trials above are the first round; the largest plan is {len(trials)} trials "
+        f"= {len(cfg.models)} model(s) x {most} seed(s) x {folds} fold(s), {len(pending)} to run; "
+        f"its time: {time}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(round(seconds)), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m:02d} min" if hours else (f"{m} min {s:02d} s" if m else f"{s} s")
+
+
 def plan_run(
     cfg: RunConfig,
     run_dir: Path | None,
@@ -253,6 +276,8 @@ def plan_run(
         if debug:
             notes.append("--debug: trials run one after another in this process, without Ray")
     seconds, how = _estimate(cfg, done, [t for t in trials if not t.done], at_once)
+    if cfg.rounds:
+        notes.append(_largest_plan(cfg, done, folds, at_once))
     return RunPlan(
         config_key=cfg.key(),
         trials=trials,

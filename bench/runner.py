@@ -39,6 +39,7 @@ from covbench.lock import run_lock
 from covbench.manifest import code_versions, environment_manifest, now_iso
 from covbench.options import ExecutionOptions
 from covbench.packing import Packing, largest_trial_memory, plan_packing
+from covbench.rounds import Rounds
 from covbench.run_folder import (
     check_data_key,
     check_out_folder,
@@ -322,6 +323,7 @@ class _Plan:
     parts: list[dict[str, np.ndarray]]
     previous: dict[str, Any] | None  # environment.json of the folder's last session
     stored: dict[str, Any] = field(default_factory=dict)  # config.json as found, read once
+    next_round: Callable[[], None] | None = None  # rounds of seeds: look, then queue the next round
 
 
 def _plan(
@@ -369,7 +371,7 @@ def _run(
         if opts.storage is None:
             check_workers_see(executor, run_dir)  # before anything of this run is written
         _launch(executor, cfg, run_dir, opts, plan, outcome, emit)
-        _collect(executor, outcome, emit, opts.stall_timeout or None)
+        _collect(executor, outcome, emit, opts.stall_timeout or None, plan.next_round)
     except BaseException as exc:  # a signal (KeyboardInterrupt) or an error of the driver itself
         outcome.interrupted, outcome.stopped_by = True, _stop_reason(exc)
         stopped_by = exc
@@ -408,7 +410,8 @@ def _launch(
     split_record = {**split_manifest(cfg, data.folds), "distance_unit": data.distance_unit}
     write_json(folder.split, split_record)
     write_test_slices(folder.test_slices, data.slices, parts)
-    todo = _pending_trials(cfg, run_dir, plan.key, parts, outcome)
+    rounds = Rounds(cfg, run_dir, plan.key, len(parts)) if cfg.rounds else None
+    todo = _pending_trials(cfg, run_dir, plan.key, parts, outcome, rounds.advance() if rounds else None)
     resources = executor.resources()
     packing = _plan_packing(executor, cfg, plan.checks, parts, opts.gpus_per_trial, resources, len(todo))
     per_trial = Resources(opts.cpus_per_trial, packing.gpus_per_trial)
@@ -429,14 +432,20 @@ def _launch(
     shared = executor.put(plain_arrays(data.slices))
     faults = FaultHooks.from_env()  # test-only (covbench.faults); empty in real runs
     threads = max(1, int(opts.cpus_per_trial))
-    for model, seed, fold in todo:
-        tdir = folder.trial_of(model, seed, fold).path
-        spec = TrialSpec(
-            model, seed, fold, cfg, plan.key, str(tdir), threads, plan.checkpoint, faults, opts.storage
-        )
-        tdir.mkdir(parents=True, exist_ok=True)
-        executor.submit(spec, run_fold_trial, spec, shared, parts[fold], resources=per_trial,
-                        max_retries=opts.max_retries)  # fmt: skip
+
+    def submit(trials: list[tuple[str, int, int]]) -> None:
+        for model, seed, fold in trials:
+            tdir = folder.trial_of(model, seed, fold).path
+            spec = TrialSpec(
+                model, seed, fold, cfg, plan.key, str(tdir), threads, plan.checkpoint, faults, opts.storage
+            )
+            tdir.mkdir(parents=True, exist_ok=True)
+            executor.submit(spec, run_fold_trial, spec, shared, parts[fold], resources=per_trial,
+                            max_retries=opts.max_retries)  # fmt: skip
+
+    submit(todo)
+    if rounds is not None:
+        plan.next_round = lambda: _next_round(rounds, cfg, run_dir, plan.key, parts, outcome, submit, emit)
     emit(
         "start",
         {
@@ -472,19 +481,51 @@ def check_workers_see(executor: Executor, run_dir: Path) -> None:
 
 
 def _pending_trials(
-    cfg: RunConfig, run_dir: Path, key: str, parts: list[dict[str, np.ndarray]], outcome: RunOutcome
+    cfg: RunConfig,
+    run_dir: Path,
+    key: str,
+    parts: list[dict[str, np.ndarray]],
+    outcome: RunOutcome,
+    trials: list[tuple[str, int, int]] | None = None,
 ) -> list[tuple[str, int, int]]:
-    """(model, seed, fold) of every trial still to run, seeds first; done ones go to `skipped`."""
+    """(model, seed, fold) of every trial still to run, seeds first; done ones go to `skipped`.
+    `trials`: a round's (covbench.rounds), else every seed of the configuration."""
+    if trials is None:
+        trials = [(m, s, f) for s in cfg.seeds for f in range(len(parts)) for m in cfg.models]
     todo = []
-    for seed in cfg.seeds:
-        for fold in range(len(parts)):
-            for model in cfg.models:
-                trial = RunFolder(run_dir).trial_of(model, seed, fold)
-                if is_done(trial.path, key):
-                    outcome.skipped.append(trial.name)
-                else:
-                    todo.append((model, seed, fold))
+    for model, seed, fold in trials:
+        trial = RunFolder(run_dir).trial_of(model, seed, fold)
+        if is_done(trial.path, key):
+            if trial.name not in outcome.skipped:
+                outcome.skipped.append(trial.name)
+        else:
+            todo.append((model, seed, fold))
     return todo
+
+
+def _next_round(
+    rounds: Rounds,
+    cfg: RunConfig,
+    run_dir: Path,
+    key: str,
+    parts: list[dict[str, np.ndarray]],
+    outcome: RunOutcome,
+    submit: Callable[[list[tuple[str, int, int]]], None],
+    emit: Callable[[str, dict[str, Any]], None],
+) -> None:
+    """After a trial is recorded: when its round is complete, look and queue the next round."""
+    if rounds.finished:
+        return
+    looked = len(rounds.looks)
+    trials = rounds.advance(set(outcome.failed))
+    for r in rounds.looks[looked:]:
+        states = ", ".join(f"{p.a}-{p.b} {p.verdict} ({p.reason})" for p in r.pairs)
+        emit("round", {"round": r.round, "seeds": r.seeds, "pairs": states})
+    if len(rounds.looks) == looked or rounds.finished:
+        return  # the round is still running, or the run is decided
+    todo = _pending_trials(cfg, run_dir, key, parts, outcome, trials)
+    submit(todo)
+    emit("more", {"total": len(todo)})
 
 
 def _plan_packing(
@@ -533,8 +574,11 @@ def _collect(
     outcome: RunOutcome,
     emit: Callable[[str, dict[str, Any]], None],
     stall_timeout: float | None = None,
+    next_round: Callable[[], None] | None = None,
 ) -> None:
-    """Record each trial as it finishes (or stalls); report each attempt as it starts."""
+    """Record each trial as it finishes (or stalls); report each attempt as it starts. With
+    rounds of seeds, `next_round` runs after each record: the look and the next round's trials are
+    queued the moment a round's last trial is in (the iterator picks new submissions up)."""
 
     def started(spec: TrialSpec, beat: dict[str, Any]) -> None:
         kind = "started" if beat.get("attempt", 1) == 1 else "retry"
@@ -551,3 +595,5 @@ def _collect(
 
     for finished in executor.as_completed(on_started=started, stall_timeout=stall_timeout):
         _record_finished(finished, outcome, emit)
+        if next_round is not None:
+            next_round()

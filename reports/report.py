@@ -30,6 +30,7 @@ from covbench.reports.aggregate import (
     summarize,
 )
 from covbench.reports.inference import PRIMARY, ROPE
+from covbench.reports.rounds import apply_rounds, read_rounds, rounds_markdown
 from covbench.reports.stats import ALPHA, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, MetricTests, compare_models
 from covbench.reports.table import (
     MARK_LEGEND,
@@ -339,6 +340,9 @@ def write_report(
     warnings = check_warnings(run_dir, rows, unit, tests, uv) + version_notes(config)
     test_dicts = {m: t.to_dict() for m, t in tests.items()}
     verdict_dicts = {m: v.to_dict() for m, v in verdict_map.items()}
+    rounds = read_rounds(run_dir)
+    if rounds is not None:
+        apply_rounds(verdict_dicts, rounds)
     dependent = health.dependence(uv, primary, verdict_dicts, flags)
     health.mark_verdicts(verdict_dicts, dependent)
     summary = {
@@ -371,6 +375,7 @@ def write_report(
         "seeds": seeds,
         "warnings": warnings,
         "per_case": _per_case_values(per_case),
+        **({"rounds": rounds} if rounds is not None else {}),  # rounds of seeds (reports/rounds.py)
         "health": health.to_json(flags, dependent),
     }
     models_json = RunFolder(run_dir).models
@@ -400,6 +405,8 @@ def write_report(
     lines = [f"# {title}", ""]
     for w in warnings:
         lines += [f"> **Warning:** {w}", ""]
+    if rounds is not None:
+        lines += ["## Rounds", "", *rounds_markdown(rounds), ""]
     lines += ["## Verdicts", "", *_markdown_verdicts(verdict_dicts, power, uv, distance_unit), ""]
     lines += ["## Table 1", "", to_markdown(table), f"_{caption}_", ""]
     lines += ["## Seed view", "", to_markdown(seed_table), f"_{seed_caption}_", ""]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from covbench.cli.common import say
-from covbench.plan import RunPlan
+from covbench.plan import RunPlan, _duration
 
 
 def _span(values: Iterable[int]) -> str:
@@ -21,12 +21,6 @@ def _span(values: Iterable[int]) -> str:
         else:
             runs.append([v, v])
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
-
-
-def _duration(seconds: float) -> str:
-    minutes, s = divmod(int(round(seconds)), 60)
-    hours, m = divmod(minutes, 60)
-    return f"{hours} h {m:02d} min" if hours else (f"{m} min {s:02d} s" if m else f"{s} s")
 
 
 def plan_lines(plan: RunPlan) -> list[str]:

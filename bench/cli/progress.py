@@ -89,6 +89,11 @@ class RunProgress:
             )
             for flag in (r.get("health") or {}).get("flags", []):  # covbench.health
                 self._line(f"    ⚠ training health: {flag}")
+        elif kind == "round":  # rounds of seeds (covbench.rounds): the look after a round
+            self._line(f"  round {info['round']} ({info['seeds']}): {info['pairs']}")
+        elif kind == "more":
+            self.total += info["total"]
+            self.progress.update(self.task, total=self.total, description=self._describe())
         elif kind == "failed":
             self.failed += 1
             self.running.discard(info["trial"])

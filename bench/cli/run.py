@@ -21,7 +21,8 @@ from covbench.options import MAX_TRIALS, check_trial_count
 
 # Options that decide a run's numbers: `--resume DIR` takes them from DIR/config.json instead.
 _CONFIG_OPTIONS = (
-    "models", "seeds", "preset", "epochs", "image_size", "batch_size", "lr", "width",
+    "models", "seeds", "max_seeds", "seed_step", "preset", "epochs", "image_size", "batch_size", "lr",
+    "width",
     "augment", "loss", "val_fraction", "tta", "dataset", "data_dir", "split", "folds", "model_option",
     "deterministic", "spacing", "amp", "dataset_option", "selection",
 )  # fmt: skip
@@ -51,6 +52,14 @@ def run(
     ] = False,
     models: Annotated[str, typer.Option(help="'all', 'paper' or a comma list of model names")] = "all",
     seeds: Annotated[int, typer.Option(help="number of random seeds per model (seeds 0..N-1)")] = 5,
+    max_seeds: Annotated[
+        int | None,
+        typer.Option(
+            help="rounds of seeds: --seeds is the first round; more rounds while a primary verdict is "
+            "open, up to this many seeds per model (docs/reports.md)"
+        ),
+    ] = None,
+    seed_step: Annotated[int | None, typer.Option(help="seeds a round adds (default: --seeds)")] = None,
     preset: Annotated[
         str, typer.Option(help="auto (paper on CUDA, cpu otherwise), paper, cpu or smoke")
     ] = "auto",
@@ -224,6 +233,8 @@ def run(
             cfg = build_config(
                 models=chosen,
                 n_seeds=seeds,
+                max_seeds=max_seeds,
+                seed_step=seed_step,
                 preset=resolve_preset(preset),
                 epochs=epochs,
                 image_size=image_size,

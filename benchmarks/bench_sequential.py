@@ -1,0 +1,189 @@
+"""Calibration of the rounds of seeds (`covbench run --max-seeds`, covbench.reports.sequential) by
+simulation: false "better" over all looks under no true difference, and power and expected seeds
+against the fixed design of equal power at true differences of 0.02 and 0.05 Dice.
+
+The data model is bench_calibration.py's (y = delta [m = A] + v[m, p] + w[m, s] + e[m, s, p, k],
+slice SD of a difference 0.1, 10 slices a patient). Each simulated dataset draws `max` seeds per
+model up front; look k uses the first seeds of round k. The per-look test is covbench's
+(`inference.differences`: the code `verdicts` runs, one pair so Holm is the identity) at the level
+the stopping rule spends (`sequential.nominal_alpha`, information from `inference.estimate_design`),
+and futility is `sequential.conditional_power`, as `sequential.look` does in a run.
+
+The fixed design of equal power: the smallest seeds per model whose planned power
+(`inference.Design.power` at the true variance components) reaches the sequential design's power.
+
+    python benchmarks/bench_sequential.py               # the table in docs/reports.md
+    python benchmarks/bench_sequential.py --quick       # a few scenarios
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from covbench.reports.inference import ALPHA, ROPE, Design, differences, estimate_design
+from covbench.reports.sequential import (
+    FUTILITY_FROM,
+    FUTILITY_POWER,
+    POCOCK,
+    RULE,
+    Rule,
+    conditional_power,
+    nominal_alpha,
+    spent,
+    variance_ratio,
+)
+
+FIRSTS = (2, 3, 5)
+MAXES = (10, 20, 30)
+PATIENTS = (3, 10, 40)
+ICCS = (0.0, 0.5)
+SEED_SDS = (0.005, 0.02)
+TAU, SLICES = 0.1, 10
+
+
+def simulate(rng, n, seeds, patients, icc, seed_sd, delta):
+    """Per-patient means (n, seeds, patients) of both models (slice noise averaged exactly)."""
+    out = []
+    for shift in (delta, 0.0):
+        v = rng.normal(0.0, np.sqrt(icc * TAU**2 / 2), (n, 1, patients))
+        w = rng.normal(0.0, seed_sd, (n, seeds, 1))
+        e = rng.normal(0.0, np.sqrt((1 - icc) * TAU**2 / 2 / SLICES), (n, seeds, patients))
+        out.append(shift + v + w + e)
+    return out
+
+
+def run_rule(a, b, rule: Rule, margin=ROPE["dice"]):
+    """(verdict sign: +1 A better, -1 B better, 0 none; seeds per model used) per dataset."""
+    n, _, patients = a.shape
+    sign = np.zeros(n)
+    used = np.full(n, rule.max_seeds)
+    open_ = np.ones(n, bool)
+    t_before = np.zeros(n)
+    for k in range(1, rule.rounds + 1):
+        s = rule.round_seeds(k)
+        idx = np.flatnonzero(open_)
+        if idx.size == 0:
+            break
+        last = s >= rule.max_seeds
+        batch = differences(a[idx, :s], b[idx, :s])
+        if last:
+            t = t_var = np.ones(idx.size)
+        else:
+            t_var = np.array(
+                [
+                    variance_ratio(estimate_design([a[i, :s], b[i, :s]]), s, rule.max_seeds, patients)
+                    for i in idx
+                ]
+            )
+            t = np.maximum(s / rule.max_seeds, t_before[idx])
+        level = nominal_alpha(t, t_before[idx], rule.alpha, rule.spending)
+        equivalent = batch.p_equivalence(margin) < level
+        better = (batch.p_value < level) & ~equivalent
+        sign[idx[better]] = np.sign(batch.estimate[better])
+        decided = better | equivalent
+        left = np.maximum(rule.alpha - spent(t, rule.alpha, rule.spending), 1e-12)
+        cp = conditional_power(batch.estimate, batch.se, t_var, batch.df, left, margin)
+        futile = (np.maximum(*cp) < rule.futility) & ~decided & (k >= FUTILITY_FROM)
+        stop = decided | futile | last
+        used[idx[stop]] = s
+        open_[idx[stop]] = False
+        t_before[idx] = t
+    return sign, used
+
+
+def fixed_seeds(design: Design, delta: float, patients: int, power: float, most: int = 200) -> int | None:
+    """Smallest seeds per model whose planned power at `delta` reaches `power`."""
+    for s in range(2, most + 1):
+        if design.power(delta, s, patients) >= power:
+            return s
+    return None
+
+
+def extended(args) -> None:
+    """The extended seed behaviours of the verdict calibration (benchmarks/calibration_grid.py:
+    heavy-tailed, skewed and diverging seeds of one model, the CI baseline's real structure)
+    under rounds of seeds: false 'better' over all looks and the seeds it spends."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from calibration_grid import Scenario, reals_of
+
+    reals, _ = reals_of(Path(__file__).resolve().parents[1] / "reports" / "baselines" / "ci.json", [])
+    rng = np.random.default_rng(args.seed)
+    print("| scenario | first | max | false 'better' over all looks | mean seeds per model |")
+    print("|---|---|---|---|---|")
+    worst = 0.0
+    for first, most in ((3, 10), (3, 20), (5, 30)):
+        rule = Rule(first, first, most, futility=args.futility, spending=args.spending)
+        scenarios = [
+            Scenario("heavy-tailed seeds (t3)", most, most, seed_law="heavy", sigma_w_a=0.02),
+            Scenario("skewed seeds (gamma)", most, most, seed_law="skewed", sigma_w_a=0.02),
+            Scenario("diverging 15% by 0.1", most, most, seed_law="diverging", diverge=0.15, drop=0.1),
+            Scenario("diverging 20% by 0.13", most, most, seed_law="diverging", diverge=0.2, drop=0.13),
+            Scenario("3 patients, seed SD 0.02", most, most, patients=3, sigma_v=0.05, sigma_w=0.02),
+            Scenario("resampled ci.json resunet vs unet", most, most, source="ci.json"),
+        ]
+        for sc in scenarios:
+            a, b = sc.simulate(rng, args.datasets, 0.0, reals)
+            sign, used = run_rule(a, b, rule)
+            false = float((sign != 0).mean())
+            worst = max(worst, false)
+            print(f"| {sc.name} | {first} | {most} | {false:.3f} | {used.mean():.1f} |", flush=True)
+    print(f"\nlargest false 'better' over all looks {worst:.3f} ({args.datasets} datasets a scenario)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", type=int, default=2000, help="simulated datasets per scenario")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seed", type=int, default=20261206)
+    parser.add_argument("--spending", default=POCOCK, choices=(RULE, POCOCK))
+    parser.add_argument("--futility", type=float, default=FUTILITY_POWER)
+    parser.add_argument("--extended", action="store_true", help="the extended seed behaviours instead")
+    args = parser.parse_args()
+    if args.extended:
+        extended(args)
+        return
+    rng = np.random.default_rng(args.seed)
+    grid = list(itertools.product(FIRSTS, MAXES, PATIENTS, ICCS, SEED_SDS))
+    if args.quick:
+        grid = [(3, 10, 10, 0.5, 0.02), (2, 30, 3, 0.0, 0.005), (5, 20, 40, 0.5, 0.02)]
+    t0 = time.perf_counter()
+    print(
+        "| first | max | patients | ICC | seed SD | false 'better' | power 0.02 | E[seeds] 0.02 "
+        "| fixed seeds | ratio | power 0.05 | E[seeds] 0.05 | fixed seeds | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    worst, ratios = 0.0, []
+    for first, most, patients, icc, seed_sd in grid:
+        rule = Rule(first, first, most, futility=args.futility, spending=args.spending)
+        a, b = simulate(rng, args.datasets, most, patients, icc, seed_sd, 0.0)
+        sign, _ = run_rule(a, b, rule)
+        false = float((sign != 0).mean())
+        worst = max(worst, false)
+        design = Design(icc * TAU**2 / 2, seed_sd**2, (1 - icc) * TAU**2 / 2 / SLICES)
+        cells = [f"{first}", f"{most}", f"{patients}", f"{icc}", f"{seed_sd}", f"{false:.3f}"]
+        for delta in (0.02, 0.05):
+            a, b = simulate(rng, args.datasets, most, patients, icc, seed_sd, delta)
+            sign, used = run_rule(a, b, rule)
+            power, seeds = float((sign > 0).mean()), float(used.mean())
+            fixed = fixed_seeds(design, delta, patients, power) if power > ALPHA else None
+            ratio = seeds / fixed if fixed else float("nan")
+            if fixed and power >= 0.8:
+                ratios.append(ratio)
+            cells += [f"{power:.2f}", f"{seeds:.1f}", str(fixed or "-"), f"{ratio:.2f}" if fixed else "-"]
+        print("| " + " | ".join(cells) + " |", flush=True)
+    summary = f"max {max(ratios):.2f}, median {np.median(ratios):.2f}" if ratios else "no scenario at 80 %"
+    print(
+        f"\n{len(grid)} scenarios x {args.datasets} datasets: largest false 'better' over all looks "
+        f"{worst:.3f} (alpha {ALPHA}, {args.spending}, futility below {args.futility} conditional power); "
+        f"seeds / fixed design of equal power where power >= 0.8: {summary}; {time.perf_counter() - t0:.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
