@@ -152,6 +152,7 @@ def resolve_preset(name: str, cuda_available: bool | None = None) -> Preset:
 _LATER_FIELDS: dict[str, Any] = {
     "spacing": None,
     "split_fractions": None,
+    "dataset_options": {},
     "selection": "best_val",
 }  # field -> default (RunConfig.key)
 
@@ -209,6 +210,8 @@ class RunConfig:
     spacing: tuple[float, float] | None = None
     # train / val / test shares of a `patient` split; None = (0.6, 0.2, 0.2)
     split_fractions: tuple[float, float, float] | None = None
+    # `--dataset-option KEY=VALUE`: the adapter's own options (nnunet: label, lung, channel)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
     # SELECTIONS: "best_val" (the epoch of the best validation Dice, the paper's protocol and every
     # configuration's before this field) or "final" (the last epoch's weights, validation logged)
     selection: str = "best_val"
@@ -343,6 +346,19 @@ def _option_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def parse_dataset_options(items: list[str]) -> dict[str, Any]:
+    """`--dataset-option KEY=VALUE` (repeatable) -> {key: value}; the adapter checks the keys."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CovbenchError(
+                f"--dataset-option {item!r}: expected KEY=VALUE, e.g. label=lesion or channel=0"
+            )
+        options[key.strip()] = _option_value(value)
+    return options
 
 
 def parse_model_options(items: list[str], models: list[str]) -> dict[str, dict[str, Any]]:

@@ -4,10 +4,12 @@ ensemble by default), and masks written back in the input's geometry.
     predictor = load_predictor(run_dir, "unet")            # every finished seed of unet
     written = predict_files(predictor, [Path("ct.nii.gz")], Path("out"))
 
-What a run can take follows from its dataset: NIfTI volumes (.nii, .nii.gz) for `phantom` and
-`covid-ct-seg`, 2D image files for `image-folder` (`RUN_INPUTS`). Inputs are read the way the
-run's adapter read its training data (`covid_ct_seg.read_volume`, `image_folder.read_plane`:
-colour images become grey as in training), pre-processed with the run's `PreprocessConfig`, and
+What a run can take follows from its dataset: its adapter's `DatasetSpec.read_input`
+(`covbench.datasets.base.InputReader`) says which files it reads and reads them the way it read
+its training data (NIfTI volumes through `nifti.read_volume` for `phantom`, `covid-ct-seg`,
+`nnunet`, `mosmed`, `covid19-20`; 2D image files through `image_folder.read_plane` for
+`image-folder`, colour becoming grey as in training); a run on an adapter without one is refused.
+Inputs are pre-processed with the run's `PreprocessConfig`, and
 each trial's probabilities (flip TTA and the threshold as the run evaluated) are averaged.
 
 Back to the input's geometry: each pre-processed slice's probabilities are resized into the crop
@@ -22,14 +24,11 @@ differently from a training case that had a mask.
 
 from __future__ import annotations
 
-import gzip
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from torch import nn
@@ -37,35 +36,28 @@ from torch import nn
 from covbench import registry
 from covbench.checkpoint import WEIGHTS
 from covbench.config import RunConfig
-from covbench.datasets import covid_ct_seg, image_folder
-from covbench.datasets.base import Case
-from covbench.datasets.preprocess import (
-    PreprocessConfig,
-    SliceGeometry,
-    check_intensity,
-    preprocess_case_geometry,
-)
+from covbench.datasets import covid_ct_seg, nifti
+from covbench.datasets.base import InputReader, PredictionInput
+from covbench.datasets.preprocess import PreprocessConfig, SliceGeometry, preprocess_case_geometry
 from covbench.errors import CovbenchError, DamagedFile
 from covbench.run_folder import read_config
 from covbench.storage import Storage
-from covbench.store import atomic_path, done_trials
+from covbench.store import done_trials
 from covbench.train import TrainOptions, predict
-
-NIFTI, IMAGE = "NIfTI", "image"
-RUN_INPUTS = {"phantom": NIFTI, "covid-ct-seg": NIFTI, "image-folder": IMAGE}  # dataset -> input kind
-IMAGE_SUFFIXES = image_folder.SUFFIXES
 
 
 def input_kind(path: Path) -> str | None:
-    """NIFTI, IMAGE, or None for a file of neither kind."""
-    name = path.name.lower()
-    if covid_ct_seg.strip_suffix(name) is not None:
-        return NIFTI
-    return IMAGE if path.suffix.lower() in IMAGE_SUFFIXES else None
+    """What a file is, for messages about an input the run's adapter does not read: the kind of
+    the first registered dataset whose reader takes it, or None."""
+    for name in registry.list_datasets():
+        reader = registry.get_dataset(name).read_input
+        if reader is not None and reader.accepts(path):
+            return reader.kind
+    return None
 
 
 def input_stem(path: Path) -> str:
-    return covid_ct_seg.strip_suffix(path.name) or path.stem
+    return nifti.strip_suffix(path.name) or path.stem
 
 
 @dataclass
@@ -93,8 +85,9 @@ class Predictor:
         return PreprocessConfig(image_size=self.config.image_size, **self.config.preprocess)
 
     @property
-    def input_kind(self) -> str:
-        return RUN_INPUTS[self.config.dataset]
+    def reader(self) -> InputReader:
+        """How the run's adapter reads inputs (load_predictor checked it has one)."""
+        return registry.get_dataset(self.config.dataset).read_input
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S) uint8 pre-processed slices -> (N, S, S) float32 lesion probabilities, the mean
@@ -128,10 +121,10 @@ def load_predictor(
         raise CovbenchError(
             f"--model {model!r}: {run_dir} trained {', '.join(cfg.models)}; choose one of those"
         )
-    if cfg.dataset not in RUN_INPUTS:
+    if registry.get_dataset(cfg.dataset).read_input is None:
         raise CovbenchError(
-            f"{run_dir} was trained on dataset {cfg.dataset!r}; covbench predict reads inputs of "
-            f"{', '.join(RUN_INPUTS)} runs"
+            f"{run_dir} was trained on dataset {cfg.dataset!r}, whose adapter declares no way to read "
+            "prediction inputs (DatasetSpec.read_input); covbench predict cannot read inputs for it"
         )
     trials = [
         (tdir, rec)
@@ -168,42 +161,33 @@ def load_predictor(
     return Predictor(run_dir, model, cfg, members, device)
 
 
-@dataclass
-class Input:
-    """One input read for prediction: a Case in covbench's orientation, and how to write back."""
-
-    path: Path
-    case: Case
-    write: Callable[[np.ndarray, Path], Path]  # (Z, H, W) bool mask, output folder -> written file
+Input = PredictionInput  # the name this module used
 
 
-def list_inputs(path: Path, kind: str) -> list[Path]:
-    """The input files: `path` itself, or the files of kind NIFTI/IMAGE in the folder `path`.
-    A file of another kind than the run's, or with more than one channel, is refused before any
-    is predicted."""
+def list_inputs(path: Path, reader: InputReader) -> list[Path]:
+    """The input files: `path` itself, or the files in the folder `path` the run's adapter reads
+    (`reader.suffixes`). A file of another kind than the run's, or one the reader's `check`
+    refuses (e.g. a NIfTI volume with more than one channel), is refused before any is predicted."""
     path = Path(path)
     if not path.exists():
         raise CovbenchError(f"--input {path}: no such file or folder")
     files = [path] if path.is_file() else sorted(
-        p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and input_kind(p)
+        p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and reader.accepts(p)
     )  # fmt: skip
     if not files:
-        raise CovbenchError(f"--input {path}: no NIfTI (.nii, .nii.gz) or image files there")
+        raise CovbenchError(f"--input {path}: no {reader.kind} files ({', '.join(reader.suffixes)}) there")
     for f in files:
-        found = input_kind(f)
-        if found is None:
+        if not reader.accepts(f):
+            found = input_kind(f)
+            if found is None:
+                raise CovbenchError(f"--input {f}: not a {reader.kind} file ({', '.join(reader.suffixes)})")
+            what = {"NIfTI": "a NIfTI volume", "image": "an image file"}.get(found, f"a {found} file")
             raise CovbenchError(
-                f"--input {f}: neither NIfTI (.nii, .nii.gz) nor an image ({', '.join(IMAGE_SUFFIXES)})"
+                f"--input {f}: {what}, but the run was trained on {reader.kind} inputs; "
+                "predict with a run of the same kind"
             )
-        if found != kind:
-            raise CovbenchError(
-                f"--input {f}: {'a NIfTI volume' if found == NIFTI else 'an image file'}, but the run "
-                f"was trained on {kind} inputs; predict with a run of the same kind"
-            )
-        if found == NIFTI:  # header only; a 2D image is small enough to read twice
-            _nifti_channels(f)
-        else:
-            image_folder.read_plane(f)
+        if reader.check is not None:
+            reader.check(f)
     stems = [input_stem(f) for f in files]
     twice = next((s for s in stems if stems.count(s) > 1), None)
     if twice is not None:
@@ -211,104 +195,11 @@ def list_inputs(path: Path, kind: str) -> list[Path]:
     return files
 
 
-def _nifti_channels(path: Path) -> None:
-    """Refuse a multi-channel volume (a 4th axis longer than 1) before its voxels are read."""
-    try:
-        shape = nib.load(str(path)).shape
-    except Exception as exc:
-        raise CovbenchError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from None
-    extra = [int(n) for n in shape[3:] if n != 1]
-    if len(shape) < 3 or extra:
-        channels = int(np.prod(extra)) if extra else 0
-        raise CovbenchError(
-            f"{path}: shape {tuple(shape)}: "
-            + (
-                f"{channels} channels; the run's models take 1 (a grey CT volume)"
-                if extra
-                else "not a 3D volume"
-            )
-        )
-
-
-def to_file_order(volume: np.ndarray, original: nib.Nifti1Image) -> np.ndarray:
-    """Undo `covid_ct_seg.read_volume`'s orientation: a (Z, H, W) array in covbench's convention
-    -> the voxel order of `original`'s file, so it fits `original.affine`."""
-    canon = volume[:, ::-1, ::-1].transpose(2, 1, 0)  # (Z, H, W) -> RAS+ (i, j, k)
-    ras = nib.orientations.axcodes2ornt(("R", "A", "S"))
-    back = nib.orientations.ornt_transform(ras, nib.orientations.io_orientation(original.affine))
-    return nib.orientations.apply_orientation(canon, back)
-
-
-def read_nifti(path: Path, lung: Path | None = None) -> Input:
-    """A CT volume (and optionally its lung mask) as a Case with an empty lesion mask."""
-    _nifti_channels(path)
-    view, spacing, aff = covid_ct_seg.read_volume(path)
-    image = np.ascontiguousarray(view, dtype=np.float32)
-    if not np.isfinite(image).all():
-        raise CovbenchError(f"{path}: NaN or infinite voxels")
-    lung_mask = None
-    if lung is not None:
-        _nifti_channels(lung)
-        lview, _, laff = covid_ct_seg.read_volume(lung)
-        covid_ct_seg._check_geometry((image, aff, path), (lview, laff, lung))
-        lung_mask = np.ascontiguousarray(lview > 0, dtype=np.uint8)
-        if not lung_mask.any():
-            raise CovbenchError(f"{lung}: lung mask is empty")
-    stem = input_stem(path)
-    source = covid_ct_seg.source_of(covid_ct_seg.mask_name(stem))
-    intensity = covid_ct_seg.intensity_of(source, image)
-    check_intensity(image, lung_mask, intensity, str(path))
-    case = Case(
-        stem, image, np.zeros(image.shape, np.uint8), lung_mask, spacing, source, intensity, (str(path),)
-    )
-    original = nib.load(str(path))
-
-    def write(mask: np.ndarray, out_dir: Path) -> Path:
-        data = to_file_order(mask.astype(np.uint8), original)
-        if data.shape != original.shape[:3]:  # cannot happen unless read_volume's axes change
-            raise AssertionError(f"mask shape {data.shape} for input {original.shape}")
-        img = nib.Nifti1Image(np.ascontiguousarray(data), original.affine)
-        img.set_qform(original.affine, code=int(original.header.get("qform_code", 1)) or 1)
-        img.set_sform(original.affine, code=int(original.header.get("sform_code", 1)) or 1)
-        target = out_dir / f"{stem}.nii.gz"
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(gzip.compress(img.to_bytes(), mtime=0))
-        return target
-
-    return Input(path, case, write)
-
-
-def read_image(path: Path) -> Input:
-    """A 2D image file, read as the image-folder adapter reads its training images."""
-    plane = image_folder.read_plane(path)
-    if plane.dtype.kind == "f" and not np.isfinite(plane).all():
-        raise CovbenchError(f"{path}: NaN or infinite pixels")
-    intensity = "display" if plane.dtype == np.uint8 else "hu"
-    image = plane.astype(np.float32)[None]
-    stem = input_stem(path)
-    case = Case(
-        stem, image, np.zeros(image.shape, np.uint8), None, (1.0, 1.0, 1.0), "input", intensity, (str(path),)
-    )
-
-    def write(mask: np.ndarray, out_dir: Path) -> Path:
-        from PIL import Image
-
-        target = out_dir / f"{stem}.png"
-        buffer = io.BytesIO()
-        Image.fromarray(mask[0].astype(np.uint8) * 255).save(buffer, format="PNG")
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(buffer.getvalue())
-        return target
-
-    return Input(path, case, write)
-
-
-def read_input(path: Path, lung: Path | None = None) -> Input:
-    if input_kind(path) == NIFTI:
-        return read_nifti(path, lung)
-    if lung is not None:
+def read_input(path: Path, lung: Path | None = None, *, reader: InputReader) -> PredictionInput:
+    """One input read by the run's adapter (`Predictor.reader`); `--lung` only where it takes one."""
+    if lung is not None and not reader.takes_lung:
         raise CovbenchError(f"--lung {lung}: lung masks are for NIfTI volumes, not for {path.name}")
-    return read_image(path)
+    return reader.read(path, lung) if reader.takes_lung else reader.read(path)
 
 
 @dataclass
@@ -358,7 +249,7 @@ def predict_files(
     out_dir = Path(out_dir)
     written = []
     for path in files:
-        item = read_input(path, lung_for(path, lung, len(files) > 1))
+        item = read_input(path, lung_for(path, lung, len(files) > 1), reader=predictor.reader)
         result = predict_case(predictor, item)
         out_dir.mkdir(parents=True, exist_ok=True)
         target = item.write(result.mask, out_dir)

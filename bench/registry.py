@@ -122,6 +122,9 @@ class DatasetSpec:
     # True: `load` also takes `spacing` ((row, col) mm) for slices whose files carry no pixel size,
     # which `covbench run --spacing` passes; False: `--spacing` is refused for this dataset
     takes_spacing: bool = False
+    # how `covbench predict` reads new inputs for a run on this dataset
+    # (`covbench.datasets.base.InputReader`); None: predict refuses runs on it, saying so
+    read_input: Any = None
 
     def __post_init__(self) -> None:
         if not self.title:

@@ -87,6 +87,7 @@ def data_request(cfg: RunConfig) -> tuple[registry.DatasetSpec, dict[str, Any], 
     """The dataset adapter, its options and the pre-processing this run asks for."""
     spec = registry.get_dataset(cfg.dataset)
     options = dict(cfg.phantom) if not spec.needs_data_dir else {}
+    options.update(cfg.dataset_options)  # `--dataset-option`; the adapter refuses keys it lacks
     if cfg.spacing is not None:
         options["spacing"] = tuple(cfg.spacing)  # build_config checked the dataset takes it
     return spec, options, PreprocessConfig(image_size=cfg.image_size, **cfg.preprocess)

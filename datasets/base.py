@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,3 +74,30 @@ class SliceSet:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+
+@dataclass
+class PredictionInput:
+    """One file read for `covbench predict`: a Case in covbench's orientation (empty lesion mask),
+    and how to write a (Z, H, W) bool mask back in the file's own geometry (-> the written file)."""
+
+    path: Path
+    case: Case
+    write: Callable[[np.ndarray, Path], Path]
+
+
+@dataclass(frozen=True)
+class InputReader:
+    """How a dataset adapter reads prediction inputs (`DatasetSpec.read_input`): the files it
+    takes, read the way it reads its training data, so `covbench predict` needs no table of
+    adapters. `read(path, lung=None)`; `check(path)` (optional) refuses a file cheaply before any
+    input is predicted; `takes_lung`: whether `--lung` masks apply."""
+
+    kind: str  # what the files are, for messages ("NIfTI", "image")
+    suffixes: tuple[str, ...]  # file endings, lower case (".nii.gz", ".png", ...)
+    read: Callable[..., PredictionInput]
+    check: Callable[[Path], None] | None = None
+    takes_lung: bool = False
+
+    def accepts(self, path: Path) -> bool:
+        return path.name.lower().endswith(self.suffixes)

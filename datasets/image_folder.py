@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covbench.datasets.base import Case
+from covbench.datasets.base import Case, InputReader, PredictionInput
 from covbench.errors import CovbenchError
 from covbench.registry import DatasetSpec
 
@@ -277,6 +277,45 @@ def load(
         )
 
 
+def read_input(path: Path, lung: Path | None = None) -> PredictionInput:
+    """A 2D image file for `covbench predict`, read as training images are read (colour -> grey);
+    the mask is written back as a PNG of the image's size ({0, 255})."""
+    import io
+
+    from PIL import Image
+
+    from covbench.store import atomic_path
+
+    if lung is not None:
+        raise CovbenchError(f"--lung {lung}: lung masks are for NIfTI volumes, not for {path.name}")
+    plane = read_plane(path)
+    if plane.dtype.kind == "f" and not np.isfinite(plane).all():
+        raise CovbenchError(f"{path}: NaN or infinite pixels")
+    intensity = "display" if plane.dtype == np.uint8 else "hu"
+    image = plane.astype(np.float32)[None]
+    stem = path.stem
+    case = Case(
+        stem, image, np.zeros(image.shape, np.uint8), None, (1.0, 1.0, 1.0), "input", intensity, (str(path),)
+    )
+
+    def write(mask: np.ndarray, out_dir: Path) -> Path:
+        target = out_dir / f"{stem}.png"
+        buffer = io.BytesIO()
+        Image.fromarray(mask[0].astype(np.uint8) * 255).save(buffer, format="PNG")
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(buffer.getvalue())
+        return target
+
+    return PredictionInput(path, case, write)
+
+
+def _check_input(path: Path) -> None:
+    read_plane(path)  # a 2D image is small enough to read twice
+
+
+IMAGE_INPUT = InputReader(kind="image", suffixes=SUFFIXES, read=read_input, check=_check_input)
+
+
 SPEC = DatasetSpec(
     name="image-folder",
     load=load,
@@ -287,4 +326,5 @@ SPEC = DatasetSpec(
     case_files=case_files,
     skips_bad=True,
     takes_spacing=True,
+    read_input=IMAGE_INPUT,
 )

@@ -330,4 +330,5 @@ SPEC = DatasetSpec(
     default_split="patient",
     case_files=case_files,
     skips_bad=True,  # passed on to covid_ct_seg.load
+    read_input=covid_ct_seg.SPEC.read_input,  # its files are COVID-19-CT-Seg look-alikes
 )

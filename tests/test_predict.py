@@ -106,7 +106,7 @@ def test_cli_writes_niftis_with_the_inputs_affine_and_shape(tiny_run, tmp_path):
         data = np.asanyarray(mask.dataobj)
         assert data.dtype == np.uint8 and set(np.unique(data)) <= {0, 1}
         # the file holds what the library predicts, turned back into the file's voxel order
-        item = read_input(f.image, f.lung)
+        item = read_input(f.image, f.lung, reader=load_predictor(tiny_run, "unet", seed=0).reader)
         expected = predict_case(load_predictor(tiny_run, "unet", seed=0), item)
         again = covid_ct_seg.read_volume(written)[0]  # read as covbench reads volumes
         assert np.array_equal(again.astype(bool), expected.mask), cid
@@ -117,7 +117,7 @@ def _lesion_round_trip(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pre-process a case's lesion mask as the run does, put it back with the geometry predict
     uses, write it as predict writes, and read both files raw (in the file's voxel order)."""
-    item = read_input(files.image, files.lung)
+    item = read_input(files.image, files.lung, reader=covid_ct_seg.SPEC.read_input)
     item.case.lesion = covid_ct_seg.read_case(files).lesion
     slices, geometry = preprocess_case_geometry(item.case, cfg)
     written = item.write(geometry.restore(slices.masks.astype(np.float32)) >= 0.5, out)
@@ -211,7 +211,7 @@ def test_png_prediction_reproduces_the_runs_scores_and_keeps_the_size(png_run, t
         assert written.size == Image.open(path).size and written.mode == "L"
         mask = np.asarray(written)
         assert set(np.unique(mask)) <= {0, 255}
-        item = read_input(path)
+        item = read_input(path, reader=predictor.reader)
         assert np.array_equal(mask[None] > 0, predict_case(predictor, item).mask)
         # scored in the pre-processed geometry with the ground truth: the run's own numbers
         item.case.lesion = (np.asarray(Image.open(data / "test" / "masks" / path.name)) > 0).astype(np.uint8)[

@@ -40,14 +40,23 @@ def info(
     name: Annotated[str, typer.Argument(help="dataset adapter, see `covbench data list`")],
     data_dir: Annotated[Path | None, typer.Option(help="where the dataset lies")] = None,
     skip_bad: Annotated[bool, typer.Option(help="skip bad cases with a warning instead of failing")] = False,
+    dataset_option: Annotated[
+        list[str] | None,
+        typer.Option("--dataset-option", help="KEY=VALUE for the adapter, as `covbench run` takes it"),
+    ] = None,
 ) -> None:
     """Cases, slices, lesion-slice share, sizes, spacing range and intensity range per source."""
+    from covbench import registry
+    from covbench.config import parse_dataset_options
     from covbench.datasets.info import describe
 
     try:
-        d = describe(name, data_dir, skip_bad=skip_bad)
+        options = parse_dataset_options(dataset_option or [])
+        d = describe(name, data_dir, options=options, skip_bad=skip_bad)
+        spec = registry.get_dataset(name)
     except ERRORS as exc:
         raise fail(exc) from None
+    console.print(escape(spec.title) + (f" ({escape(spec.reference)})" if spec.reference else ""))
     sizes = ", ".join(f"{h}x{w}" for h, w in d["sizes"][:6]) + (" ..." if len(d["sizes"]) > 6 else "")
     console.print(f"[bold]{escape(d['dataset'])}[/] {escape(str(d['data_dir'] or '(built in)'))}")
     share = f"lesion in {100 * d['lesion_slice_share']:.1f} % of"

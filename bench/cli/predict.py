@@ -35,7 +35,7 @@ def predict(
     try:
         with run_lock(run_dir, create=False), folder_warnings():
             predictor = load_predictor(run_dir, model, seed)
-            files = list_inputs(input, predictor.input_kind)
+            files = list_inputs(input, predictor.reader)
             seeds = ", ".join(str(m.seed) + (f"/fold {m.fold}" if m.fold else "") for m in predictor.members)
             say(f"{model}: {len(predictor.members)} trial(s) (seed {seeds}) on {predictor.device}; "
                 f"{len(files)} input(s)")  # fmt: skip

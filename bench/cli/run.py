@@ -23,7 +23,7 @@ from covbench.options import MAX_TRIALS, check_trial_count
 _CONFIG_OPTIONS = (
     "models", "seeds", "preset", "epochs", "image_size", "batch_size", "lr", "width",
     "augment", "loss", "val_fraction", "tta", "dataset", "data_dir", "split", "folds", "model_option",
-    "deterministic", "spacing", "amp", "selection",
+    "deterministic", "spacing", "amp", "dataset_option", "selection",
 )  # fmt: skip
 
 
@@ -124,6 +124,14 @@ def run(
             help="MODEL.KEY=VALUE for one model's build (repeatable), e.g. unetpp.deep_supervision=false",
         ),
     ] = None,
+    dataset_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dataset-option",
+            help="KEY=VALUE for the dataset adapter (repeatable), e.g. label=lesion, label=2, channel=0 "
+            "(nnunet; datasets/README.md)",
+        ),
+    ] = None,
     spacing: Annotated[
         str | None,
         typer.Option(
@@ -186,7 +194,13 @@ def run(
 ) -> None:
     """Train and evaluate every selected model over several seeds, then write the report."""
     from covbench import registry
-    from covbench.config import build_config, parse_model_options, parse_spacing, resolve_preset
+    from covbench.config import (
+        build_config,
+        parse_dataset_options,
+        parse_model_options,
+        parse_spacing,
+        resolve_preset,
+    )
     from covbench.interrupt import exit_code
     from covbench.lock import run_lock
     from covbench.metrics import METRICS
@@ -228,6 +242,7 @@ def run(
                 spacing=parse_spacing(spacing),
                 folds=folds,
                 model_options=parse_model_options(model_option or [], chosen),
+                dataset_options=parse_dataset_options(dataset_option or []),
                 **({"amp": amp} if amp is not None else {}),
             )
         check_trial_count(cfg, max_trials)
