@@ -38,6 +38,13 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def bench_report(session: nox.Session) -> None:
+    """Wall time and peak memory of `covbench report` at 10x5x1, 20x5x1, 50x10x5 (issue 37)."""
+    session.install("-e", ".[dev]")
+    session.run("python", "benchmarks/bench_report.py", "--figures", *session.posargs)
+
+
+@nox.session(python="3.11")
 def gpu_check(session: nox.Session) -> None:
     """On one CUDA GPU: a few `paper` epochs per reference model, images/s, memory, projected
     protocol time (`nox -s gpu_check -- --tiny` runs it on a CPU)."""

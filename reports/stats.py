@@ -86,6 +86,29 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def bootstrap_cis(
+    diffs: np.ndarray, level: float = 0.95, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """`bootstrap_ci` of every column of `diffs` (cases x pairs) at once.
+
+    The per-pair CI seeds a fresh generator with the same seed and the same number of cases, so
+    every pair of a metric resamples the same case indices: draw them once, turn them into counts
+    per case and take all resampled means as one matrix product. Equal to the per-pair CIs up to
+    floating-point rounding of the sums (about 1e-15)."""
+    d = np.asarray(diffs, dtype=float)
+    if d.ndim != 2 or d.shape[0] == 0:
+        width = d.shape[1] if d.ndim == 2 else 0
+        return np.full(width, math.nan), np.full(width, math.nan)
+    n = d.shape[0]
+    idx = np.random.default_rng(seed).integers(0, n, size=(samples, n))
+    counts = np.zeros((samples, n))
+    np.add.at(counts, (np.repeat(np.arange(samples), n), idx.ravel()), 1.0)
+    means = counts @ d / n
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(means, [tail, 100.0 - tail], axis=0)
+    return lo, hi
+
+
 def paired_matrix(per_case: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Cases x models, keeping only cases every model has a finite value for."""
     wide = per_case.pivot_table(index=["fold", "case"], columns="model", values=metric, aggfunc="mean")
@@ -135,11 +158,17 @@ def compare_models(
     if len(models) >= 3 and len(wide) >= 2:
         f_stat, f_p = _friedman(wide)
     pairs: list[PairTest] = []
-    for a, b in itertools.combinations(models, 2):
-        x, y = wide[a].to_numpy(dtype=float), wide[b].to_numpy(dtype=float)
+    combos = list(itertools.combinations(models, 2))
+    values = wide.to_numpy(dtype=float)
+    col = {m: i for i, m in enumerate(models)}
+    ia = np.array([col[a] for a, _ in combos], dtype=int)
+    ib = np.array([col[b] for _, b in combos], dtype=int)
+    los, his = bootstrap_cis(values[:, ia] - values[:, ib]) if combos else (np.array([]), np.array([]))
+    for k, (a, b) in enumerate(combos):
+        x, y = values[:, col[a]], values[:, col[b]]
         diff = x - y
         stat, p = _wilcoxon(x, y)
-        lo, hi = bootstrap_ci(diff)
+        lo, hi = float(los[k]), float(his[k])
         pairs.append(
             PairTest(
                 a,

@@ -174,3 +174,17 @@ def test_mean_ranks_average_ties_hand_computed():
     wide = paired_matrix(_per_case({"a": [0.9, 0.5], "b": [0.9, 0.7], "c": [0.1, 0.7]}), "dice")
     # case 0: a, b tie for 1-2 (1.5 each), c 3; case 1: b, c tie (1.5), a 3
     assert mean_ranks(wide, higher_is_better=True) == pytest.approx({"a": 2.25, "b": 1.5, "c": 2.25})
+
+
+def test_bootstrap_cis_of_all_pairs_equal_the_per_pair_reference():
+    """The vectorised CIs resample the same case indices as the per-pair bootstrap_ci (same seed,
+    same number of cases), so they give the same intervals up to rounding."""
+    from covbench.reports.stats import bootstrap_cis
+
+    rng = np.random.default_rng(3)
+    diffs = rng.normal(0.02, 0.1, size=(37, 6))
+    diffs[:, 2] = 0.25  # a constant column: a degenerate interval
+    lo, hi = bootstrap_cis(diffs)
+    for k in range(diffs.shape[1]):
+        assert (lo[k], hi[k]) == pytest.approx(bootstrap_ci(diffs[:, k]), rel=1e-12, abs=1e-14)
+    assert bootstrap_cis(diffs, seed=1)[0][0] != pytest.approx(lo[0], rel=1e-12)

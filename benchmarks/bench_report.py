@@ -1,0 +1,101 @@
+"""Wall time and peak memory of `covbench report` at leaderboard scale (issue 37).
+
+Builds synthetic run folders shaped like the main job's (the real folder's config.json,
+split.json, models.json, test slices, and every trial's record.json, cases.csv, epochs.csv and
+predictions.npz cloned per model x seed x fold, Dice jittered per model so verdicts differ) in a
+temporary folder, never in /work/runs, and times the real CLI in a child process.
+
+    python benchmarks/bench_report.py [--source /work/runs/main-before] [--sizes 10x5x1,20x5x1,50x10x5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT_FILES = ("config.json", "split.json", "models.json", "environment.json", "test_slices.npz")
+
+
+def build(source: Path, dest: Path, n_models: int, n_seeds: int, n_folds: int) -> Path:
+    """A run folder of n_models x n_seeds x n_folds trials cloned from `source`'s first trial."""
+    dest.mkdir(parents=True)
+    for name in ROOT_FILES:
+        if (source / name).exists():
+            shutil.copy(source / name, dest / name)
+    config = json.loads((dest / "config.json").read_text())
+    models = [f"m{i:02d}" for i in range(n_models)]
+    config.update(models=models, seeds=list(range(n_seeds)), folds=n_folds)
+    (dest / "config.json").write_text(json.dumps(config, indent=2))
+    template = sorted((source / "trials").iterdir())[0]
+    record = json.loads((template / "record.json").read_text())
+    cases = pd.read_csv(template / "cases.csv")
+    rng = np.random.default_rng(0)
+    frames = []
+    for i, model in enumerate(models):
+        shift = 0.002 * i
+        for seed in range(n_seeds):
+            for fold in range(n_folds):
+                trial = f"{model}__seed{seed}__fold{fold}"
+                out = dest / "trials" / trial
+                out.mkdir(parents=True)
+                rec = dict(record, model=model, seed=seed, fold=fold, trial=trial)
+                (out / "record.json").write_text(json.dumps(rec, indent=2))
+                shutil.copy(template / "epochs.csv", out / "epochs.csv")
+                if (template / "predictions.npz").exists():
+                    shutil.copy(template / "predictions.npz", out / "predictions.npz")
+                rows = cases.copy()
+                rows["model"], rows["seed"], rows["fold"] = model, seed, fold
+                noise = rng.normal(shift, 0.02, len(rows))
+                rows["dice"] = np.clip(rows["dice"] + noise, 0.0, 1.0)
+                rows.to_csv(out / "cases.csv", index=False)
+                frames.append(rows)
+    pd.concat(frames).to_csv(dest / "cases.csv", index=False)
+    return dest
+
+
+def measure(run_dir: Path, *extra: str) -> tuple[float, float, int]:
+    """Seconds, peak resident MiB of the child (`/usr/bin/time -v`) and its exit status."""
+    exe = Path(sys.executable).with_name("covbench")
+    cmd = ["/usr/bin/time", "-v", str(exe), "report", str(run_dir), *extra]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    peak = 0.0
+    for line in done.stderr.splitlines():
+        if "Maximum resident set size" in line:
+            peak = int(line.split()[-1]) / 1024
+    if done.returncode:
+        print(done.stderr[-2000:], file=sys.stderr)
+    return wall, peak, done.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, default=Path("/work/runs/main-before"))
+    parser.add_argument("--sizes", default="10x5x1,20x5x1,50x10x5")
+    parser.add_argument("--figures", action="store_true", help="also time the report with figures")
+    args = parser.parse_args()
+    print("models x seeds x folds | variant | wall s | peak MiB | rc")
+    with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
+        for size in args.sizes.split(","):
+            m, s, f = (int(x) for x in size.split("x"))
+            run_dir = build(args.source, Path(tmp) / size, m, s, f)
+            variants = [("--no-figures",), ("--no-figures", "--unit", "patient")]
+            if args.figures:
+                variants.append(())
+            for extra in variants:
+                wall, peak, rc = measure(run_dir, *extra)
+                print(f"{size} | {' '.join(extra) or 'figures'} | {wall:.1f} | {peak:.0f} | {rc}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
