@@ -79,11 +79,14 @@ def check_trial_count(cfg: RunConfig, max_trials: int = MAX_TRIALS) -> None:
     if max_trials < 1:
         raise CovbenchError(f"--max-trials must be positive, got {max_trials}")
     folds = n_folds(cfg.split, cfg.folds)
-    trials = len(cfg.models) * len(cfg.seeds) * folds
+    # rounds of seeds may grow to max_seeds per model: the cap holds for the largest plan
+    seeds = cfg.rounds["max_seeds"] if cfg.rounds else len(cfg.seeds)
+    option = "--max-seeds" if cfg.rounds else "--seeds"
+    trials = len(cfg.models) * seeds * folds
     if trials > max_trials:
         hours = trials / 3600  # at 1 s a trial, less than any trial takes (covbench run --dry-run times them)
         raise CovbenchError(
-            f"--max-trials {max_trials}: this run plans {trials:,} trials ({len(cfg.models)} model(s) x "
-            f"{len(cfg.seeds):,} seed(s) x {folds} fold(s)), at least {hours:,.1f} h even at 1 s a trial; "
-            f"lower --seeds, or give --max-trials {trials} to run them"
+            f"--max-trials {max_trials}: this run plans {'up to ' if cfg.rounds else ''}{trials:,} trials "
+            f"({len(cfg.models)} model(s) x {seeds:,} seed(s) x {folds} fold(s)), at least {hours:,.1f} h "
+            f"even at 1 s a trial; lower {option}, or give --max-trials {trials} to run them"
         )

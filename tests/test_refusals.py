@@ -270,4 +270,15 @@ def test_an_implausible_plan_needs_max_trials(tmp_path, monkeypatch):
     lifted = runner.invoke(app, [*args, "--max-trials", "300000", "--dry-run"])
     assert lifted.exit_code == 0, lifted.output
     assert "trials: 300000 = 3 model(s) x 100000 seed(s)" in lifted.output
+
+
+def test_the_trial_cap_holds_for_the_largest_plan_of_rounds_of_seeds(tmp_path, monkeypatch):
+    """A first round of 3 seeds is small; growing to 500 seeds per model is not."""
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--preset", "smoke", "--models", "paper", "--seeds", "3", "--max-seeds", "500"]
+    dry = runner.invoke(app, [*args, "--dry-run"])
+    line = refused(dry, "--max-trials 1000", "--max-seeds", folder=tmp_path)
+    assert "up to 1,500 trials" in line and "--max-trials 1500" in line
+    lifted = runner.invoke(app, [*args, "--max-trials", "1500", "--dry-run"])
+    assert lifted.exit_code == 0, lifted.output
     refused(runner.invoke(app, [*args, "--max-trials", "0", "--dry-run"]), "--max-trials must be positive")
