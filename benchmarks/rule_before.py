@@ -8,33 +8,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from covbench.reports.inference import Batch
-
-
-def _two_way(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(MS_seed, MS_residual) of a batch of seeds x units matrices (B, S, P), one value a cell;
-    NaN where the design has no such mean square (one seed, or one unit for the residual)."""
-    _, s, p = m.shape
-    rows, cols = m.mean(axis=2), m.mean(axis=1)
-    grand = rows.mean(axis=1)
-    nan = np.full(m.shape[0], np.nan)
-    ms_seed = p * np.var(rows, axis=1, ddof=1) if s > 1 else nan
-    if s > 1 and p > 1:
-        resid = m - rows[:, :, None] - cols[:, None, :] + grand[:, None, None]
-        ms_res = (resid**2).sum(axis=(1, 2)) / ((s - 1) * (p - 1))
-    else:
-        ms_res = nan
-    return ms_seed, ms_res
-
-
-def _satterthwaite(terms: list[tuple[np.ndarray, float]], size: int) -> np.ndarray:
-    total, denom = np.zeros(size), np.zeros(size)
-    for value, df in terms:
-        if df > 0:
-            total += value
-            denom += value * value / df
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((total > 0) & (denom > 0), total * total / denom, np.inf)
+# The mean squares and the Satterthwaite df did not change with the rule: imported, not copied.
+from covbench.reports.inference import Batch, _satterthwaite, _two_way
 
 
 def differences_before(a: np.ndarray, b: np.ndarray) -> Batch:

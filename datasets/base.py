@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+
+from covbench.errors import CovbenchError
+
+T = TypeVar("T")
 
 # The paper's lung window in HU, and the one the "window255" volumes of COVID-19-CT-Seg were
 # windowed with before being scaled to 0..255.
@@ -101,3 +107,33 @@ class InputReader:
 
     def accepts(self, path: Path) -> bool:
         return path.name.lower().endswith(self.suffixes)
+
+
+def read_cases(
+    items: Iterable[T],
+    read: Callable[[T], Case],
+    errors: list[CovbenchError],
+    *,
+    skip_bad: bool = False,
+    bad: list[str] | None = None,
+) -> Iterator[Case]:
+    """Yield `read(item)` per item. Without `skip_bad` the first whole-dataset error or bad item
+    raises (naming its file); with it, each is skipped, its message appended to `bad` (when given)
+    and all listed in one warning at the end: the one skip-bad rule every adapter follows."""
+    skipped: list[str] = [] if bad is None else bad
+    if errors and not skip_bad:
+        raise errors[0]
+    skipped.extend(str(e) for e in errors)
+    for item in items:
+        try:
+            case = read(item)
+        except CovbenchError as exc:
+            if not skip_bad:
+                raise
+            skipped.append(str(exc))
+            continue
+        yield case
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} bad case(s):\n  " + "\n  ".join(skipped), UserWarning, stacklevel=3
+        )

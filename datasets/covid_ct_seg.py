@@ -24,7 +24,6 @@ posterior, W patient right -> left (radiological display), with spacing in the s
 from __future__ import annotations
 
 import re
-import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covbench.datasets.base import Case
+from covbench.datasets.base import Case, read_cases
 from covbench.datasets.nifti import (  # re-exported: the names this module always had
     MAX_VOXELS,
     SUFFIXES,
@@ -212,23 +211,7 @@ def load(data_dir: Path, *, skip_bad: bool = False, bad: list[str] | None = None
     skipped instead, its message appended to `bad` (when given) and listed in one warning at the end.
     """
     cases, errors = find_cases(Path(data_dir))
-    skipped: list[str] = [] if bad is None else bad
-    if errors and not skip_bad:
-        raise errors[0]
-    skipped.extend(str(e) for e in errors)
-    for files in cases:
-        try:
-            case = read_case(files)
-        except CovbenchError as exc:
-            if not skip_bad:
-                raise
-            skipped.append(str(exc))
-            continue
-        yield case
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} bad case(s):\n  " + "\n  ".join(skipped), UserWarning, stacklevel=2
-        )
+    yield from read_cases(cases, read_case, errors, skip_bad=skip_bad, bad=bad)
 
 
 SPEC = DatasetSpec(

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from covbench.datasets.base import Case
+from covbench.datasets.base import Case, read_cases
 from covbench.datasets.nifti import (
     SUFFIXES,
     check_geometry,
@@ -352,24 +351,10 @@ def load_layout(
     _check_options(layout, options)
     data_dir = Path(data_dir)
     pairs, errors, labels = LAYOUTS[layout](data_dir, options)
-    skipped: list[str] = [] if bad is None else bad
-    if errors and not skip_bad:
-        raise errors[0]
-    skipped.extend(str(e) for e in errors)
     source = _source(layout, data_dir)
-    for pair in pairs:
-        try:
-            case = read_pair(pair, labels, source)
-        except CovbenchError as exc:
-            if not skip_bad:
-                raise
-            skipped.append(str(exc))
-            continue
-        yield case
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} bad case(s):\n  " + "\n  ".join(skipped), UserWarning, stacklevel=2
-        )
+    yield from read_cases(
+        pairs, lambda pair: read_pair(pair, labels, source), errors, skip_bad=skip_bad, bad=bad
+    )
 
 
 def check_before_reading(
