@@ -17,14 +17,14 @@ from covbench import registry
 from covbench.errors import CovbenchError, quote
 
 # Option values, kept here so that checking a command line does not import torch; the
-# implementations are covbench.augment and covbench.train.LOSSES (a test keeps them in step).
+# implementations are covbench.training.augment and covbench.training.loop.LOSSES (a test keeps them in step).
 AUGMENTS = ("none", "flip", "affine")
 LOSS_NAMES = ("dice", "dice_bce")
-AMP_NAMES = ("auto", "bf16", "fp16", "off")  # covbench.train.amp_choice
-# Which epoch's weights a trial evaluates (covbench.train.train_model): the best validation Dice,
-# or the final epoch's (validation still logged, for the training curves and covbench.health).
+AMP_NAMES = ("auto", "bf16", "fp16", "off")  # covbench.training.loop.amp_choice
+# Which epoch's weights a trial evaluates (covbench.training.loop.train_model): the best validation Dice,
+# or the final epoch's (validation still logged, for the training curves and covbench.training.health).
 SELECTIONS = ("best_val", "final")
-# Seconds between a trial's checkpoint writes (covbench.checkpoint explains the choice). Not part of
+# Seconds between a trial's checkpoint writes (covbench.training.checkpoint explains the choice). Not part of
 # the configuration: when a trial checkpoints does not change its results.
 DEFAULT_CHECKPOINT_SECONDS = 120.0
 # Seconds without progress after which a trial (or a model's contract check) counts as stalled and
@@ -48,10 +48,10 @@ class Preset:
     lr_schedule: str = "constant"
     phantom: dict[str, Any] = field(default_factory=dict)  # size of the built-in synthetic data
     description: str = ""
-    augment: str = "none"  # covbench.augment mode: none, flip, affine (the paper uses none)
-    loss: str = "dice"  # covbench.train.LOSSES: dice (the paper's) or dice_bce
+    augment: str = "none"  # covbench.training.augment mode: none, flip, affine (the paper uses none)
+    loss: str = "dice"  # covbench.training.loop.LOSSES: dice (the paper's) or dice_bce
     val_fraction: float | None = None  # `--val-fraction`; None = the split's own default
-    tta: bool = False  # flip test-time augmentation (covbench.train.predict)
+    tta: bool = False  # flip test-time augmentation (covbench.training.loop.predict)
     selection: str = "best_val"  # SELECTIONS: which epoch's weights are evaluated
     # Per-dataset changes: real 2D slices need more pixels and width than the coarse phantom.
     for_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -202,7 +202,7 @@ class RunConfig:
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     deterministic: bool = True
     # mixed precision asked for: "auto" (bf16 from compute capability 8.0, fp16 + GradScaler on 7.x,
-    # float32 elsewhere), "bf16", "fp16", "off"; covbench.train.amp_choice decides, config.json's
+    # float32 elsewhere), "bf16", "fp16", "off"; covbench.training.loop.amp_choice decides, config.json's
     # `_amp` and each record.json's `amp` say what it chose
     amp: str = "auto"
     compile: bool = False  # torch.compile each model (minutes of compilation per trial on a GPU)

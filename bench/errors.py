@@ -88,7 +88,7 @@ class DamagedFile(CovbenchError, ValueError):
 
 
 class RunLocked(CovbenchError):
-    """Another process holds the run folder's lock (covbench.lock). CLI exit code 2."""
+    """Another process holds the run folder's lock (covbench.folder.lock). CLI exit code 2."""
 
 
 class RunFolderWarning(UserWarning):

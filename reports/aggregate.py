@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from covbench.errors import CovbenchError, DamagedFile
-from covbench.layout import RunFolder, TrialFolder
+from covbench.folder.io import done_trials, read_json
+from covbench.folder.layout import RunFolder, TrialFolder
+from covbench.folder.record import TrialRecord
 from covbench.metrics import METRICS, empty_case, segmentation_metrics
-from covbench.store import done_trials, read_json
-from covbench.trial_record import TrialRecord
 
 CASE_KEYS = ["model", "fold", "case"]
 

@@ -1,6 +1,6 @@
 """Seeds whose training misbehaved, and the verdicts that depend on them.
 
-Every finished trial carries its training-health signals (covbench.health; record.json's `health`,
+Every finished trial carries its training-health signals (covbench.training.health; record.json's `health`,
 derived here from epochs.csv for folders written before it existed), and the training-loss
 divergence of covbench.reports.curves. A flagged seed stays in every table and verdict: nothing
 here drops it. What the report adds is a second reading of the primary metric's verdicts with the
@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from covbench.health import Health, assess
+from covbench.folder.record import TrialRecord
 from covbench.reports.curves import Curves, Divergence
 from covbench.reports.verdicts import UnitValues, verdicts
-from covbench.trial_record import TrialRecord
+from covbench.training.health import Health, assess
 
 MARK = "‡"  # the verdict table's mark of a pair whose verdict depends on flagged seeds
 

@@ -23,8 +23,9 @@ from typing import Any
 import pandas as pd
 
 from covbench.errors import CovbenchError, quote
-from covbench.layout import RunFolder
-from covbench.manifest import now_iso
+from covbench.folder.io import read_json
+from covbench.folder.layout import RunFolder
+from covbench.folder.manifest import now_iso
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports.compare import load_summary, run_folder_lock, summary_digest
 from covbench.reports.identity import (
@@ -36,7 +37,6 @@ from covbench.reports.identity import (
     short_hash,
 )
 from covbench.reports.table import column_titles, distance_unit_of
-from covbench.store import read_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS benchmarks (

@@ -25,10 +25,10 @@ from typing import Any
 
 from covbench.config import RunConfig
 from covbench.errors import CovbenchError
-from covbench.layout import RunFolder
+from covbench.folder.io import read_json
+from covbench.folder.key import FINGERPRINT_CHARS, RunKey
+from covbench.folder.layout import RunFolder
 from covbench.reports.table import distance_unit_of
-from covbench.run_key import FINGERPRINT_CHARS, RunKey
-from covbench.store import read_json
 
 #: RunConfig fields that do not make two runs different benchmarks (see the module docstring).
 EXCLUDED: frozenset[str] = frozenset({"models", "seeds", "data_dir"})

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning, quote
-from covbench.layout import RunFolder
+from covbench.folder.io import done_trials, read_csv, read_json, write_json, write_text
+from covbench.folder.layout import RunFolder
+from covbench.folder.record import TrialRecord
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports import curves as training
 from covbench.reports import health
@@ -46,8 +48,6 @@ from covbench.reports.table import (
     verdict_table,
 )
 from covbench.reports.verdicts import UnitValues, detectable_statement, unit_values, verdicts
-from covbench.store import done_trials, read_csv, read_json, write_json, write_text
-from covbench.trial_record import TrialRecord
 
 MIN_PATIENTS = 12  # below this many independent test patients, the report warns
 MIN_WILCOXON = 6  # with fewer paired cases no two-sided Wilcoxon signed-rank p can reach 0.05

@@ -196,8 +196,9 @@ def test_dry_run_starts_no_ray_reads_no_data_and_writes_nothing(tmp_path):
 
 def test_plan_packs_trials_onto_local_gpus_as_the_runner_would(monkeypatch):
     """The GPU branch on a CPU machine: one 80 GiB GPU seen by this process, 6 trials."""
-    from covbench import plan, scheduler
     from covbench.config import build_config, resolve_preset
+    from covbench.execution import dry_run as plan
+    from covbench.execution import scheduler
 
     monkeypatch.setattr(scheduler.InProcessExecutor, "resources", lambda self: {"cpus": 16.0, "gpus": 1.0})
     monkeypatch.setattr(scheduler, "free_gpu_memory", lambda: 80 * 2**30)

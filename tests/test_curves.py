@@ -11,9 +11,9 @@ import shutil
 import numpy as np
 import pytest
 
+from covbench.folder.io import done_trials
 from covbench.reports.curves import divergence, divergences, load_curves
 from covbench.reports.report import write_report
-from covbench.store import done_trials
 
 
 def test_curves_of_a_real_run_follow_its_epoch_logs_and_records(tiny_run):

@@ -1,4 +1,4 @@
-"""Training health: the signals of one epoch log (covbench.health) and what the report makes of
+"""Training health: the signals of one epoch log (covbench.training.health) and what the report makes of
 them (covbench.reports.health): flagged seeds named, verdicts re-derived without them, marked."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from covbench.health import COLLAPSE_DROP, Health, assess
+from covbench.folder.record import TrialRecord
 from covbench.reports import curves as training
 from covbench.reports import health
 from covbench.reports.table import verdict_table
 from covbench.reports.verdicts import UnitValues, verdicts
-from covbench.trial_record import TrialRecord
+from covbench.training.health import COLLAPSE_DROP, Health, assess
 
 # The main job's Res-UNet seeds 4 and 1 (`covbench run --models all --seeds 5`, cpu preset, before
 # the recipe evaluated the final weights): seed 4's best validation Dice was epoch 7's, and those

@@ -1,5 +1,5 @@
-"""The run folder's names, its key, what done means and its trial records (covbench.layout,
-covbench.run_key, covbench.store.done_for, covbench.trial_record): folders written by any covbench
+"""The run folder's names, its key, what done means and its trial records (covbench.folder.layout,
+covbench.folder.key, covbench.folder.io.done_for, covbench.folder.record): folders written by any covbench
 version must keep reading the same."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import shutil
 
 import pytest
 
-from covbench.layout import RunFolder, TrialFolder, trial_name
-from covbench.run_key import RunKey
-from covbench.store import done_for, done_trials
-from covbench.trial_record import TrialRecord
+from covbench.folder.io import done_for, done_trials
+from covbench.folder.key import RunKey
+from covbench.folder.layout import RunFolder, TrialFolder, trial_name
+from covbench.folder.record import TrialRecord
 
 # record.json as the first covbench wrote it: no timing, no checkpoint statistics, a key since gone
 OLDEST_RECORD = {
@@ -81,8 +81,8 @@ def test_done_is_a_done_record_of_the_run_key(tmp_path):
 def test_a_run_reads_config_json_once(tiny_run, tmp_path, monkeypatch):
     """The runner checks the folder with config.json and hands what it read on: a second reader
     could see another file than the check judged."""
-    from covbench import run_folder
-    from covbench.runner import execute
+    from covbench.execution.runner import execute
+    from covbench.folder import state as run_folder
 
     out = tmp_path / "run"
     shutil.copytree(tiny_run, out)

@@ -2,7 +2,7 @@
 finished, and a rerun (same command or `--resume DIR`) continues without re-training anything.
 
 Every run here goes through real Ray workers (the session's `ray_session`) on the smoke preset.
-Kills are real: the `COVBENCH_TEST_KILL_ONCE` hook (covbench.trial) SIGKILLs the worker process
+Kills are real: the `COVBENCH_TEST_KILL_ONCE` hook (covbench.training.trial) SIGKILLs the worker process
 right after it saved an epoch checkpoint.
 """
 
@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from covbench.cli import app
 from covbench.config import PRESETS, build_config
 from covbench.errors import CovbenchError
-from covbench.run_folder import check_data_key, check_run_dir
-from covbench.runner import execute
+from covbench.execution.runner import execute
+from covbench.folder.state import check_data_key, check_run_dir
 
 runner = CliRunner()
 KEY = ["model", "seed", "fold", "case"]

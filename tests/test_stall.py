@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from covbench.checks import ContractError, check_models
 from covbench.cli import app
 from covbench.config import PRESETS, build_config
-from covbench.runner import execute
-from covbench.train import TrainingDiverged, TrainOptions, train_model
+from covbench.execution.runner import execute
+from covbench.training.loop import TrainingDiverged, TrainOptions, train_model
 
 pytestmark = pytest.mark.process  # what `nox -s stress` repeats, idle and under load
 

@@ -14,8 +14,8 @@ from covbench import registry
 from covbench.cli import app
 from covbench.config import PRESETS, build_config
 from covbench.errors import CovbenchError
-from covbench.manifest import code_versions
-from covbench.run_folder import check_run_dir, config_record
+from covbench.folder.manifest import code_versions
+from covbench.folder.state import check_run_dir, config_record
 
 runner = CliRunner()
 COVBENCH = version("covbench")

@@ -1,4 +1,4 @@
-"""`covbench run`: options in, `covbench.config.build_config` and `covbench.runner.execute` called,
+"""`covbench run`: options in, `covbench.config.build_config` and `covbench.execution.runner.execute` called,
 progress and the report printed."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from covbench.cli.progress import RunProgress
 from covbench.cli.reports import print_report
 from covbench.config import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_STALL_SECONDS, RunConfig
 from covbench.errors import CovbenchError, RunFailed, quote
-from covbench.options import MAX_TRIALS, check_trial_count
+from covbench.execution.options import MAX_TRIALS, check_trial_count
 
 # Options that decide a run's numbers: `--resume DIR` takes them from DIR/config.json instead.
 _CONFIG_OPTIONS = (
@@ -210,13 +210,13 @@ def run(
         parse_spacing,
         resolve_preset,
     )
-    from covbench.interrupt import exit_code
-    from covbench.lock import run_lock
+    from covbench.execution.interrupt import exit_code
+    from covbench.execution.runner import execute, resume_config
+    from covbench.execution.tracking import check_tracker, open_tracker
+    from covbench.folder.lock import run_lock
+    from covbench.folder.state import check_out_folder, claim_run_dir
+    from covbench.folder.storage import Storage
     from covbench.metrics import METRICS
-    from covbench.run_folder import check_out_folder, claim_run_dir
-    from covbench.runner import execute, resume_config
-    from covbench.storage import Storage
-    from covbench.tracking import check_tracker, open_tracker
 
     try:
         if primary is not None and primary not in METRICS:
@@ -310,7 +310,7 @@ def run(
             )
     except ERRORS as exc:
         raise fail(blame_file(ctx, exc)) from None
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (covbench.interrupt)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (covbench.execution.interrupt)
         stopped = getattr(exc, "name", "SIGINT")
         err_console.print(
             f"interrupted ({stopped}): finished trials are kept; run the same command again to resume",
@@ -326,8 +326,8 @@ def _dry_run(ctx: typer.Context, cfg: RunConfig, run_dir: Path | None) -> None:
     the plan on stdout; no Ray, no training, no file written."""
     from covbench.cli.config_file import resolved_options, to_yaml
     from covbench.cli.dry_run import print_dry_run
-    from covbench.plan import plan_run
-    from covbench.tracking import tracking_note
+    from covbench.execution.dry_run import plan_run
+    from covbench.execution.tracking import tracking_note
 
     p = {name: ctx.params[name] for name in inspect.signature(run).parameters if name in ctx.params}
     plan = plan_run(

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from covbench.scheduler import choose_gpus_per_trial
+from covbench.execution.scheduler import choose_gpus_per_trial
 
 # Not measured yet: `scripts/gpu_check.py --concurrent 1,2,4` says where the gain of packing stops.
 MAX_TRIALS_PER_GPU = 4

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from covbench.errors import CovbenchError, quote
-from covbench.layout import RunFolder
+from covbench.folder.layout import RunFolder
 
 TRACKERS = ("none", "mlflow")
 EXPERIMENT = "covbench"
@@ -172,8 +172,8 @@ class MlflowTracker:
         return self.client.create_experiment(name, artifact_location=location)
 
     def _start(self) -> None:
-        from covbench.run_folder import read_config
-        from covbench.store import done_trials
+        from covbench.folder.io import done_trials
+        from covbench.folder.state import read_config
 
         if self.local:
             RunFolder(self.run_dir).mlflow.mkdir(exist_ok=True)

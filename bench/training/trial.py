@@ -4,7 +4,7 @@ A trial is a plain function of (TrialSpec, TrialData) so the scheduler can run i
 worker or in-process. It never writes into the run folder: everything the report needs (the
 record, the per-case rows, the epoch log, the compressed test predictions) returns by value with
 its result, and the driver writes it. The only thing a trial writes is its resumable state
-(covbench.checkpoint), to the run's storage: the trial's folder by default, or object storage
+(covbench.training.checkpoint), to the run's storage: the trial's folder by default, or object storage
 (`--storage`) on a cluster whose nodes share no disk.
 """
 
@@ -23,16 +23,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from covbench import heartbeat, registry
-from covbench.checkpoint import WEIGHTS, Checkpointer, CheckpointPolicy, LoadOutcome
+from covbench import registry
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
 from covbench.faults import FaultHooks
-from covbench.health import assess
-from covbench.layout import TRIALS
+from covbench.folder.layout import TRIALS, WEIGHTS
+from covbench.folder.storage import Storage
 from covbench.metrics import batch_metrics, empty_case
-from covbench.storage import Storage
-from covbench.train import Best, EpochEnd, TrainOptions, amp_choice, predict, seed_everything, train_model
+from covbench.training import heartbeat
+from covbench.training.checkpoint import Checkpointer, CheckpointPolicy, LoadOutcome
+from covbench.training.health import assess
+from covbench.training.loop import (
+    Best,
+    EpochEnd,
+    TrainOptions,
+    amp_choice,
+    predict,
+    seed_everything,
+    train_model,
+)
 
 
 @dataclass(frozen=True)
@@ -159,7 +168,7 @@ def _train(
         options,
         device,
         on_epoch=on_epoch,
-        on_step=heartbeat.beat,  # progress for the driver's stall watch (covbench.heartbeat)
+        on_step=heartbeat.beat,  # progress for the driver's stall watch (covbench.training.heartbeat)
         resume=loaded.resume,
     )
     best = Best(result.best_val_dice, result.best_epoch, result.best_state)
@@ -278,7 +287,7 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
         "n_train": len(data.train),
         "n_val": len(data.val),
         "n_test": len(data.test),
-        # training-health signals of the epoch log (covbench.health): an early selected epoch, a
+        # training-health signals of the epoch log (covbench.training.health): an early selected epoch, a
         # validation collapse, loss spikes; the report names flagged seeds and what they change
         "health": assess(trained.epochs, options.epochs, trained.best.epoch).to_dict(),
     }

@@ -31,11 +31,11 @@ from covbench.config import RunConfig
 from covbench.datasets.prepare import find_cached
 from covbench.datasets.splits import n_folds
 from covbench.errors import DamagedFile
-from covbench.layout import RunFolder, trial_name
-from covbench.packing import Packing, largest_trial_memory, plan_packing
-from covbench.run_folder import check_stored, read_config
-from covbench.run_key import FINGERPRINT_CHARS, RunKey
-from covbench.store import done_for, read_json
+from covbench.execution.packing import Packing, largest_trial_memory, plan_packing
+from covbench.folder.io import done_for, read_json
+from covbench.folder.key import FINGERPRINT_CHARS, RunKey
+from covbench.folder.layout import RunFolder, trial_name
+from covbench.folder.state import check_stored, read_config
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def _folder(cfg: RunConfig, run_dir: Path | None, allow_version_change: bool) ->
     except DamagedFile as exc:
         return f"{run_dir}: {exc}; the run sets it aside if every finished trial there matches", {}
     if stored is not None:
-        from covbench.manifest import code_versions
+        from covbench.folder.manifest import code_versions
 
         check_stored(run_dir, cfg, stored, code_versions(cfg.models), allow_version_change)
     done = _finished_records(run_dir, cfg.key())
@@ -143,7 +143,7 @@ def _check_split(cfg: RunConfig, meta: dict[str, Any] | None, cache: Path | None
 
     from covbench.datasets.prepare import load_slices
     from covbench.datasets.splits import kfold_split, patient_split
-    from covbench.runner import split_folds
+    from covbench.execution.runner import split_folds
 
     if meta is not None and cache is not None and (cache / "meta.json").is_file():
         with warnings.catch_warnings():  # the paper split's leak warning: the run shows it
@@ -169,7 +169,7 @@ def _check_split(cfg: RunConfig, meta: dict[str, Any] | None, cache: Path | None
 def _data(cfg: RunConfig) -> tuple[str, dict[str, Any] | None, str | None]:
     from covbench.datasets.base import default_cache_root
     from covbench.datasets.prepare import cache_key
-    from covbench.runner import data_request
+    from covbench.execution.runner import data_request
 
     spec, options, pre = data_request(cfg)
     data_dir = spec.check_data_dir(cfg.data_dir)  # the run's own refusal of a missing folder
@@ -194,8 +194,8 @@ def _data(cfg: RunConfig) -> tuple[str, dict[str, Any] | None, str | None]:
 
 def _largest_plan(cfg: RunConfig, done: dict[str, dict[str, Any]], folds: int, slots: int | None) -> str:
     """Rounds of seeds (`--max-seeds`): the plan above is the first round; the most the run can
-    train is every model to max seeds (covbench.rounds.largest_plan), timed as the plan is."""
-    from covbench.rounds import largest_plan
+    train is every model to max seeds (covbench.execution.rounds.largest_plan), timed as the plan is."""
+    from covbench.execution.rounds import largest_plan
 
     trials = [PlannedTrial(m, s, f, trial_name(m, s, f) in done) for m, s, f in largest_plan(cfg)]
     pending = [t for t in trials if not t.done]
@@ -228,10 +228,10 @@ def plan_run(
     allow_version_change: bool = False,
     stall_timeout: float = 0.0,
 ) -> RunPlan:
-    """The plan of `covbench.runner.execute(cfg, run_dir, ...)` with the same options; raises the
+    """The plan of `covbench.execution.runner.execute(cfg, run_dir, ...)` with the same options; raises the
     CovbenchError the run would raise before its first trial."""
-    from covbench.options import ExecutionOptions
-    from covbench.scheduler import InProcessExecutor, Resources, free_gpu_memory, slots
+    from covbench.execution.options import ExecutionOptions
+    from covbench.execution.scheduler import InProcessExecutor, Resources, free_gpu_memory, slots
 
     ExecutionOptions(
         address=address, debug=debug, cpus_per_trial=cpus_per_trial, max_retries=max_retries,

@@ -34,16 +34,16 @@ import torch
 from torch import nn
 
 from covbench import registry
-from covbench.checkpoint import WEIGHTS
 from covbench.config import RunConfig
 from covbench.datasets import covid_ct_seg, nifti
 from covbench.datasets.base import InputReader, PredictionInput
 from covbench.datasets.preprocess import PreprocessConfig, SliceGeometry, preprocess_case_geometry
 from covbench.errors import CovbenchError, DamagedFile
-from covbench.run_folder import read_config
-from covbench.storage import Storage
-from covbench.store import done_trials
-from covbench.train import TrainOptions, predict
+from covbench.folder.io import done_trials
+from covbench.folder.layout import WEIGHTS
+from covbench.folder.state import read_config
+from covbench.folder.storage import Storage
+from covbench.training.loop import TrainOptions, predict
 
 
 def input_kind(path: Path) -> str | None:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from covbench.augment import apply_augment, augment_mode, draw_augment
+from covbench.training.augment import apply_augment, augment_mode, draw_augment
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 RESIDENT_FRACTION = 0.5  # data goes to the GPU once when it takes at most this share of free memory
@@ -278,7 +278,7 @@ class TrainOptions:
     `fits_on_device`; otherwise each batch is copied from the host), `compile` (off by default: it
     costs minutes of compilation per model; a string names the backend, e.g. "eager" in tests),
     `eval_batch_size` (one size for validation and test prediction: 2x the batch on a CPU, 4x on a
-    GPU). `augment` is a mode of covbench.augment (`True` = "flip"); `loss` a name in LOSSES.
+    GPU). `augment` is a mode of covbench.training.augment (`True` = "flip"); `loss` a name in LOSSES.
     """
 
     epochs: int
@@ -333,7 +333,7 @@ class Best:
 @dataclass
 class ResumeFrom:
     """Where a resumed trial continues; the model's own weights are loaded before (by
-    covbench.checkpoint.Checkpointer.load)."""
+    covbench.training.checkpoint.Checkpointer.load)."""
 
     epoch: int
     optimizer_state: dict[str, Any]

@@ -1,6 +1,6 @@
 """The run folder's file I/O: the only interface between compute and reporting.
 
-What the folder holds and under which names is covbench.layout's; what "done" means for a trial is
+What the folder holds and under which names is covbench.folder.layout's; what "done" means for a trial is
 `done_for`, here, for every reader.
 
 Every file is written atomically and durably (unique temp file, fsync, rename, fsync of the
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from covbench.errors import DamagedFile, RunFolderWarning
-from covbench.layout import RunFolder, TrialFolder
+from covbench.folder.layout import RunFolder, TrialFolder
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -214,7 +214,7 @@ def done_for(record: Mapping[str, Any] | None, key: str | None) -> bool:
 
 def done_trials(run_dir: Path, key: str | None) -> list[tuple[Path, dict]]:
     """(trial folder, record) of the done trials of configuration `key` (of any when None), in
-    name order; a damaged record is set aside with a warning (covbench.store.read_record)."""
+    name order; a damaged record is set aside with a warning (covbench.folder.io.read_record)."""
     out = []
     for trial in RunFolder(run_dir).trials():
         record = read_record(trial.path)

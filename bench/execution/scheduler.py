@@ -23,7 +23,7 @@ attempt is seen as one. Nothing is read from files on the worker: a cluster whos
 disk shows the same thing as one machine.
 
 How a stalled trial ends: while the attempt runs, the trial sends a beat to the board at every step
-of progress (covbench.heartbeat, at most once a second). `as_completed(stall_timeout=S)` ends an
+of progress (covbench.training.heartbeat, at most once a second). `as_completed(stall_timeout=S)` ends an
 attempt whose beat count has not changed for S seconds, by the driver's clock: its task is
 cancelled with force (Ray kills the worker process; a cancelled task is not retried) and it comes
 back as failed with the reason "stalled". An attempt whose worker died on this host (pid gone) is
@@ -54,8 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from covbench import heartbeat as beats
 from covbench.errors import CovbenchError
+from covbench.training import heartbeat as beats
 
 STALLED = "stalled"  # Finished.reason of an attempt ended by the stall watch
 

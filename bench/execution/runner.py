@@ -1,7 +1,7 @@
 """`covbench run`: prepare the data once, fan trials out, collect results into the run folder.
 
-One trial per (model, seed, fold), skipping those the run folder already has (covbench.run_folder
-decides what is done and whether the folder fits this run). Trials share GPUs as covbench.packing
+One trial per (model, seed, fold), skipping those the run folder already has (covbench.folder.state
+decides what is done and whether the folder fits this run). Trials share GPUs as covbench.execution.packing
 decides, unless `--gpus-per-trial` says otherwise; each finished trial is recorded as it arrives.
 """
 
@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from covbench import registry
-from covbench.checkpoint import CheckpointPolicy
 from covbench.checks import check_config, models_record
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
@@ -31,16 +30,29 @@ from covbench.datasets.prepare import Prepared, prepare_slices
 from covbench.datasets.preprocess import PreprocessConfig
 from covbench.datasets.splits import make_splits, split_indices
 from covbench.errors import CovbenchError, RunFolderWarning
-from covbench.executor import Executor
+from covbench.execution.executor import Executor
+from covbench.execution.interrupt import received, trap_signals
+from covbench.execution.options import ExecutionOptions
+from covbench.execution.packing import Packing, largest_trial_memory, plan_packing
+from covbench.execution.rounds import Rounds
+from covbench.execution.scheduler import (
+    Finished,
+    InProcessExecutor,
+    RayExecutor,
+    Resources,
+    slots,
+)
 from covbench.faults import FaultHooks
-from covbench.interrupt import received, trap_signals
-from covbench.layout import RunFolder, TrialFolder
-from covbench.lock import run_lock
-from covbench.manifest import code_versions, environment_manifest, now_iso
-from covbench.options import ExecutionOptions
-from covbench.packing import Packing, largest_trial_memory, plan_packing
-from covbench.rounds import Rounds
-from covbench.run_folder import (
+from covbench.folder.io import (
+    write_bytes,
+    write_csv,
+    write_json,
+)
+from covbench.folder.key import RunKey
+from covbench.folder.layout import RunFolder, TrialFolder
+from covbench.folder.lock import run_lock
+from covbench.folder.manifest import code_versions, environment_manifest, now_iso
+from covbench.folder.state import (
     check_data_key,
     check_out_folder,
     check_run_dir,
@@ -54,21 +66,10 @@ from covbench.run_folder import (
     trial_index,
     write_test_slices,
 )
-from covbench.run_key import RunKey
-from covbench.scheduler import (
-    Finished,
-    InProcessExecutor,
-    RayExecutor,
-    Resources,
-    slots,
-)
-from covbench.storage import Storage
-from covbench.store import (
-    write_bytes,
-    write_csv,
-    write_json,
-)
-from covbench.trial import TrialResult, TrialSpec, run_fold_trial
+from covbench.folder.storage import Storage
+from covbench.training.checkpoint import CheckpointPolicy
+from covbench.training.loop import local_amp
+from covbench.training.trial import TrialResult, TrialSpec, run_fold_trial
 
 
 @dataclass
@@ -222,11 +223,11 @@ def execute(
 ) -> RunOutcome:
     """Run every (model, seed, fold) trial not already done in `run_dir`, as `options` (or the
     ExecutionOptions fields given as keywords) say, holding the folder's lock throughout
-    (covbench.lock): a second run, resume or report on the folder stops at once, and the
+    (covbench.folder.lock): a second run, resume or report on the folder stops at once, and the
     configuration check and config.json have a single writer. With a storage, its prefix is held
     too (`Storage.lock`).
 
-    SIGINT and SIGTERM stop the run cleanly (covbench.interrupt): what finished is recorded, the
+    SIGINT and SIGTERM stop the run cleanly (covbench.execution.interrupt): what finished is recorded, the
     rest is cancelled, environment.json says "interrupted", and `Interrupted` is raised."""
     opts = replace(options or ExecutionOptions(), **settings)
     checkpoint = opts.validate(cfg)  # before anything is written or reached over the network
@@ -292,7 +293,7 @@ def _failure_reason(f: Finished) -> str:
 
 def _stop_reason(exc: BaseException) -> str:
     """The signal's name for an interrupt (Ray may have replaced our exception by a plain
-    KeyboardInterrupt; covbench.interrupt still knows), else the error."""
+    KeyboardInterrupt; covbench.execution.interrupt still knows), else the error."""
     if isinstance(exc, KeyboardInterrupt):
         return getattr(exc, "name", None) or received() or "SIGINT"
     return f"{type(exc).__name__}: {exc}"[:300]
@@ -404,7 +405,9 @@ def _launch(
     """Write what the run is (configuration, models, split, test slices, manifest), then submit
     every pending trial."""
     data, parts, folder = plan.data, plan.parts, RunFolder(run_dir)
-    write_json(folder.config, config_record(run_dir, cfg, plan.key, plan.versions, plan.stored))
+    write_json(
+        folder.config, config_record(run_dir, cfg, plan.key, plan.versions, plan.stored, local_amp(cfg.amp))
+    )
     write_json(folder.models, models_record(plan.checks))  # params, FLOPs, memory per model
     # the unit of ASSD / HD95 / the NSD tolerance travels with the split: the report reads it there
     split_record = {**split_manifest(cfg, data.folds), "distance_unit": data.distance_unit}
@@ -489,7 +492,7 @@ def _pending_trials(
     trials: list[tuple[str, int, int]] | None = None,
 ) -> list[tuple[str, int, int]]:
     """(model, seed, fold) of every trial still to run, seeds first; done ones go to `skipped`.
-    `trials`: a round's (covbench.rounds), else every seed of the configuration."""
+    `trials`: a round's (covbench.execution.rounds), else every seed of the configuration."""
     if trials is None:
         trials = [(m, s, f) for s in cfg.seeds for f in range(len(parts)) for m in cfg.models]
     todo = []
@@ -538,7 +541,7 @@ def _plan_packing(
     n_trials: int,
 ) -> Packing:
     """GPUs per trial: `--gpus-per-trial` if given, else as many trials per GPU as fit and pay
-    (covbench.packing), from the contract check's memory figures and the GPU's free memory."""
+    (covbench.execution.packing), from the contract check's memory figures and the GPU's free memory."""
     resident = max((len(p["train"]) + len(p["val"]) for p in parts), default=0)
     trial_memory = largest_trial_memory(checks.values(), resident, cfg.image_size)
     probe = requested is None and 1 <= resources["gpus"] < n_trials  # packing could pay

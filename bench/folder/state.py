@@ -1,11 +1,12 @@
 """The run folder's state: whether its configuration, code versions and data match this run,
 which trials are finished with results that read back, and what the finished ones hold.
 
-`covbench.runner` asks these questions before and after it runs trials; `covbench.layout` names
-the files, `covbench.store` does the file I/O (atomic, durable writes; damaged files set aside). A
+`covbench.execution.runner` asks these questions before and after it runs trials;
+`covbench.folder.layout` names the files, `covbench.folder.io` does the file I/O (atomic, durable
+writes; damaged files set aside). A
 trial whose `record.json` carries the run's key and whose results read back is done; one with
 `checkpoint.pt` continues from it, one with `weights.pt` is only evaluated again
-(covbench.checkpoint); a folder whose configuration or data differ is refused.
+(covbench.training.checkpoint); a folder whose configuration or data differ is refused.
 """
 
 from __future__ import annotations
@@ -18,15 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from covbench.checkpoint import WEIGHTS
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
-from covbench.layout import LOCK_NAME, MARKER, RunFolder, TrialFolder
-from covbench.manifest import now_iso
-from covbench.paths import folder_problem
-from covbench.run_key import RunKey
-from covbench.store import (
+from covbench.folder.io import (
     atomic_path,
     done_for,
     done_trials,
@@ -38,8 +34,11 @@ from covbench.store import (
     set_aside,
     write_json,
 )
-from covbench.train import local_amp
-from covbench.trial_record import TrialRecord
+from covbench.folder.key import RunKey
+from covbench.folder.layout import MARKER, RUN_LOCK, WEIGHTS, RunFolder, TrialFolder
+from covbench.folder.manifest import now_iso
+from covbench.folder.record import TrialRecord
+from covbench.paths import folder_problem
 
 CASE_COLUMNS = ("model", "seed", "fold", "case")  # one row per (model, seed, fold, case)
 
@@ -68,7 +67,7 @@ def check_out_folder(run_dir: Path) -> None:
         return
     if problem:
         raise CovbenchError(f"--out {run_dir} {problem}; name a new or empty folder")
-    entries = set(os.listdir(run_dir)) - {LOCK_NAME}
+    entries = set(os.listdir(run_dir)) - {RUN_LOCK}
     if not entries or MARKER in entries or _older_run_folder(Path(run_dir)):
         return
     shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
@@ -138,7 +137,7 @@ def check_run_dir(
     allow_version_change: bool = False,
 ) -> dict[str, Any]:
     """Refuse to mix results of two different configurations, or of two code versions (see
-    `check_versions`), in one folder. Call it holding the folder's lock (covbench.lock).
+    `check_versions`), in one folder. Call it holding the folder's lock (covbench.folder.lock).
 
     Returns config.json as stored ({} when there is none, or a damaged one was set aside): the
     runner hands it on (`check_data_key`, `config_record`) instead of reading the file again."""
@@ -211,7 +210,12 @@ def stored_config(run_dir: Path) -> dict[str, Any]:
 
 
 def config_record(
-    run_dir: Path, cfg: RunConfig, key: str, versions: dict[str, str], stored: dict[str, Any] | None = None
+    run_dir: Path,
+    cfg: RunConfig,
+    key: str,
+    versions: dict[str, str],
+    stored: dict[str, Any] | None = None,
+    amp: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """What config.json holds: the configuration, its key, the code versions, and every allowed
     version change the folder went through (the report lists them). `stored`: config.json as
@@ -228,7 +232,7 @@ def config_record(
             }
         )
     # `_amp`: what "auto" meant on this machine; outside the key, which keeps what was asked for
-    record = {**cfg.to_dict(), "_key": key, "_versions": versions, "_amp": local_amp(cfg.amp)}
+    record = {**cfg.to_dict(), "_key": key, "_versions": versions, "_amp": amp}
     if history:
         record["_version_changes"] = history
     return record
