@@ -41,10 +41,10 @@ from covbench.reports.inference import (
     UNDECIDED,
     Design,
     Difference,
-    difference,
     estimate_design,
     holm,
-    p_superior,
+    p_equivalences,
+    pair_differences,
 )
 from covbench.reports.inference import verdict as decide
 
@@ -80,6 +80,18 @@ class UnitValues:
         f = self.frame[self.frame["model"] == model]
         wide = f.pivot_table(index="seed", columns="unit", values=metric, aggfunc="mean")
         return wide.reindex(columns=units).to_numpy(dtype=float)
+
+    def matrices(self, metric: str, units: list[str]) -> dict[str, np.ndarray]:
+        """`matrix` of every model from one pivot (a report's metric at 50 models: one pivot, not 50)."""
+        wide = self.frame.pivot_table(index=["model", "seed"], columns="unit", values=metric, aggfunc="mean")
+        wide = wide.reindex(columns=units)
+        values = wide.to_numpy(dtype=float)
+        names = wide.index.get_level_values("model").astype(str).to_numpy()
+        out = {}
+        for model in self.models:
+            rows = np.flatnonzero(names == model)  # seeds in order: the pivot's index is sorted
+            out[model] = values[rows] if rows.size else np.empty((0, len(units)))
+        return out
 
     def to_json(self) -> dict:
         """{"unit", "values": {model: {metric: {seed: {unit: value}}}}}: what `compare` pairs."""
@@ -153,8 +165,14 @@ def clustering(diff: np.ndarray, groups: np.ndarray) -> Clustering | None:
     Cochran), or None with fewer than 2 groups or no group of 2."""
     diff, groups = np.asarray(diff, float), np.asarray(groups)
     labels, inverse = np.unique(groups, return_inverse=True)
-    g, n = labels.size, diff.size
-    sizes = np.bincount(inverse)
+    return _clustering_coded(diff, inverse.ravel(), labels.size)
+
+
+def _clustering_coded(diff: np.ndarray, inverse: np.ndarray, g: int) -> Clustering | None:
+    """`clustering` with the groups already coded 0..g-1 (in sorted label order): what a report
+    with many pairs calls once per pair after coding the patients once per metric."""
+    n = diff.size
+    sizes = np.bincount(inverse, minlength=g)
     if g < 2 or n <= g:
         return None
     means = np.bincount(inverse, weights=diff) / sizes
@@ -240,16 +258,15 @@ def verdicts(
     raw: dict[str, tuple[list[str], dict[str, np.ndarray], list]] = {}
     for metric in metrics:
         units = uv.units_of(metric)
-        mats = {m: uv.matrix(m, metric, units) for m in models} if units else {}
-        diffs = []
-        for a, b in itertools.combinations(models, 2):
-            if not units or np.isnan(mats[a]).any() or np.isnan(mats[b]).any():
-                continue  # a seed without some unit: a failed or partial trial; the pair is not tested
-            diffs.append((a, b, difference(mats[a], mats[b])))
-        raw[metric] = (units, mats, diffs)
+        mats = uv.matrices(metric, units) if units else {}
+        complete = {m for m in mats if not np.isnan(mats[m]).any()}
+        # a seed without some unit (a failed or partial trial): the pair is not tested
+        combos = [(a, b) for a, b in itertools.combinations(models, 2) if a in complete and b in complete]
+        raw[metric] = (units, mats, list(zip(combos, _batched_differences(mats, combos), strict=True)))
     secondary = [m for m in metrics if m != primary]
-    p_sec = [d.p_value for m in secondary for _, _, d in raw[m][2]]
-    eq_sec = [d.p_equivalence(ROPE.get(m, 0.0)) for m in secondary for _, _, d in raw[m][2]]
+    equivalence = {m: p_equivalences([d for _, d in raw[m][2]], ROPE.get(m, 0.0)).tolist() for m in metrics}
+    p_sec = [d.p_value for m in secondary for _, d in raw[m][2]]
+    eq_sec = [p for m in secondary for p in equivalence[m]]
     adj_sec, adj_eq_sec = iter(holm(p_sec)), iter(holm(eq_sec))
     n_secondary = len(p_sec)
     out: dict[str, MetricVerdicts] = {}
@@ -257,29 +274,34 @@ def verdicts(
         units, mats, diffs = raw[metric]
         hib = HIGHER_IS_BETTER[metric]
         rope = ROPE.get(metric, 0.0)
+        p_eq = equivalence[metric]
         if metric == primary:
-            adj = holm([d.p_value for _, _, d in diffs])
-            adj_eq = holm([d.p_equivalence(rope) for _, _, d in diffs])
+            adj = holm([d.p_value for _, d in diffs])
+            adj_eq = holm(p_eq)
             family = f"primary metric: Holm over its {len(diffs)} pair(s)"
         else:
             adj = [next(adj_sec) for _ in diffs]
             adj_eq = [next(adj_eq_sec) for _ in diffs]
             family = f"secondary metric: Holm over all {n_secondary} secondary pair-metric tests"
         slices = _slice_table(slice_rows, metric) if uv.grouped else None  # once per metric
+        combos = [pair for pair, _ in diffs]
+        clusters = _pair_clusterings(slices, combos)
+        seed_wins = _p_superiors(mats, combos, hib)
+        detect = [d.detectable(alpha=alpha) for _, d in diffs]
         pairs = []
-        for (a, b, d), pa, pe in zip(diffs, adj, adj_eq, strict=True):
+        for k, ((a, b), d) in enumerate(diffs):
+            pa, pe = adj[k], adj_eq[k]
             oriented = _oriented(d.estimate, hib)
             word = _word(decide(oriented, pa, pe, alpha), a, b)
             if not (d.components.unit_estimable and d.components.seed_estimable):
                 word = UNDECIDED  # one test unit or one seed a model: nothing generalises beyond them
             why = undecided_reason(d, word, a, b)
-            p_seed = p_superior(mats[a], mats[b]) if hib else p_superior(-mats[a], -mats[b])
             pairs.append(
                 PairVerdict(
                     a, b, d.estimate, d.ci_low, d.ci_high, d.se, d.df, d.p_value, pa,
-                    d.p_equivalence(rope), pe, rope, word, p_seed, d.detectable(alpha=alpha),
+                    p_eq[k], pe, rope, word, seed_wins[k], detect[k],
                     d.n_units, d.n_seeds_a, d.n_seeds_b, d.components.seed_estimable,
-                    _pair_clustering(slices, a, b), d.components.seed_df, why,
+                    clusters[k], d.components.seed_df, why,
                 )
             )  # fmt: skip
         means = {m: float(np.nanmean(mats[m])) for m in mats if np.isfinite(mats[m]).any()}
@@ -287,11 +309,12 @@ def verdicts(
         if len(means) >= 2:
             best = (max if hib else min)(sorted(means), key=lambda m: means[m])
         marks = {}
+        by_pair = {frozenset((p.a, p.b)): p for p in pairs}
         for m in means:
             if m == best:
                 marks[m] = "best"
                 continue
-            p = next((p for p in pairs if {p.a, p.b} == {m, best}), None)
+            p = by_pair.get(frozenset((m, best)))
             if p is None:
                 marks[m] = "untested"
             elif p.verdict == EQUIVALENT:
@@ -351,6 +374,61 @@ def _pair_clustering(wide: pd.DataFrame | None, a: str, b: str) -> dict | None:
     pair = wide[[a, b]].dropna()
     c = clustering((pair[a] - pair[b]).to_numpy(), pair.index.get_level_values("patient").astype(str))
     return asdict(c) if c else None
+
+
+def _pair_clusterings(wide: pd.DataFrame | None, combos: list[tuple[str, str]]) -> list[dict | None]:
+    """`_pair_clustering` of every pair, the table turned into arrays and the patients coded once
+    (the same numbers: each pair still drops the slices either model lacks)."""
+    if wide is None:
+        return [None] * len(combos)
+    col = {str(m): i for i, m in enumerate(wide.columns)}
+    values = wide.to_numpy(dtype=float)
+    finite = ~np.isnan(values)
+    labels, inverse = np.unique(wide.index.get_level_values("patient").astype(str), return_inverse=True)
+    inverse = inverse.ravel()
+    out: list[dict | None] = []
+    for a, b in combos:
+        if a not in col or b not in col:
+            out.append(None)
+            continue
+        i, j = col[a], col[b]
+        keep = finite[:, i] & finite[:, j]
+        if keep.all():
+            c = _clustering_coded(values[:, i] - values[:, j], inverse, labels.size)
+        else:
+            codes, sub = np.unique(inverse[keep], return_inverse=True)
+            c = _clustering_coded(values[keep, i] - values[keep, j], sub.ravel(), codes.size)
+        out.append(asdict(c) if c else None)
+    return out
+
+
+def _batched_differences(mats: dict[str, np.ndarray], combos: list[tuple[str, str]]) -> list[Difference]:
+    """`difference(mats[a], mats[b])` of every pair, one `pair_differences` call per seed-count
+    design (a batch per (S_a, S_b); usually a single one)."""
+    out: list[Difference | None] = [None] * len(combos)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k, (a, b) in enumerate(combos):
+        groups.setdefault((mats[a].shape[0], mats[b].shape[0]), []).append(k)
+    for ks in groups.values():
+        a = np.stack([mats[combos[k][0]] for k in ks])
+        b = np.stack([mats[combos[k][1]] for k in ks])
+        for k, d in zip(ks, pair_differences(a, b), strict=True):
+            out[k] = d
+    return out  # type: ignore[return-value]
+
+
+def _p_superiors(
+    mats: dict[str, np.ndarray], combos: list[tuple[str, str]], higher_is_better: bool
+) -> list[float]:
+    """`p_superior` of every pair in the metric's direction, from each model's seed means once."""
+    sign = 1.0 if higher_is_better else -1.0
+    means = {m: (sign * v).mean(axis=1) for m, v in mats.items()}
+    out = []
+    for a, b in combos:
+        ra, rb = means[a], means[b]
+        wins = (ra[:, None] > rb[None, :]).sum() + 0.5 * (ra[:, None] == rb[None, :]).sum()
+        out.append(float(wins / (ra.size * rb.size)))
+    return out
 
 
 def rank_uncertainty(
