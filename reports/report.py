@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning, quote
-from covbench.folder.io import done_trials, read_csv, read_json, write_json, write_text
+from covbench.folder.io import done_trials, read_csv, read_json, write_text
 from covbench.folder.layout import RunFolder
 from covbench.folder.record import TrialRecord
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
@@ -32,6 +32,7 @@ from covbench.reports.aggregate import (
     summarize,
 )
 from covbench.reports.inference import PRIMARY, ROPE
+from covbench.reports.json_text import write_summary
 from covbench.reports.rounds import apply_rounds, read_rounds, rounds_markdown
 from covbench.reports.stats import ALPHA, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, MetricTests, compare_models
 from covbench.reports.table import (
@@ -415,7 +416,7 @@ def write_report(
     if figure_list:
         lines += ["## Figures", ""] + [f"![{c}]({p.relative_to(run_dir).as_posix()})" for p, c in figure_list]
     markdown = "\n".join(lines) + "\n"
-    write_json(RunFolder(run_dir).summary_of(sfx), summary)
+    write_summary(RunFolder(run_dir).summary_of(sfx), summary)  # write_json's bytes, faster
     paths.append(RunFolder(run_dir).summary_of(sfx))
     put(f"table{sfx}.md", to_markdown(table))
     put(f"table{sfx}.tex", to_latex(table, label=f"tab:covbench-{unit}"))
@@ -458,12 +459,17 @@ def _per_case_values(per_case: pd.DataFrame) -> dict[str, dict[str, dict[str, fl
     out: dict[str, dict[str, dict[str, float]]] = {}
     for model, group in per_case.groupby("model", sort=True):
         keys = group["fold"].astype(str) + "/" + group["case"].astype(str)
+        keys = keys.tolist()
         out[str(model)] = {
-            m: {k: float(v) for k, v in zip(keys, group[m], strict=True) if np.isfinite(v)}
-            for m in METRICS
-            if m in group
+            m: _finite_items(keys, group[m].to_numpy(dtype=float)) for m in METRICS if m in group
         }
     return out
+
+
+def _finite_items(keys: list[str], values: np.ndarray) -> dict[str, float]:
+    """{key: value} of the finite values, one numpy test for the whole column."""
+    finite = np.isfinite(values).tolist()
+    return {k: v for k, v, ok in zip(keys, values.tolist(), finite, strict=True) if ok}
 
 
 def _curve_figure(

@@ -53,8 +53,22 @@ class MetricTests:
         return d
 
     def pair(self, a: str, b: str) -> PairTest | None:
-        """The test of a vs b in either order."""
-        return next((p for p in self.pairs if {p.a, p.b} == {a, b}), None)
+        """The test of a vs b in either order (an index built on first use: a critical-difference
+        diagram at 50 models asks for pairs some 10^5 times)."""
+        return pair_index(self, self.pairs).get(frozenset((a, b)))
+
+
+def pair_index(owner: object, pairs: list) -> dict:
+    """{frozenset((a, b)): the first pair of a and b}, cached on `owner` (not a dataclass field,
+    so `asdict` and the summary never see it) and rebuilt when the list was replaced or grew."""
+    cached = owner.__dict__.get("_pair_index")
+    if cached is not None and cached[0] is pairs and cached[1] == len(pairs):
+        return cached[2]
+    index: dict = {}
+    for p in pairs:
+        index.setdefault(frozenset((p.a, p.b)), p)
+    owner.__dict__["_pair_index"] = (pairs, len(pairs), index)
+    return index
 
 
 def rank_biserial(diff: np.ndarray) -> float:
@@ -132,6 +146,42 @@ def _friedman(wide: pd.DataFrame) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
+def _wilcoxons(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
+    """`_wilcoxon` of every column pair of `x` and `y` (cases x pairs). Above 50 cases scipy's
+    vectorised test takes the normal approximation for every column, as the one-column test does,
+    so one call gives the same numbers; at 50 cases or fewer scipy picks exact / permutation /
+    asymptotic from the ties and zeros of the whole array, so each column is tested alone."""
+    n, width = x.shape
+    if n <= 50 or width == 0:
+        out = [_wilcoxon(x[:, k], y[:, k]) for k in range(width)]
+        return [s for s, _ in out], [p for _, p in out]
+    diff = x - y
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", UserWarning)  # as in `_wilcoxon`
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-zero columns, replaced below
+        res = stats.wilcoxon(x, y, zero_method="wilcox", axis=0)
+    statistic = np.asarray(res.statistic, dtype=float)
+    pvalue = np.asarray(res.pvalue, dtype=float)
+    flat = np.all(diff == 0, axis=0)  # no difference at all: no test (`_wilcoxon`)
+    statistic = np.where(flat, math.nan, statistic)
+    pvalue = np.where(flat, 1.0, pvalue)
+    return statistic.tolist(), pvalue.tolist()
+
+
+def rank_biserials(diffs: np.ndarray) -> np.ndarray:
+    """`rank_biserial` of every column of `diffs` (cases x pairs), zeros dropped per column by
+    ranking them as NaN; the sums of (half-)integer ranks are exact, so the same numbers."""
+    d = np.asarray(diffs, dtype=float)
+    if d.ndim != 2 or d.shape[1] == 0:
+        return np.zeros(d.shape[1] if d.ndim == 2 else 0)
+    ranks = stats.rankdata(np.where(d == 0, np.nan, np.abs(d)), axis=0, nan_policy="omit")
+    pos = np.where(d > 0, ranks, 0.0).sum(axis=0)
+    neg = np.where(d < 0, ranks, 0.0).sum(axis=0)
+    total = pos + neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (pos - neg) / np.where(total > 0, total, 1.0), 0.0)
+
+
 def _wilcoxon(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     diff = x - y
     if diff.size == 0 or np.all(diff == 0):
@@ -157,32 +207,33 @@ def compare_models(
     f_stat = f_p = None
     if len(models) >= 3 and len(wide) >= 2:
         f_stat, f_p = _friedman(wide)
-    pairs: list[PairTest] = []
     combos = list(itertools.combinations(models, 2))
     values = wide.to_numpy(dtype=float)
     col = {m: i for i, m in enumerate(models)}
     ia = np.array([col[a] for a, _ in combos], dtype=int)
     ib = np.array([col[b] for _, b in combos], dtype=int)
-    los, his = bootstrap_cis(values[:, ia] - values[:, ib]) if combos else (np.array([]), np.array([]))
-    for k, (a, b) in enumerate(combos):
-        x, y = values[:, col[a]], values[:, col[b]]
-        diff = x - y
-        stat, p = _wilcoxon(x, y)
-        lo, hi = float(los[k]), float(his[k])
-        pairs.append(
-            PairTest(
-                a,
-                b,
-                stat,
-                p,
-                math.nan,
-                len(diff),
-                float(diff.mean()) if len(diff) else math.nan,
-                rank_biserial(diff) if len(diff) else math.nan,
-                lo,
-                hi,
-            )
+    diffs = values[:, ia] - values[:, ib]  # cases x pairs
+    los, his = bootstrap_cis(diffs) if combos else (np.array([]), np.array([]))
+    stat, p = _wilcoxons(values[:, ia], values[:, ib])
+    n = len(wide)
+    # per pair over contiguous rows: the pairwise summation of each pair's own `diff.mean()`
+    mean_diff = np.ascontiguousarray(diffs.T).mean(axis=1) if n else np.full(len(combos), math.nan)
+    biserial = rank_biserials(diffs) if n else np.full(len(combos), math.nan)
+    pairs = [
+        PairTest(
+            a,
+            b,
+            stat[k],
+            p[k],
+            math.nan,
+            n,
+            float(mean_diff[k]),
+            float(biserial[k]),
+            float(los[k]),
+            float(his[k]),
         )
+        for k, (a, b) in enumerate(combos)
+    ]
     for pair, adj in zip(pairs, holm([p.p_value for p in pairs]), strict=True):
         pair.p_adjusted = adj
     result = MetricTests(metric, len(wide), f_stat, f_p, pairs)

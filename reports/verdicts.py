@@ -47,6 +47,7 @@ from covbench.reports.inference import (
     pair_differences,
 )
 from covbench.reports.inference import verdict as decide
+from covbench.reports.stats import pair_index
 
 RATE_BOUNDS = {"dice": 1.0, "nsd": 1.0, "sensitivity": 1.0, "specificity": 1.0, "precision": 1.0, "mae": 1.0}
 RANK_SAMPLES = 1000
@@ -103,10 +104,11 @@ class UnitValues:
                     continue
                 per_seed: dict[str, dict[str, float]] = {}
                 for seed, gs in g.groupby("seed", sort=True):
+                    column = gs[metric].to_numpy(dtype=float)
+                    units = gs["unit"].astype(str).tolist()
+                    finite = np.isfinite(column).tolist()
                     per_seed[str(int(seed))] = {
-                        str(u): float(v)
-                        for u, v in zip(gs["unit"], gs[metric], strict=True)
-                        if np.isfinite(v)
+                        u: v for u, v, ok in zip(units, column.tolist(), finite, strict=True) if ok
                     }
                 per_metric[metric] = per_seed
             values[str(model)] = per_metric
@@ -227,7 +229,7 @@ class MetricVerdicts:
     ranking: dict | None = None
 
     def pair(self, a: str, b: str) -> PairVerdict | None:
-        return next((p for p in self.pairs if {p.a, p.b} == {a, b}), None)
+        return pair_index(self, self.pairs).get(frozenset((a, b)))
 
     def to_dict(self) -> dict:
         d = asdict(self)
