@@ -47,25 +47,51 @@ def _direction(metric: str) -> str:
     return "higher is better" if HIGHER_IS_BETTER.get(metric, True) else "lower is better"
 
 
+MAX_POINTS = 400  # boxes draw their cases as points up to this many cases a box (and 12 boxes)
+
+
+def _median_order(data: list[np.ndarray], metric: str) -> list[int]:
+    """Indices of `data`'s boxes by median, best first in the metric's direction (empty last)."""
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    med = [float(np.median(d)) if d.size else math.nan for d in data]
+    return sorted(range(len(data)), key=lambda k: (math.isnan(med[k]), -med[k] if higher else med[k], k))
+
+
 def boxplots(
-    per_case: pd.DataFrame, models: list[str], stem: Path, unit: str = "slice", distance_unit: str = "mm"
+    per_case: pd.DataFrame,
+    models: list[str],
+    stem: Path,
+    unit: str = "slice",
+    distance_unit: str = "mm",
+    sort_by_median: bool = False,
 ) -> list[Path]:
     """One panel per metric; a box per model over the test cases (each averaged over seeds), with
-    the cases drawn as points because test sets can be small. ASSD / HD95 panels are titled in
-    `distance_unit` (px when the data had no pixel spacing)."""
+    the cases drawn as points because test sets can be small (not when boxes are many or large).
+    ASSD / HD95 panels are titled in `distance_unit` (px when the data had no pixel spacing).
+    `sort_by_median`: each panel's boxes by median, best first (many models)."""
     titles_of = column_titles(distance_unit)
     metrics = [m for m in COLUMNS if m in per_case.columns]
     cols = 4
     rows = math.ceil(len(metrics) / cols)
-    fig = Figure(figsize=(3.2 * cols, 3.0 * rows + 0.4), layout="constrained")
+    width = 3.2 if len(models) <= 8 else 0.3 * len(models) + 0.8
+    fig = Figure(
+        figsize=(width * cols, 3.0 * rows + 0.4 + (0.6 if len(models) > 8 else 0)), layout="constrained"
+    )
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     colors = model_colors(models)
     rng = np.random.default_rng(0)  # jitter only; fixed so reruns draw the same figure
+    groups = {str(m): g for m, g in per_case.groupby("model", sort=False)}
+    all_models = models
     for ax, metric in zip(axes, metrics, strict=False):
         data = []
-        for model in models:
-            v = per_case.loc[per_case["model"] == model, metric].to_numpy(dtype=float)
+        for model in all_models:
+            g = groups.get(model)
+            v = g[metric].to_numpy(dtype=float) if g is not None else np.array([])
             data.append(v[np.isfinite(v)])
+        models = all_models
+        if sort_by_median:
+            ranked = _median_order(data, metric)
+            data, models = [data[k] for k in ranked], [all_models[k] for k in ranked]
         positions = np.arange(1, len(models) + 1)
         box = ax.boxplot(
             [d if d.size else [np.nan] for d in data],
@@ -78,7 +104,8 @@ def boxplots(
         for k, patch in enumerate(box["boxes"]):
             patch.set_facecolor(colors[models[k]])
             patch.set_alpha(0.45)
-        for k, d in enumerate(data):
+        points = len(models) <= 12 and max((d.size for d in data), default=0) <= MAX_POINTS
+        for k, d in enumerate(data if points else []):
             ax.scatter(
                 positions[k] + rng.uniform(-0.15, 0.15, d.size),
                 d,
@@ -88,11 +115,13 @@ def boxplots(
                 linewidths=0,
                 zorder=3,
             )
+        many = len(models) > 8
         ax.set_xticks(
             positions,
             models,
-            rotation=30 if len(models) > 3 else 0,
-            ha="right" if len(models) > 3 else "center",
+            rotation=90 if many else 30 if len(models) > 3 else 0,
+            ha="center" if many or len(models) <= 3 else "right",
+            fontsize=7 if many else None,
         )
         ax.set_title(f"{titles_of[metric]}\n({_direction(metric)})", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
@@ -100,6 +129,46 @@ def boxplots(
         ax.set_visible(False)
     n = per_case["case"].nunique() if "case" in per_case else 0
     fig.suptitle(f"Per-{unit} values over {n} test {unit}s (each averaged over seeds)", fontsize=11)
+    return save(fig, stem)
+
+
+def ranked_boxplot(
+    per_case: pd.DataFrame,
+    models: list[str],
+    metric: str,
+    stem: Path,
+    unit: str = "slice",
+    distance_unit: str = "mm",
+) -> list[Path]:
+    """One horizontal box per model for one metric, sorted by median (best at the top): every
+    model of a leaderboard-sized run on one readable page (names on the y axis)."""
+    groups = {str(m): g for m, g in per_case.groupby("model", sort=False)}
+    data = []
+    for model in models:
+        v = groups[model][metric].to_numpy(dtype=float) if model in groups else np.array([])
+        data.append(v[np.isfinite(v)])
+    ranked = _median_order(data, metric)
+    data, names = [data[k] for k in ranked], [models[k] for k in ranked]
+    colors = model_colors(models)
+    k = len(names)
+    fig = Figure(figsize=(7.0, 1.2 + 0.2 * k), layout="constrained")
+    ax = fig.add_subplot()
+    positions = np.arange(k, 0, -1)  # best at the top
+    box = ax.boxplot([d if d.size else [np.nan] for d in data], positions=positions, widths=0.6,
+                     orientation="horizontal", patch_artist=True, showfliers=False,
+                     medianprops={"color": "black"})  # fmt: skip
+    for j, patch in enumerate(box["boxes"]):
+        patch.set_facecolor(colors[names[j]])
+        patch.set_alpha(0.55)
+    ax.set_yticks(positions, names, fontsize=7 if k > 25 else 9)
+    ax.set_ylim(0.3, k + 0.7)
+    ax.grid(axis="x", alpha=0.3)
+    title = column_titles(distance_unit).get(metric, metric)
+    ax.set_xlabel(f"{title} ({_direction(metric)})")
+    n = per_case["case"].nunique() if "case" in per_case else 0
+    fig.suptitle(
+        f"{title} per test {unit} ({n} {unit}s, each averaged over seeds), sorted by median", fontsize=10
+    )
     return save(fig, stem)
 
 
@@ -158,18 +227,23 @@ def blob_plot(ranking: dict, metric: str, stem: Path, unit: str = "patient") -> 
     order = sorted(per_model, key=lambda m: (per_model[m]["rank"], m))
     k = len(order)
     colors = model_colors(order)
-    fig = Figure(figsize=(1.4 + 1.1 * k, 3.2), layout="constrained")
+    many = k > 12
+    step = 0.28 if many else 1.1  # inches per model
+    fig = Figure(figsize=(1.4 + step * k, 3.2 if not many else 1.6 + 0.14 * k), layout="constrained")
     ax = fig.add_subplot()
     samples = ranking["samples"]
+    area = 900 if not many else 900 * (step / 1.1) ** 2
     for x, model in enumerate(order, start=1):
         info = per_model[model]
-        for rank, count in info["rank_counts"].items():
-            if count:
-                ax.scatter(x, int(rank), s=900 * count / samples, color=colors[model], alpha=0.6, lw=0)
+        counts = [(int(rank), count) for rank, count in info["rank_counts"].items() if count]
+        if counts:  # one scatter per model: 50 models x 50 ranks stays 50 artists
+            ranks, sizes = zip(*counts, strict=True)
+            ax.scatter([x] * len(ranks), ranks, s=[area * c / samples for c in sizes], color=colors[model],
+                       alpha=0.6, lw=0)  # fmt: skip
         ax.vlines(x, info["rank_low"], info["rank_high"], color="black", lw=1)
-        ax.plot(x, info["median_rank"], marker="_", color="black", ms=14, mew=2)
-    ax.set_xticks(range(1, k + 1), order, rotation=20)
-    ax.set_yticks(range(1, k + 1))
+        ax.plot(x, info["median_rank"], marker="_", color="black", ms=14 if not many else 5, mew=2)
+    ax.set_xticks(range(1, k + 1), order, rotation=90 if many else 20, fontsize=7 if many else None)
+    ax.set_yticks(range(1, k + 1) if not many else range(1, k + 1, 5 if k > 30 else 2))
     ax.set_ylim(k + 0.6, 0.4)
     ax.set_ylabel("rank (1 = best)")
     ax.grid(axis="y", color="#d0d7de", lw=0.6)

@@ -69,24 +69,27 @@ def trial_health(
     if record.health:
         return Health.from_dict(record.health)
     if logs is not None:
-        log = logs.get((str(record.model), int(record.seed), int(record.fold)))
-        if log is None:
-            return None
-    else:
-        f = curves.frame
-        log = f[(f["model"] == record.model) & (f["seed"] == record.seed) & (f["fold"] == record.fold)]
+        rows = logs.get((str(record.model), int(record.seed), int(record.fold)))
+        return assess(rows, record.epochs, record.best_epoch) if rows else None
+    f = curves.frame
+    log = f[(f["model"] == record.model) & (f["seed"] == record.seed) & (f["fold"] == record.fold)]
     if log.empty:
         return None
     rows = log.rename(columns={"selected_epoch": "best_epoch"}).to_dict("records")
     return assess(rows, record.epochs, record.best_epoch)
 
 
-def logs_by_trial(curves: Curves) -> dict[tuple[str, int, int], Any]:
-    """{(model, seed, fold): that trial's rows of `curves.frame`, in frame order}, one groupby."""
+def logs_by_trial(curves: Curves) -> dict[tuple[str, int, int], list[dict]]:
+    """{(model, seed, fold): that trial's rows of `curves.frame` as `assess` reads them (records,
+    `selected_epoch` as `best_epoch`), in frame order}: one conversion for every trial."""
     f = curves.frame
     if f.empty:
         return {}
-    return {(str(m), int(s), int(k)): g for (m, s, k), g in f.groupby(["model", "seed", "fold"], sort=False)}
+    records = f.rename(columns={"selected_epoch": "best_epoch"}).to_dict("records")
+    out: dict[tuple[str, int, int], list[dict]] = {}
+    for row in records:
+        out.setdefault((str(row["model"]), int(row["seed"]), int(row["fold"])), []).append(row)
+    return out
 
 
 def seed_flags(

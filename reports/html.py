@@ -48,19 +48,30 @@ def page(
     distance_unit: str = "mm",
     verdicts: dict[str, dict] | None = None,
     verdict_intro: str = "",
+    compact: str | None = None,
+    verdict_figure: tuple[Path, str] | None = None,
 ) -> str:
+    """The report page. `compact` (a sentence, many models): the verdicts as `verdict_figure` (the
+    matrix) and that sentence instead of one line and one row per pair, and the slice-level tests
+    without their table; the CSV files and summary.json keep every pair."""
     warn = "".join(f'<div class="warn">⚠ {html.escape(w)}</div>' for w in warnings)
     summaries = test_summaries(tests, unit, _strong, html.escape, distance_unit)
     figs = "".join(figure(p, c) for p, c in figures)
     note = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     verdict_block = ""
-    if verdicts:
+    if verdicts and compact is not None:
+        matrix = figure(*verdict_figure) if verdict_figure is not None else ""
+        verdict_block = (
+            f"<h2>Verdicts</h2><p>{html.escape(verdict_intro)}</p><p>{html.escape(compact)}</p>{matrix}"
+        )
+    elif verdicts:
         lines = verdict_lines(verdicts, _strong, html.escape, distance_unit)
         verdict_block = (
             f"<h2>Verdicts</h2><p>{html.escape(verdict_intro)}</p>"
             f"<ul>{''.join(f'<li>{line}</li>' for line in lines)}</ul>"
             f"{to_html(verdict_table(verdicts, distance_unit))}"
         )
+    tests_table = to_html(significance_table(tests, unit, distance_unit)) if compact is None else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>{html.escape(title)}</title><style>{STYLE}</style></head><body>
@@ -73,7 +84,7 @@ def page(
 {seed_table_html}
 <h2>Slice-level tests (descriptive)</h2>
 <ul>{"".join(f"<li>{line}</li>" for line in summaries)}</ul>
-{to_html(significance_table(tests, unit, distance_unit))}
+{tests_table}
 <h2>Figures</h2>
 {figs or "<p>No figures (run without test slices).</p>"}
 <h2>Notes</h2><ul>{note}</ul>

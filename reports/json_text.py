@@ -64,14 +64,20 @@ def _encode(obj: Any, level: int, out: list[str]) -> None:
         if not items:
             out.append("{}")
             return
-        if all(type(v) is float for _, v in items):  # a per-case map: one join
-            out.append("{" + inner + ("," + inner).join(f"{_quote(k)}: {_float(v)}" for k, v in items))
+        values = [v for _, v in items]
+        if all(type(v) is float for v in values) and math.isfinite(sum(values)):  # a per-case map
+            keys = map(_quote, [k for k, _ in items])
+            out.append("{" + inner + ("," + inner).join(map("{}: {!r}".format, keys, values)))
         else:
             out.append("{")
             sep = inner
             for k, v in items:
-                out.append(sep + _quote(k) + ": ")
-                _encode(v, level + 1, out)
+                leaf = _scalar(v)
+                if leaf is not None:  # most values of a pair's dict: no call of _encode
+                    out.append(sep + _quote(k) + ": " + leaf)
+                else:
+                    out.append(sep + _quote(k) + ": ")
+                    _encode(v, level + 1, out)
                 sep = "," + inner
         out.append("\n" + INDENT * level + "}")
         return

@@ -39,6 +39,7 @@ from covbench.reports.table import (
     MARK_LEGEND,
     build_table,
     column_titles,
+    primary_order,
     significance_table,
     test_summaries,
     to_csv,
@@ -50,6 +51,7 @@ from covbench.reports.table import (
 )
 from covbench.reports.verdicts import UnitValues, detectable_statement, unit_values, verdicts
 
+MANY_MODELS = 8  # above this many models the report shows the verdict matrix, not every pair's row
 MIN_PATIENTS = 12  # below this many independent test patients, the report warns
 MIN_WILCOXON = 6  # with fewer paired cases no two-sided Wilcoxon signed-rank p can reach 0.05
 
@@ -228,9 +230,13 @@ def run_distance_unit(run_dir: Path) -> str:
     return str(unit)
 
 
-def _markdown_tests(tests: dict[str, dict], unit: str, distance_unit: str = "mm") -> list[str]:
+def _markdown_tests(
+    tests: dict[str, dict], unit: str, distance_unit: str = "mm", compact: bool = False
+) -> list[str]:
     strong = lambda name: f"**{name}**"  # noqa: E731
     lines = ["- " + line for line in test_summaries(tests, unit, strong, distance_unit=distance_unit)]
+    if compact:
+        return lines
     table = significance_table(tests, unit, distance_unit)
     return [*lines, "", to_markdown(table), f"_{table.caption}_"]
 
@@ -259,8 +265,24 @@ def power_sentence(power: dict, distance_unit: str = "mm") -> str:
     )
 
 
+def many_models_note(n_models: int, verdicts: dict[str, dict], sfx: str, matrix: Path | None) -> str:
+    """What the Markdown/HTML report shows instead of every pair's row when models are many."""
+    n_pairs = sum(len(v.get("pairs", [])) for v in verdicts.values())
+    where = "the verdict matrix below" if matrix is not None else "Table 1's marks against the best"
+    return (
+        f"{n_models} models: the pairwise verdicts of the primary metric are shown as {where}; "
+        f"every (metric, pair) verdict ({n_pairs} rows) is in verdicts{sfx}.csv and summary{sfx}.json, "
+        f"every slice-level test in tests{sfx}.csv."
+    )
+
+
 def _markdown_verdicts(
-    verdicts: dict[str, dict], power: dict, uv: UnitValues, distance_unit: str
+    verdicts: dict[str, dict],
+    power: dict,
+    uv: UnitValues,
+    distance_unit: str,
+    compact: str | None = None,
+    matrix: tuple[Path, str] | None = None,
 ) -> list[str]:
     strong = lambda name: f"**{name}**"  # noqa: E731
     primary = next((m for m, v in verdicts.items() if v.get("primary")), None)
@@ -269,7 +291,12 @@ def _markdown_verdicts(
         + power_sentence(power, distance_unit),
         "",
     ]
-    lines += ["- " + line for line in verdict_lines(verdicts, strong, distance_unit=distance_unit)]
+    if compact is None:
+        lines += ["- " + line for line in verdict_lines(verdicts, strong, distance_unit=distance_unit)]
+    else:
+        lines += [compact]
+        if matrix is not None:
+            lines += ["", f"![{matrix[1]}]({matrix[0].as_posix()})", "", f"_{matrix[1]}_"]
     ranking = verdicts.get(primary, {}).get("ranking") if primary else None
     if ranking:
         lines += ["", "Ranking stability (bootstrap over test units and seeds):", ""]
@@ -284,8 +311,9 @@ def _markdown_verdicts(
             f"Kendall's τ between resampled and full ranking: mean {ranking['kendall_tau_mean']:.2f}, "
             f"2.5 % quantile {ranking['kendall_tau_low']:.2f}.",
         ]
-    table = verdict_table(verdicts, distance_unit)
-    lines += ["", to_markdown(table), f"_{table.caption}_"]
+    if compact is None:
+        table = verdict_table(verdicts, distance_unit)
+        lines += ["", to_markdown(table), f"_{table.caption}_"]
     if uv.imputed or uv.left_out:
         lines += [
             "",
@@ -381,8 +409,10 @@ def write_report(
     }
     models_json = RunFolder(run_dir).models
     extra = trial_extras(records, read_json(models_json) if models_json.exists() else None)
-    table = build_table(summary, caption, extra=extra)
-    seed_table = build_table(summary, seed_caption, view="seed", extra=extra)
+    order = primary_order(summary, primary)  # Table 1's rows and every figure's models, best first
+    baseline = baseline_model(order, config)
+    table = build_table(summary, caption, extra=extra, order=order)
+    seed_table = build_table(summary, seed_caption, view="seed", extra=extra, order=order)
     sfx = suffix(unit)
     paths: list[Path] = []
 
@@ -393,26 +423,40 @@ def write_report(
     warnings += [d.warning() for d in diverged]  # the list summary["warnings"] holds: written below
     warnings += [d.line() for d in dependent if d.changed]
     figure_list: list[tuple[Path, str]] = []
+    matrix: tuple[Path, str] | None = None
+    if figures and len(order) >= 3 and verdict_dicts.get(primary, {}).get("pairs"):
+        matrix = _matrix_figure(run_dir / f"figures{sfx}", verdict_dicts[primary], order, distance_unit)
+        paths += [matrix[0].with_suffix(s) for s in (".png", ".svg")]
+    compact = many_models_note(len(order), verdict_dicts, sfx, matrix) if len(order) > MANY_MODELS else None
+    if matrix is not None and compact is None:
+        figure_list.append(matrix)
     if figures:
-        figure_list = _figures(
-            run_dir, slice_rows, per_case, tests, unit, warnings, distance_unit, verdict_dicts.get(primary)
-        )
-        paths += [p.with_suffix(s) for p, _ in figure_list for s in (".png", ".svg")]
+        drawn = _figures(
+            run_dir, slice_rows, per_case, tests, unit, warnings, distance_unit, verdict_dicts.get(primary),
+            order, baseline,
+        )  # fmt: skip
+        figure_list += drawn
+        paths += [p.with_suffix(s) for p, _ in drawn for s in (".png", ".svg")]
     if figures:  # the training curves (reports/curves.py)
-        curve_figure = _curve_figure(run_dir / f"figures{sfx}", curves, diverged)
+        curve_figure = _curve_figure(run_dir / f"figures{sfx}", curves, diverged, order, baseline)
         figure_list += curve_figure
         paths += [p.with_suffix(s) for p, _ in curve_figure for s in (".png", ".svg")]
+    put(f"verdicts{sfx}.csv", verdicts_csv(verdict_dicts))  # every pair, whatever the report shows
+    put(f"tests{sfx}.csv", tests_csv(test_dicts))
     title = f"covbench report: {run_dir.name} ({unit} level)"
     lines = [f"# {title}", ""]
     for w in warnings:
         lines += [f"> **Warning:** {w}", ""]
     if rounds is not None:
         lines += ["## Rounds", "", *rounds_markdown(rounds), ""]
-    lines += ["## Verdicts", "", *_markdown_verdicts(verdict_dicts, power, uv, distance_unit), ""]
+    matrix_md = (matrix[0].relative_to(run_dir), matrix[1]) if matrix is not None else None
+    verdict_md = _markdown_verdicts(verdict_dicts, power, uv, distance_unit, compact, matrix_md)
+    lines += ["## Verdicts", "", *verdict_md, ""]
     lines += ["## Table 1", "", to_markdown(table), f"_{caption}_", ""]
     lines += ["## Seed view", "", to_markdown(seed_table), f"_{seed_caption}_", ""]
     lines += health.markdown(flags, dependent)
-    lines += ["## Slice-level tests (descriptive)", "", *_markdown_tests(test_dicts, unit, distance_unit), ""]
+    tests_md = _markdown_tests(test_dicts, unit, distance_unit, compact is not None)
+    lines += ["## Slice-level tests (descriptive)", "", *tests_md, ""]
     if figure_list:
         lines += ["## Figures", ""] + [f"![{c}]({p.relative_to(run_dir).as_posix()})" for p, c in figure_list]
     markdown = "\n".join(lines) + "\n"
@@ -449,6 +493,8 @@ def write_report(
             distance_unit=distance_unit,
             verdicts=verdict_dicts,
             verdict_intro=power_sentence(power, distance_unit),
+            compact=compact,
+            verdict_figure=matrix if compact is not None else None,
         ),
     )
     return Report(summary, markdown, paths)
@@ -472,21 +518,94 @@ def _finite_items(keys: list[str], values: np.ndarray) -> dict[str, float]:
     return {k: v for k, v, ok in zip(keys, values.tolist(), finite, strict=True) if ok}
 
 
+MAX_PANEL_MODELS = 12  # boxplot panels and training curves: at most this many models (top + baseline)
+MAX_OVERLAY_MODELS = 5  # qualitative overlays: the top models by the primary metric, plus the baseline
+
+
+def baseline_model(order: list[str], config: dict) -> str | None:
+    """The model every figure keeps whatever its rank: `unet` (the paper's reference) when the run
+    has it, else the first model the run's configuration names, else None."""
+    if "unet" in order:
+        return "unet"
+    return next((str(m) for m in config.get("models") or [] if str(m) in order), None)
+
+
+def shown_models(order: list[str], baseline: str | None, cap: int, also: list[str] = ()) -> list[str]:
+    """At most `cap` models for a figure: the best by `order`, the baseline and then `also` kept
+    (in `order`'s order); every model when there are no more than `cap`."""
+    if len(order) <= cap:
+        return list(order)
+    keep = list(dict.fromkeys(m for m in [baseline, *also] if m in order))
+    chosen = set(keep[:cap])
+    for m in order:
+        if len(chosen) >= cap:
+            break
+        chosen.add(m)
+    return [m for m in order if m in chosen]
+
+
+def verdicts_csv(verdict_dicts: dict[str, dict]) -> str:
+    """Every (metric, pair) verdict as CSV, one row each: the full list a many-model report links to."""
+    rows = []
+    for metric, v in verdict_dicts.items():
+        for p in v.get("pairs", []):
+            flat = {k: val for k, val in p.items() if k != "clustering"}
+            cl = p.get("clustering") or {}
+            flat.update({f"clustering_{k}": val for k, val in cl.items()})
+            rows.append({"metric": metric, "primary": bool(v.get("primary")), **flat})
+    return pd.DataFrame(rows).to_csv(index=False) if rows else "metric,a,b,verdict\n"
+
+
+def tests_csv(test_dicts: dict[str, dict]) -> str:
+    """Every slice-level pairwise test as CSV (summary.json's `tests`, one row per metric and pair)."""
+    rows = [{"metric": metric, **p} for metric, t in test_dicts.items() for p in t.get("pairs", [])]
+    return pd.DataFrame(rows).to_csv(index=False) if rows else "metric,a,b,p_value\n"
+
+
+def _matrix_figure(folder: Path, verdict: dict, order: list[str], distance_unit: str) -> tuple[Path, str]:
+    from covbench.reports.matrix import verdict_matrix
+
+    metric = verdict["metric"]
+    title = column_titles(distance_unit).get(metric, metric)
+    verdict_matrix(
+        verdict, order, folder / f"verdicts_{metric}", f"{title} (primary): row model vs column model"
+    )
+    caption = (
+        f"Verdict of each row model against each column model on {title} (primary; {verdict['family']}): "
+        "better, worse, practically equivalent or undecided; models in Table 1's order, best first."
+    )
+    return folder / f"verdicts_{metric}.png", caption
+
+
 def _curve_figure(
-    folder: Path, curves: training.Curves, diverged: list[training.Divergence]
+    folder: Path,
+    curves: training.Curves,
+    diverged: list[training.Divergence],
+    order: list[str] | None = None,
+    baseline: str | None = None,
 ) -> list[tuple[Path, str]]:
-    """The training curves (docs/reports.md), when any trial logged its epochs."""
+    """The training curves (docs/reports.md), when any trial logged its epochs: at most
+    `MAX_PANEL_MODELS` panels (the best models, the baseline and those with a diverged trial)."""
     from covbench.reports import figures as fig
 
     if curves.frame.empty:
         return []
     bad = {(d.model, d.seed, d.fold) for d in diverged}
-    fig.training_curves(curves.frame, folder / "training_curves", bad)
+    logged = sorted(curves.frame["model"].unique())
+    ranked = [m for m in order or [] if m in logged] + [m for m in logged if m not in (order or [])]
+    shown = shown_models(ranked, baseline, MAX_PANEL_MODELS, sorted({d.model for d in diverged}))
+    frame = curves.frame if len(shown) == len(logged) else curves.frame[curves.frame["model"].isin(shown)]
+    fig.training_curves(frame, folder / "training_curves", bad)
     caption = (
         "Training loss (solid) and validation Dice (dashed) per epoch: mean over trials, band = min-max, "
         "a thin line per trial when a model has at most 5 (red: diverged); ▼ marks the epoch whose weights "
         "were evaluated (best validation Dice, or the final epoch without validation)."
     )
+    if len(shown) < len(logged):
+        caption += (
+            f" {len(shown)} of {len(logged)} models shown (the best by the primary metric, the baseline "
+            f"{baseline} and any with a diverged trial); every divergence is in the warnings."
+        )
     if curves.missing:
         caption += f" No epoch log for: {', '.join(curves.missing)}."
     return [(folder / "training_curves.png", caption)]
@@ -501,18 +620,40 @@ def _figures(
     warnings: list[str],
     distance_unit: str = "mm",
     primary: dict | None = None,
+    order: list[str] | None = None,
+    baseline: str | None = None,
 ) -> list[tuple[Path, str]]:
+    """Boxplots, ranking blob plot, critical-difference diagram and qualitative overlays. With many
+    models the multi-metric boxplots and the overlays keep the best models by the primary metric and
+    the baseline; the primary metric gets a boxplot of every model, sorted by median."""
     from covbench.reports import figures as fig
 
     folder = run_dir / f"figures{suffix(unit)}"
-    model_names = sorted(per_case["model"].unique())
+    names = sorted(per_case["model"].unique())
+    ranked = [m for m in order or [] if m in names] + [m for m in names if m not in (order or [])]
     out = []
-    fig.boxplots(per_case, model_names, folder / "boxplots", unit, distance_unit)
-    out.append(
-        (folder / "boxplots.png", f"Per-{unit} distribution of every metric and model (Figure 5 style).")
+    panel = shown_models(ranked, baseline, MAX_PANEL_MODELS)
+    boxed = panel if len(panel) < len(names) else names
+    fig.boxplots(
+        per_case, boxed, folder / "boxplots", unit, distance_unit, sort_by_median=len(names) > MANY_MODELS
     )
+    caption = f"Per-{unit} distribution of every metric and model (Figure 5 style)."
+    if len(panel) < len(names):
+        caption = (
+            f"Per-{unit} distribution of every metric for {len(panel)} of {len(names)} models (the best by "
+            f"the primary metric and the baseline {baseline}), each panel sorted by median, best first."
+        )
+    out.append((folder / "boxplots.png", caption))
+    metric = primary["metric"] if primary else None
+    if len(panel) < len(names) and metric in per_case:
+        fig.ranked_boxplot(per_case, names, metric, folder / f"boxplot_{metric}", unit, distance_unit)
+        out.append(
+            (
+                folder / f"boxplot_{metric}.png",
+                f"Per-{unit} {metric} of every model, sorted by median (best at the top).",
+            )
+        )
     if primary and primary.get("ranking"):
-        metric = primary["metric"]
         fig.blob_plot(primary["ranking"], metric, folder / f"ranking_{metric}", primary["unit"])
         out.append(
             (
@@ -530,9 +671,15 @@ def _figures(
             )
         )
     if RunFolder(run_dir).test_slices.exists():
+        overlay = shown_models(ranked, baseline, MAX_OVERLAY_MODELS + (baseline is not None))
+        overlay = overlay if len(overlay) < len(names) else names
         try:
-            if fig.qualitative(run_dir, slice_rows, model_names, folder / "qualitative"):
+            if fig.qualitative(run_dir, slice_rows, overlay, folder / "qualitative"):
                 caption = "Best, median and worst test slices (Figure 6 style)."
+                if len(overlay) < len(names):
+                    caption += (
+                        f" {len(overlay)} of {len(names)} models: the best and the baseline {baseline}."
+                    )
                 out.append((folder / "qualitative.png", caption))
         except DamagedFile as exc:
             warnings.append(f"qualitative overlays skipped: {exc}.")

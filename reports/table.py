@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from covbench.metrics import HIGHER_IS_BETTER
 from covbench.reports.stats import ALPHA, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
 
 COLUMNS: dict[str, str] = {
@@ -102,11 +103,17 @@ def build_table(
     extra: dict[str, dict] | None = None,
     titles: dict[str, str] | None = None,
     digits: int = 2,
+    order: list[str] | None = None,
 ) -> Table:
     """Table 1 from `summary["models"]` (+ `summary["tests"]` for the marks in the case view);
-    `extra` = {model: {"params_m": float, "gflops": float, "train_seconds": (mean, sd)}}."""
+    `extra` = {model: {"params_m": float, "gflops": float, "train_seconds": (mean, sd)}}.
+    `order`: the rows' order (the report passes `primary_order`, best first); models it leaves
+    out follow in the summary's order."""
     keys = VIEWS[view]
     models = summary["models"]
+    if order is not None:
+        ranked = [m for m in order if m in models]
+        models = {m: models[m] for m in ranked + [m for m in models if m not in ranked]}
     verdicts = summary.get("verdicts", {}) if view == "case" else {}
     extra = extra or {}
     metrics = [m for m in COLUMNS if any(m in v for v in models.values())]
@@ -146,6 +153,22 @@ def build_table(
         rows.append(((titles or {}).get(name, name), cells))
         numeric.append(record)
     return Table(header, rows, caption, numeric)
+
+
+def primary_order(summary: dict, primary: str) -> list[str]:
+    """The models best first by the primary metric: by the paired means its verdicts chose the
+    best on, else by Table 1's mean, in the metric's direction (ties by name); models without a
+    value last, by name."""
+    models = summary.get("models", {})
+    verdict = summary.get("verdicts", {}).get(primary, {})
+    means = dict(verdict.get("means") or {})
+    for m, entry in models.items():
+        if m not in means and _finite((entry.get(primary) or {}).get("mean")):
+            means[m] = entry[primary]["mean"]
+    finite = {m: v for m, v in means.items() if _finite(v)}
+    higher = summary.get("higher_is_better", {}).get(primary, HIGHER_IS_BETTER.get(primary, True))
+    ranked = sorted(finite, key=lambda m: (-finite[m] if higher else finite[m], m))
+    return ranked + sorted(m for m in models if m not in finite)
 
 
 def _md_text(c: Cell) -> str:
