@@ -6,6 +6,9 @@ predictions.npz cloned per model x seed x fold, Dice jittered per model so verdi
 temporary folder, never in /work/runs, and times the real CLI in a child process.
 
     python benchmarks/bench_report.py [--source /work/runs/main-before] [--sizes 10x5x1,20x5x1,50x10x5]
+        [--variants figures,no-figures,patient]
+
+Goals (issue 37): 50x10x5 with figures in at most 60 s and 2 GiB, 10x5x1 in at most 5 s.
 """
 
 from __future__ import annotations
@@ -62,39 +65,59 @@ def build(source: Path, dest: Path, n_models: int, n_seeds: int, n_folds: int) -
     return dest
 
 
-def measure(run_dir: Path, *extra: str) -> tuple[float, float, int]:
-    """Seconds, peak resident MiB of the child (`/usr/bin/time -v`) and its exit status."""
+def measure(run_dir: Path, *extra: str) -> tuple[float, float, float, int]:
+    """Wall seconds, CPU seconds (user + system), peak resident MiB of the child (`/usr/bin/time -v`)
+    and its exit status. On a shared machine the wall time carries the other jobs' load; the CPU
+    time is what the report itself costs."""
     exe = Path(sys.executable).with_name("covbench")
     cmd = ["/usr/bin/time", "-v", str(exe), "report", str(run_dir), *extra]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    peak = 0.0
+    peak = cpu = 0.0
     for line in done.stderr.splitlines():
         if "Maximum resident set size" in line:
             peak = int(line.split()[-1]) / 1024
+        if "User time (seconds)" in line or "System time (seconds)" in line:
+            cpu += float(line.split()[-1])
     if done.returncode:
         print(done.stderr[-2000:], file=sys.stderr)
-    return wall, peak, done.returncode
+    return wall, cpu, peak, done.returncode
+
+
+VARIANTS = {
+    "figures": (),
+    "no-figures": ("--no-figures",),
+    "patient": ("--no-figures", "--unit", "patient"),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=Path("/work/runs/main-before"))
     parser.add_argument("--sizes", default="10x5x1,20x5x1,50x10x5")
-    parser.add_argument("--figures", action="store_true", help="also time the report with figures")
+    parser.add_argument(
+        "--variants",
+        default="figures,no-figures,patient",
+        help=f"comma-separated, of {', '.join(VARIANTS)} (patient: --no-figures --unit patient)",
+    )
+    parser.add_argument(
+        "--figures", action="store_true", help="(kept for old command lines: figures is a variant)"
+    )
     args = parser.parse_args()
-    print("models x seeds x folds | variant | wall s | peak MiB | rc")
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; expected some of {', '.join(VARIANTS)}")
+    print("models x seeds x folds | variant | wall s | CPU s | peak MiB | rc")
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
         for size in args.sizes.split(","):
             m, s, f = (int(x) for x in size.split("x"))
             run_dir = build(args.source, Path(tmp) / size, m, s, f)
-            variants = [("--no-figures",), ("--no-figures", "--unit", "patient")]
-            if args.figures:
-                variants.append(())
-            for extra in variants:
-                wall, peak, rc = measure(run_dir, *extra)
-                print(f"{size} | {' '.join(extra) or 'figures'} | {wall:.1f} | {peak:.0f} | {rc}", flush=True)
+            for name in variants:
+                wall, cpu, peak, rc = measure(run_dir, *VARIANTS[name])
+                label = " ".join(VARIANTS[name]) or "figures"
+                print(f"{size} | {label} | {wall:.1f} | {cpu:.1f} | {peak:.0f} | {rc}", flush=True)
 
 
 if __name__ == "__main__":
