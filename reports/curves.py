@@ -90,7 +90,7 @@ def load_curves(trials: list[tuple[Path, dict[str, Any]]]) -> Curves:
     frame = frame.assign(epoch=frame["epoch"].astype(int)).sort_values(["_trial", "epoch"], kind="stable")
     trial = frame["_trial"].to_numpy()
     last_epoch = frame.groupby("_trial")["epoch"].max()
-    selected = np.array([int(r.best_epoch or last_epoch.loc[k]) for k, (r, _) in enumerate(kept)])
+    selected = np.array([int(r.best_epoch or last_epoch.get(k, 0)) for k, (r, _) in enumerate(kept)])
     val = (
         pd.to_numeric(frame["val_dice"], errors="coerce").to_numpy(float)
         if "val_dice" in frame
