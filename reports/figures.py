@@ -47,7 +47,7 @@ def _direction(metric: str) -> str:
     return "higher is better" if HIGHER_IS_BETTER.get(metric, True) else "lower is better"
 
 
-MAX_POINTS = 400  # boxes draw their cases as points up to this many cases a box (and 12 boxes)
+MAX_POINTS = 400  # boxes draw their cases as points up to this many cases a box (and 8 boxes)
 
 
 def _median_order(data: list[np.ndarray], metric: str) -> list[int]:
@@ -104,7 +104,7 @@ def boxplots(
         for k, patch in enumerate(box["boxes"]):
             patch.set_facecolor(colors[models[k]])
             patch.set_alpha(0.45)
-        points = len(models) <= 12 and max((d.size for d in data), default=0) <= MAX_POINTS
+        points = len(models) <= 8 and max((d.size for d in data), default=0) <= MAX_POINTS
         for k, d in enumerate(data if points else []):
             ax.scatter(
                 positions[k] + rng.uniform(-0.15, 0.15, d.size),

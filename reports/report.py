@@ -519,7 +519,8 @@ def _finite_items(keys: list[str], values: np.ndarray) -> dict[str, float]:
 
 
 MAX_PANEL_MODELS = 12  # boxplot panels and training curves: at most this many models (top + baseline)
-MAX_OVERLAY_MODELS = 5  # qualitative overlays: the top models by the primary metric, plus the baseline
+MAX_OVERLAY_MODELS = 3  # qualitative overlays: the top models by the primary metric, plus the baseline
+MAX_CURVE_MODELS = 6  # training-curve panels: the top models, the baseline and those that diverged
 
 
 def baseline_model(order: list[str], config: dict) -> str | None:
@@ -585,7 +586,7 @@ def _curve_figure(
     baseline: str | None = None,
 ) -> list[tuple[Path, str]]:
     """The training curves (docs/reports.md), when any trial logged its epochs: at most
-    `MAX_PANEL_MODELS` panels (the best models, the baseline and those with a diverged trial)."""
+    `MAX_CURVE_MODELS` panels (the baseline, models with a diverged trial, then the best)."""
     from covbench.reports import figures as fig
 
     if curves.frame.empty:
@@ -593,7 +594,7 @@ def _curve_figure(
     bad = {(d.model, d.seed, d.fold) for d in diverged}
     logged = sorted(curves.frame["model"].unique())
     ranked = [m for m in order or [] if m in logged] + [m for m in logged if m not in (order or [])]
-    shown = shown_models(ranked, baseline, MAX_PANEL_MODELS, sorted({d.model for d in diverged}))
+    shown = shown_models(ranked, baseline, MAX_CURVE_MODELS, sorted({d.model for d in diverged}))
     frame = curves.frame if len(shown) == len(logged) else curves.frame[curves.frame["model"].isin(shown)]
     fig.training_curves(frame, folder / "training_curves", bad)
     caption = (

@@ -327,3 +327,15 @@ def test_many_models_report_shows_the_matrix_and_keeps_every_pair(many_models):
     assert table_rows == order
     means = summary["verdicts"]["dice"]["means"]
     assert [means[m] for m in order] == sorted(means.values(), reverse=True)
+
+
+def test_kendall_taus_equal_scipy_row_by_row():
+    from covbench.reports.verdicts import kendall_taus
+
+    rng = np.random.default_rng(5)
+    full = stats.rankdata(rng.integers(0, 6, 12))  # ties in the full ranking
+    ranks = stats.rankdata(rng.integers(0, 8, (300, 12)), axis=1)
+    ranks[0] = 1.0  # a resample where every model ties
+    got = kendall_taus(full, ranks)
+    want = np.array([stats.kendalltau(full, r).statistic for r in ranks])
+    assert np.array_equal(got, want, equal_nan=True) and np.isnan(got[0])
