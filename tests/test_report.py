@@ -152,8 +152,8 @@ def test_html_is_self_contained(smoke_run):
     assert html.startswith("<!DOCTYPE html>") and "<caption>" in html
     sources = re.findall(r'(?:src|href)="([^"]*)"', html)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    # boxplots, ranking blob plot, CD diagram, overlays, training curves
-    assert html.count("<figure>") == 5 and "<h2>Verdicts</h2>" in html
+    # verdict matrix, boxplots, ranking blob plot, CD diagram, overlays, training curves
+    assert html.count("<figure>") == 6 and "<h2>Verdicts</h2>" in html
     assert "Warning" in (out / "report.md").read_text() and 'class="warn"' in html
 
 
