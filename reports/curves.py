@@ -23,7 +23,6 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,13 +62,12 @@ class Curves:
     missing: list[str] = field(default_factory=list)  # trial names without a readable epochs.csv
 
 
-def load_curves(trials: list[tuple[Path, dict[str, Any]]]) -> Curves:
+def load_curves(trials: list[tuple[Path, TrialRecord]]) -> Curves:
     """The curves of `trials` ((folder, record) pairs, as `covbench.folder.io.done_trials` gives them).
     A trial without epochs.csv (written by an older covbench) or with a damaged one is left out
     and named in `missing`; a damaged log also warns (RunFolderWarning)."""
     frames, missing = [], []
-    for trial_dir, raw in trials:
-        record = TrialRecord.from_dict(raw)
+    for trial_dir, record in trials:
         path = TrialFolder(trial_dir).epochs
         try:
             log = read_csv(path, ("epoch", "train_loss"))

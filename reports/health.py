@@ -74,12 +74,11 @@ def trial_health(trial_dir: Path, record: TrialRecord, curves: Curves) -> Health
 
 
 def seed_flags(
-    trials: list[tuple[Path, dict[str, Any]]], curves: Curves, diverged: list[Divergence]
+    trials: list[tuple[Path, TrialRecord]], curves: Curves, diverged: list[Divergence]
 ) -> list[SeedFlag]:
     """Every trial with a health flag or a diverged training loss, in (model, seed, fold) order."""
     reasons: dict[tuple[str, int, int], list[str]] = {}
-    for trial_dir, raw in trials:
-        record = TrialRecord.from_dict(raw)
+    for trial_dir, record in trials:
         health = trial_health(trial_dir, record, curves)
         if health is not None and health.flags:
             reasons.setdefault((record.model, int(record.seed), int(record.fold)), []).extend(health.flags)

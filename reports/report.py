@@ -21,6 +21,7 @@ from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning, quote
 from covbench.folder.io import done_trials, read_csv, read_json, write_json, write_text
 from covbench.folder.layout import RunFolder
 from covbench.folder.record import TrialRecord
+from covbench.folder.stored_config import StoredConfig, read_stored_config
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports import curves as training
 from covbench.reports import health
@@ -72,24 +73,25 @@ def load_rows(run_dir: Path) -> pd.DataFrame:
         ) from None
 
 
-def run_config(run_dir: Path) -> dict:
-    """config.json as stored; {} (with a warning) when it is damaged: the report needs only its
-    threshold and version history, and the next run on the folder writes it again."""
-    path = RunFolder(run_dir).config
-    if not path.exists():
-        return {}
+def run_config(run_dir: Path) -> StoredConfig | None:
+    """config.json as stored; None when there is none, or (with a warning) when it is damaged: the
+    report needs only its key, threshold and version history, and the next run writes it again."""
     try:
-        data = read_json(path)
+        return read_stored_config(run_dir)
     except DamagedFile as exc:
         warn(f"{exc}: the report assumes threshold 0.5 and no version change", RunFolderWarning, stacklevel=2)
-        return {}
-    return data if isinstance(data, dict) else {}
+        return None
 
 
-def version_notes(config: dict) -> list[str]:
+def run_threshold(stored: StoredConfig | None) -> float:
+    """The probability threshold the run's trials scored with (0.5 when config.json is missing)."""
+    return float(stored.config.threshold) if stored is not None else 0.5
+
+
+def version_notes(stored: StoredConfig | None) -> list[str]:
     """A run continued with --allow-version-change holds trials trained by different code."""
     notes = []
-    for change in config.get("_version_changes") or []:
+    for change in stored.version_changes if stored is not None else []:
         was = ", ".join(f"{k} {v or '(absent)'}" for k, v in (change.get("from") or {}).items())
         now = ", ".join(f"{k} {v or '(absent)'}" for k, v in (change.get("to") or {}).items())
         notes.append(
@@ -306,15 +308,16 @@ def write_report(
     primary = primary or previous_primary(run_dir)
     slice_rows = load_rows(run_dir)
     config = run_config(run_dir)
-    trials = done_trials(run_dir, config.get("_key"))  # this configuration's; damaged records set aside
-    records = [TrialRecord.from_dict(record) for _, record in trials]
+    key = str(config.key) if config is not None and config.key else None
+    trials = done_trials(run_dir, key)  # this configuration's; damaged records set aside
+    records = [record for _, record in trials]
     curves = training.load_curves(trials)  # epochs.csv of this configuration's trials
     diverged = training.divergences(curves)
     flags = health.seed_flags(trials, curves, diverged)  # training health (reports/health.py)
     if unit == "slice":
         rows = slice_rows
     else:
-        rows = patient_rows(run_dir, float(config.get("threshold", 0.5)), trials)
+        rows = patient_rows(run_dir, run_threshold(config), trials)
     per_case = case_means(rows)
     models = summarize(rows)
     tests = {

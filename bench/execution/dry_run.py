@@ -35,7 +35,8 @@ from covbench.execution.packing import Packing, largest_trial_memory, plan_packi
 from covbench.folder.io import done_for, read_json
 from covbench.folder.key import FINGERPRINT_CHARS, RunKey
 from covbench.folder.layout import RunFolder, trial_name
-from covbench.folder.state import check_stored, read_config
+from covbench.folder.state import check_stored
+from covbench.folder.stored_config import read_stored_config
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def _folder(cfg: RunConfig, run_dir: Path | None, allow_version_change: bool) ->
     if not run_dir.exists():
         return f"{run_dir}: a new folder, created when the run starts", {}
     try:
-        stored = read_config(run_dir)
+        stored = read_stored_config(run_dir)
     except DamagedFile as exc:
         return f"{run_dir}: {exc}; the run sets it aside if every finished trial there matches", {}
     if stored is not None:

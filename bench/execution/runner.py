@@ -58,7 +58,6 @@ from covbench.folder.state import (
     check_run_dir,
     claim_run_dir,
     collect_cases,
-    config_record,
     is_done,
     load_run_config,
     read_previous_environment,
@@ -67,6 +66,7 @@ from covbench.folder.state import (
     write_test_slices,
 )
 from covbench.folder.storage import Storage
+from covbench.folder.stored_config import StoredConfig
 from covbench.training.checkpoint import CheckpointPolicy
 from covbench.training.loop import local_amp
 from covbench.training.trial import TrialResult, TrialSpec, run_fold_trial
@@ -166,17 +166,16 @@ def _record_finished(f: Finished, outcome: RunOutcome, emit: Callable[[str, dict
         emit("failed", {"trial": spec.name, "error": f.error})
         return
     result: TrialResult = f.result
-    record = {**result.record, **timing}
-    if outcome.versions:
-        record["versions"] = outcome.versions  # the code that trained it (see check_versions)
-    if record.get("checkpoint_note"):  # a damaged checkpoint was set aside: say so, once
-        warnings.warn(f"{spec.name}: {record['checkpoint_note']}", RunFolderWarning, stacklevel=2)
+    # the code that trained it (see check_versions); where and when it ran
+    record = replace(result.record, **timing, versions=outcome.versions or None)
+    if record.checkpoint_note:  # a damaged checkpoint was set aside: say so, once
+        warnings.warn(f"{spec.name}: {record.checkpoint_note}", RunFolderWarning, stacklevel=2)
     write_csv(trial.cases, pd.DataFrame(result.rows))
     if result.epochs:
         write_csv(trial.epochs, pd.DataFrame(result.epochs))
     if result.predictions:
         write_bytes(trial.predictions, result.predictions)
-    write_json(trial.record, record)  # written last: marks the trial done
+    write_json(trial.record, record.to_dict())  # written last: marks the trial done
     trial.failure.unlink(missing_ok=True)
     outcome.done.append(spec.name)
     emit(
@@ -320,11 +319,16 @@ class _Plan:
     versions: dict[str, str]
     checks: dict[str, Any]
     data: Prepared
-    key: str  # str(RunKey): how config.json, every record and every checkpoint spell it
+    run_key: RunKey
     parts: list[dict[str, np.ndarray]]
     previous: dict[str, Any] | None  # environment.json of the folder's last session
-    stored: dict[str, Any] = field(default_factory=dict)  # config.json as found, read once
+    stored: StoredConfig | None = None  # config.json as found, read once; None in a new folder
     next_round: Callable[[], None] | None = None  # rounds of seeds: look, then queue the next round
+
+    @property
+    def key(self) -> str:
+        """The key as every record and checkpoint spells it (config.json's `_key`)."""
+        return str(self.run_key)
 
 
 def _plan(
@@ -343,7 +347,7 @@ def _plan(
     checks = check_config(cfg, timeout=opts.stall_timeout or None)
     emit("status", {"message": "preparing data"})
     data = prepare_data(cfg)
-    key = str(RunKey.of(cfg.key(), data.fingerprint))
+    key = RunKey.of(cfg.key(), data.fingerprint)
     check_data_key(run_dir, key, stored)
     previous = read_previous_environment(run_dir)
     parts = [split_indices(data.slices, manifest) for manifest in data.folds]
@@ -405,9 +409,8 @@ def _launch(
     """Write what the run is (configuration, models, split, test slices, manifest), then submit
     every pending trial."""
     data, parts, folder = plan.data, plan.parts, RunFolder(run_dir)
-    write_json(
-        folder.config, config_record(run_dir, cfg, plan.key, plan.versions, plan.stored, local_amp(cfg.amp))
-    )
+    stored = plan.stored or StoredConfig.new(cfg)
+    stored.continued(cfg, plan.run_key, plan.versions, local_amp(cfg.amp)).write(run_dir)
     write_json(folder.models, models_record(plan.checks))  # params, FLOPs, memory per model
     # the unit of ASSD / HD95 / the NSD tolerance travels with the split: the report reads it there
     split_record = {**split_manifest(cfg, data.folds), "distance_unit": data.distance_unit}
