@@ -33,7 +33,7 @@ from covbench.errors import CovbenchError, RunFolderWarning
 from covbench.execution.executor import Executor
 from covbench.execution.interrupt import received, trap_signals
 from covbench.execution.options import ExecutionOptions
-from covbench.execution.packing import Packing, largest_trial_memory, plan_packing
+from covbench.execution.packing import Packing, could_pack, largest_trial_memory, plan_packing
 from covbench.execution.rounds import Rounds
 from covbench.execution.scheduler import (
     Finished,
@@ -50,13 +50,10 @@ from covbench.folder.io import (
 )
 from covbench.folder.key import RunKey
 from covbench.folder.layout import RunFolder, TrialFolder
-from covbench.folder.lock import run_lock
 from covbench.folder.manifest import code_versions, environment_manifest, now_iso
 from covbench.folder.state import (
     check_data_key,
-    check_out_folder,
     check_run_dir,
-    claim_run_dir,
     collect_cases,
     is_done,
     load_run_config,
@@ -64,6 +61,7 @@ from covbench.folder.state import (
     split_manifest,
     trial_index,
     write_test_slices,
+    writing_run_folder,
 )
 from covbench.folder.storage import Storage
 from covbench.folder.stored_config import StoredConfig
@@ -231,9 +229,8 @@ def execute(
     opts = replace(options or ExecutionOptions(), **settings)
     checkpoint = opts.validate(cfg)  # before anything is written or reached over the network
     run_dir = Path(run_dir).absolute()  # workers do not share the driver's working directory
-    check_out_folder(run_dir)
     emit = on_event or (lambda kind, info: None)
-    with run_lock(run_dir), trap_signals():
+    with writing_run_folder(run_dir), trap_signals():
         opts = replace(opts, storage=run_storage(run_dir, opts.storage))
         with opts.storage.lock(_lock_holder(run_dir)) if opts.storage else contextlib.nullcontext():
             plan = _plan(cfg, run_dir, opts, checkpoint, emit)
@@ -341,7 +338,6 @@ def _plan(
     """Check the folder, the models and the data; nothing of this run is written yet."""
     versions = code_versions(cfg.models)  # covbench's and each model plugin's distribution version
     stored = check_run_dir(run_dir, cfg, versions, opts.allow_version_change)
-    claim_run_dir(run_dir)
     # Every model meets its contract before any data is prepared or trial starts (checks.py).
     emit("status", {"message": "checking models"})
     checks = check_config(cfg, timeout=opts.stall_timeout or None)
@@ -486,6 +482,12 @@ def check_workers_see(executor: Executor, run_dir: Path) -> None:
         )
 
 
+def trial_order(cfg: RunConfig, n_folds: int) -> list[tuple[str, int, int]]:
+    """(model, seed, fold) of every trial of the configuration in the order they are submitted:
+    seeds first, so an interrupted run has whole seeds of every model (`--dry-run` lists them so)."""
+    return [(m, s, f) for s in cfg.seeds for f in range(n_folds) for m in cfg.models]
+
+
 def _pending_trials(
     cfg: RunConfig,
     run_dir: Path,
@@ -497,7 +499,7 @@ def _pending_trials(
     """(model, seed, fold) of every trial still to run, seeds first; done ones go to `skipped`.
     `trials`: a round's (covbench.execution.rounds), else every seed of the configuration."""
     if trials is None:
-        trials = [(m, s, f) for s in cfg.seeds for f in range(len(parts)) for m in cfg.models]
+        trials = trial_order(cfg, len(parts))
     todo = []
     for model, seed, fold in trials:
         trial = RunFolder(run_dir).trial_of(model, seed, fold)
@@ -547,8 +549,7 @@ def _plan_packing(
     (covbench.execution.packing), from the contract check's memory figures and the GPU's free memory."""
     resident = max((len(p["train"]) + len(p["val"]) for p in parts), default=0)
     trial_memory = largest_trial_memory(checks.values(), resident, cfg.image_size)
-    probe = requested is None and 1 <= resources["gpus"] < n_trials  # packing could pay
-    gpu_memory = executor.gpu_memory() if probe else None
+    gpu_memory = executor.gpu_memory() if could_pack(requested, resources["gpus"], n_trials) else None
     return plan_packing(
         requested, resources["gpus"], n_trials=n_trials, trial_memory=trial_memory, gpu_memory=gpu_memory
     )

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from covbench.folder.io import (
 )
 from covbench.folder.key import RunKey
 from covbench.folder.layout import MARKER, RUN_LOCK, WEIGHTS, RunFolder, TrialFolder
+from covbench.folder.lock import run_lock
 from covbench.folder.manifest import now_iso
 from covbench.folder.record import TrialRecord
 from covbench.folder.stored_config import StoredConfig, read_stored_config
@@ -76,6 +79,17 @@ def check_out_folder(run_dir: Path) -> None:
         f"--out {run_dir} is a folder covbench did not create and it is not empty ({shown}); "
         "covbench writes only into new or empty folders and its own run folders: name another --out"
     )
+
+
+@contextmanager
+def writing_run_folder(run_dir: Path) -> Iterator[None]:
+    """The one way into a run folder for writing: refuse an --out covbench must not write into,
+    hold its lock for the block (re-entrant: the CLI holds it around the run and the report, the
+    runner takes it again for library callers), and mark the folder covbench's."""
+    check_out_folder(run_dir)  # before the lock writes anything into it
+    with run_lock(run_dir):
+        claim_run_dir(run_dir)
+        yield
 
 
 def claim_run_dir(run_dir: Path) -> None:
