@@ -281,10 +281,8 @@ def _lock_holder(run_dir: Path) -> dict[str, Any]:
 
 
 def _failure_reason(f: Finished) -> str:
-    """One word for failure.json: stalled, diverged or error."""
-    if f.reason:
-        return f.reason
-    return "diverged" if (f.error or "").startswith("TrainingDiverged") else "error"
+    """One word for failure.json: stalled, diverged (any TrialFailure's reason) or error."""
+    return f.reason or "error"
 
 
 def _stop_reason(exc: BaseException) -> str:

@@ -26,15 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from covbench.errors import TrialFailure
 from covbench.training.augment import apply_augment, augment_mode, draw_augment
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 RESIDENT_FRACTION = 0.5  # data goes to the GPU once when it takes at most this share of free memory
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(TrialFailure):
     """The training loss became NaN or infinite: every later epoch would be wasted, and the
-    evaluation would fail on NaN probabilities much later. Ends the trial (recorded as failed)."""
+    evaluation would fail on NaN probabilities much later. Ends the trial (recorded as failed,
+    reason "diverged")."""
+
+    reason = "diverged"
 
 
 def check_finite_loss(loss: float, epoch: int, lr: float) -> None:

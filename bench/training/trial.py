@@ -115,14 +115,6 @@ def run_fold_trial(spec: TrialSpec, slices: SliceSet, parts: dict[str, np.ndarra
 
 
 @dataclass
-class _Built:
-    model: nn.Module
-    width: int
-    options: dict[str, Any]
-    parameters: int
-
-
-@dataclass
 class _Trained:
     best: Best
     resumed_from_epoch: int
@@ -131,12 +123,9 @@ class _Trained:
     epochs: list[dict[str, Any]]  # the whole epoch log, earlier attempts' epochs included
 
 
-def _build(spec: TrialSpec) -> _Built:
-    model_spec = registry.get_model(spec.model)
+def _build(spec: TrialSpec) -> registry.BuiltModel:
     options = spec.config.model_options.get(spec.model, {})
-    width, options = model_spec.run_arguments(spec.config.width, options)
-    model = model_spec.create(in_channels=1, classes=1, width=width, **options)
-    return _Built(model, width, options, registry.count_parameters(model))
+    return registry.build_model(registry.get_model(spec.model), spec.config.width, options)
 
 
 def _train(
