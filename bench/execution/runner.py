@@ -81,6 +81,7 @@ class RunOutcome:
     wall_seconds: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)  # code versions the trials ran with
     session_written: bool = False  # environment.json of this session is on disk (finalize it)
+    manifest: dict[str, Any] = field(default_factory=dict)  # that environment.json, finalized at the end
 
 
 def data_request(cfg: RunConfig) -> tuple[registry.DatasetSpec, dict[str, Any], PreprocessConfig]:
@@ -192,7 +193,7 @@ def _finalize(run_dir: Path, outcome: RunOutcome, t0: float, key: str) -> None:
         write_csv(RunFolder(run_dir).cases, cases)
     outcome.wall_seconds = time.perf_counter() - t0
     env_path = RunFolder(run_dir).environment
-    env = read_previous_environment(run_dir) or {}
+    env = dict(outcome.manifest)  # as this session wrote it at the start: the driver is its only writer
     status = "interrupted" if outcome.interrupted else ("failed" if outcome.failed else "complete")
     env.pop("stopped_by", None)
     if outcome.stopped_by:
@@ -231,9 +232,10 @@ def execute(
     run_dir = Path(run_dir).absolute()  # workers do not share the driver's working directory
     emit = on_event or (lambda kind, info: None)
     with writing_run_folder(run_dir), trap_signals():
-        opts = replace(opts, storage=run_storage(run_dir, opts.storage))
+        previous = read_previous_environment(run_dir)  # the folder's last session, read once
+        opts = replace(opts, storage=run_storage(run_dir, opts.storage, previous))
         with opts.storage.lock(_lock_holder(run_dir)) if opts.storage else contextlib.nullcontext():
-            plan = _plan(cfg, run_dir, opts, checkpoint, emit)
+            plan = _plan(cfg, run_dir, opts, checkpoint, previous, emit)
             return _run(cfg, run_dir, opts, plan, emit)
 
 
@@ -252,11 +254,12 @@ def resume_config(run_dir: Path, out: Path | None = None, given: Sequence[str] =
     return cfg
 
 
-def run_storage(run_dir: Path, given: Storage | None) -> Storage | None:
+def run_storage(run_dir: Path, given: Storage | None, environment: dict[str, Any] | None) -> Storage | None:
     """Where this run's trials keep checkpoints: `--storage`, else the storage an earlier session
-    of the folder used (its checkpoints are there), else None (the run folder itself). A storage
-    that differs from the folder's is refused; the chosen one is validated before any work."""
-    previous = (read_previous_environment(run_dir) or {}).get("storage")
+    of the folder used (`environment`: its environment.json; its checkpoints are there), else None
+    (the run folder itself). A storage that differs from the folder's is refused; the chosen one
+    is validated before any work."""
+    previous = (environment or {}).get("storage")
     if given is not None and previous and given.uri != previous:
         raise CovbenchError(
             f"--storage {given.uri}: {run_dir} keeps its checkpoints in {previous}; "
@@ -331,6 +334,7 @@ def _plan(
     run_dir: Path,
     opts: ExecutionOptions,
     checkpoint: CheckpointPolicy,
+    previous: dict[str, Any] | None,
     emit: Callable[[str, dict[str, Any]], None],
 ) -> _Plan:
     """Check the folder, the models and the data; nothing of this run is written yet."""
@@ -343,7 +347,6 @@ def _plan(
     data = prepare_data(cfg)
     key = RunKey.of(cfg.key(), data.fingerprint)
     check_data_key(run_dir, key, stored)
-    previous = read_previous_environment(run_dir)
     parts = [split_indices(data.slices, manifest) for manifest in data.folds]
     return _Plan(checkpoint, versions, checks, data, key, parts, previous, stored)
 
@@ -424,7 +427,8 @@ def _launch(
         "max_retries": opts.max_retries,
         "storage": opts.storage.uri if opts.storage is not None else None,
     }
-    write_json(folder.environment, _run_manifest(executor, data, plan.previous, extra))
+    outcome.manifest = _run_manifest(executor, data, plan.previous, extra)
+    write_json(folder.environment, outcome.manifest)
     outcome.session_written = True
 
     # Once per run: every node fetches it once, every fold shares it. Plain arrays, not the
@@ -455,6 +459,9 @@ def _launch(
             "gpus": resources["gpus"],
             "slots": slots(resources, per_trial),
             "packing": packing.reason,
+            "key": plan.key,  # what the run holds, for the tracker: no need to read config.json back
+            "config": cfg.to_dict(),
+            "versions": plan.versions,
         },
     )
 

@@ -158,7 +158,7 @@ class MlflowTracker:
     # -- the runner's events ---------------------------------------------------------------
     def event(self, kind: str, info: dict[str, Any]) -> None:
         if kind == "start":
-            self._start()
+            self._start(info["key"], info["config"], info.get("versions") or {})
         elif kind == "done" and self.parent:
             self._trial(info["trial"], info["record"])
         elif kind == "failed" and self.parent:
@@ -172,15 +172,14 @@ class MlflowTracker:
         location = (RunFolder(self.run_dir).mlflow / "artifacts").as_uri() if self.local else None
         return self.client.create_experiment(name, artifact_location=location)
 
-    def _start(self) -> None:
+    def _start(self, key: str, config: dict[str, Any], versions: dict[str, str]) -> None:
+        """The parent run of this covbench run (key, configuration and code versions as the runner
+        holds them), resumed if it exists, and every trial finished before tracking saw it."""
         from covbench.folder.io import done_trials
-        from covbench.folder.stored_config import read_stored_config
 
         if self.local:
             RunFolder(self.run_dir).mlflow.mkdir(exist_ok=True)
-        stored = read_stored_config(self.run_dir)
-        assert stored is not None  # the runner wrote it before tracking starts
-        self.key = str(stored.key)
+        self.key = key
         self.experiment_id = self._experiment()
         runs = self.client.search_runs(
             [self.experiment_id],
@@ -192,10 +191,10 @@ class MlflowTracker:
             self.client.update_run(self.parent, status="RUNNING")
         else:
             tags = {"covbench_run_dir": str(self.run_dir), "covbench_key": self.key}
-            tags.update({f"covbench_version.{k}": v for k, v in (stored.versions or {}).items()})
+            tags.update({f"covbench_version.{k}": v for k, v in versions.items()})
             self.parent = self.client.create_run(self.experiment_id, tags=tags, run_name=self.run_dir.name)
             self.parent = self.parent.info.run_id
-            params = {k: _param(v) for k, v in stored.config.to_dict().items()}
+            params = {k: _param(v) for k, v in config.items()}
             self._log(self.parent, params=params)
         logged = self._logged_trials()
         for trial_dir, record in done_trials(self.run_dir, self.key):  # finished before tracking saw them
