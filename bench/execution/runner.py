@@ -235,8 +235,8 @@ def execute(
         previous = read_previous_environment(run_dir)  # the folder's last session, read once
         opts = replace(opts, storage=run_storage(run_dir, opts.storage, previous))
         with opts.storage.lock(_lock_holder(run_dir)) if opts.storage else contextlib.nullcontext():
-            plan = _plan(cfg, run_dir, opts, checkpoint, previous, emit)
-            return _run(cfg, run_dir, opts, plan, emit)
+            checked = _check(cfg, run_dir, opts, checkpoint, previous, emit)
+            return _run(cfg, run_dir, opts, checked, emit)
 
 
 def resume_config(run_dir: Path, out: Path | None = None, given: Sequence[str] = ()) -> RunConfig:
@@ -310,7 +310,7 @@ def _stop(executor: Executor, outcome: RunOutcome, emit: Callable[[str, dict[str
 
 
 @dataclass
-class _Plan:
+class _Checked:
     """What the run will do, settled before Ray starts: checked models, prepared data, the key."""
 
     checkpoint: CheckpointPolicy
@@ -329,14 +329,14 @@ class _Plan:
         return str(self.run_key)
 
 
-def _plan(
+def _check(
     cfg: RunConfig,
     run_dir: Path,
     opts: ExecutionOptions,
     checkpoint: CheckpointPolicy,
     previous: dict[str, Any] | None,
     emit: Callable[[str, dict[str, Any]], None],
-) -> _Plan:
+) -> _Checked:
     """Check the folder, the models and the data; nothing of this run is written yet."""
     versions = code_versions(cfg.models)  # covbench's and each model plugin's distribution version
     stored = check_run_dir(run_dir, cfg, versions, opts.allow_version_change)
@@ -348,14 +348,14 @@ def _plan(
     key = RunKey.of(cfg.key(), data.fingerprint)
     check_data_key(run_dir, key, stored)
     parts = [split_indices(data.slices, manifest) for manifest in data.folds]
-    return _Plan(checkpoint, versions, checks, data, key, parts, previous, stored)
+    return _Checked(checkpoint, versions, checks, data, key, parts, previous, stored)
 
 
 def _run(
     cfg: RunConfig,
     run_dir: Path,
     opts: ExecutionOptions,
-    plan: _Plan,
+    checked: _Checked,
     emit: Callable[[str, dict[str, Any]], None],
 ) -> RunOutcome:
     """Launch the pending trials and collect them as they finish.
@@ -365,15 +365,15 @@ def _run(
     what is done and environment.json with status "interrupted", and re-raises.
     """
     t0 = time.perf_counter()
-    outcome = RunOutcome(run_dir, versions=plan.versions)
+    outcome = RunOutcome(run_dir, versions=checked.versions)
     executor: Executor | None = None
     stopped_by: BaseException | None = None
     try:
         executor = InProcessExecutor() if opts.debug else RayExecutor(address=opts.address)
         if opts.storage is None:
             check_workers_see(executor, run_dir)  # before anything of this run is written
-        _launch(executor, cfg, run_dir, opts, plan, outcome, emit)
-        _collect(executor, outcome, emit, opts.stall_timeout or None, plan.next_round)
+        _launch(executor, cfg, run_dir, opts, checked, outcome, emit)
+        _collect(executor, outcome, emit, opts.stall_timeout or None, checked.next_round)
     except BaseException as exc:  # a signal (KeyboardInterrupt) or an error of the driver itself
         outcome.interrupted, outcome.stopped_by = True, _stop_reason(exc)
         stopped_by = exc
@@ -385,7 +385,7 @@ def _run(
             executor.shutdown()
         if outcome.session_written:
             try:
-                _finalize(run_dir, outcome, t0, plan.key)
+                _finalize(run_dir, outcome, t0, checked.key)
             except OSError:
                 # A full or read-only disk that stopped the run fails here again: the first error,
                 # naming the write that failed first, is the one to report.
@@ -399,35 +399,35 @@ def _launch(
     cfg: RunConfig,
     run_dir: Path,
     opts: ExecutionOptions,
-    plan: _Plan,
+    checked: _Checked,
     outcome: RunOutcome,
     emit: Callable[[str, dict[str, Any]], None],
 ) -> None:
     """Write what the run is (configuration, models, split, test slices, manifest), then submit
     every pending trial."""
-    data, parts, folder = plan.data, plan.parts, RunFolder(run_dir)
-    stored = plan.stored or StoredConfig.new(cfg)
-    stored.continued(cfg, plan.run_key, plan.versions, local_amp(cfg.amp)).write(run_dir)
-    write_json(folder.models, models_record(plan.checks))  # params, FLOPs, memory per model
+    data, parts, folder = checked.data, checked.parts, RunFolder(run_dir)
+    stored = checked.stored or StoredConfig.new(cfg)
+    stored.continued(cfg, checked.run_key, checked.versions, local_amp(cfg.amp)).write(run_dir)
+    write_json(folder.models, models_record(checked.checks))  # params, FLOPs, memory per model
     # the unit of ASSD / HD95 / the NSD tolerance travels with the split: the report reads it there
     split_record = {**split_manifest(cfg, data.folds), "distance_unit": data.distance_unit}
     write_json(folder.split, split_record)
     write_test_slices(folder.test_slices, data.slices, parts)
-    rounds = Rounds(cfg, run_dir, plan.key, len(parts)) if cfg.rounds else None
-    todo = _pending_trials(cfg, run_dir, plan.key, parts, outcome, rounds.advance() if rounds else None)
+    rounds = Rounds(cfg, run_dir, checked.key, len(parts)) if cfg.rounds else None
+    todo = _pending_trials(cfg, run_dir, checked.key, parts, outcome, rounds.advance() if rounds else None)
     resources = executor.resources()
-    packing = _plan_packing(executor, cfg, plan.checks, parts, opts.gpus_per_trial, resources, len(todo))
+    packing = _plan_packing(executor, cfg, checked.checks, parts, opts.gpus_per_trial, resources, len(todo))
     per_trial = Resources(opts.cpus_per_trial, packing.gpus_per_trial)
     extra = {
         "ray_resources": resources,
         "nodes": executor.nodes(),
         "resources_per_trial": {"cpus": opts.cpus_per_trial, "gpus": packing.gpus_per_trial},
         "packing": packing.to_dict(),
-        "checkpoint_every_seconds": plan.checkpoint.every_seconds,
+        "checkpoint_every_seconds": checked.checkpoint.every_seconds,
         "max_retries": opts.max_retries,
         "storage": opts.storage.uri if opts.storage is not None else None,
     }
-    outcome.manifest = _run_manifest(executor, data, plan.previous, extra)
+    outcome.manifest = _run_manifest(executor, data, checked.previous, extra)
     write_json(folder.environment, outcome.manifest)
     outcome.session_written = True
 
@@ -441,7 +441,16 @@ def _launch(
         for model, seed, fold in trials:
             tdir = folder.trial_of(model, seed, fold).path
             spec = TrialSpec(
-                model, seed, fold, cfg, plan.key, str(tdir), threads, plan.checkpoint, faults, opts.storage
+                model,
+                seed,
+                fold,
+                cfg,
+                checked.key,
+                str(tdir),
+                threads,
+                checked.checkpoint,
+                faults,
+                opts.storage,
             )
             tdir.mkdir(parents=True, exist_ok=True)
             executor.submit(spec, run_fold_trial, spec, shared, parts[fold], resources=per_trial,
@@ -449,7 +458,9 @@ def _launch(
 
     submit(todo)
     if rounds is not None:
-        plan.next_round = lambda: _next_round(rounds, cfg, run_dir, plan.key, parts, outcome, submit, emit)
+        checked.next_round = lambda: _next_round(
+            rounds, cfg, run_dir, checked.key, parts, outcome, submit, emit
+        )
     emit(
         "start",
         {
@@ -459,9 +470,9 @@ def _launch(
             "gpus": resources["gpus"],
             "slots": slots(resources, per_trial),
             "packing": packing.reason,
-            "key": plan.key,  # what the run holds, for the tracker: no need to read config.json back
+            "key": checked.key,  # what the run holds, for the tracker: no need to read config.json back
             "config": cfg.to_dict(),
-            "versions": plan.versions,
+            "versions": checked.versions,
         },
     )
 
