@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from warnings import warn  # `warnings` names the report's list of warnings here
 
 import numpy as np
@@ -229,6 +230,22 @@ def run_distance_unit(run_dir: Path) -> str:
     return str(unit)
 
 
+def run_test_dataset(run_dir: Path) -> dict[str, Any] | None:
+    """What a `--test-dataset` run tested on (split.json's `test_dataset`: dataset, folder,
+    fingerprint, cases); None when the test part was a part of the training dataset."""
+    path = RunFolder(run_dir).split
+    found = read_json(path).get("test_dataset") if path.exists() else None
+    return found if isinstance(found, dict) else None
+
+
+def tested_on_sentence(test: dict[str, Any]) -> str:
+    where = f" at {test['data_dir']}" if test.get("data_dir") else ""
+    return (
+        f"Tested on dataset {test.get('dataset')!r}{where} ({test.get('n_cases')} patients, fingerprint "
+        f"{str(test.get('fingerprint'))[:12]}), which no model trained or was validated on."
+    )
+
+
 def _markdown_tests(tests: dict[str, dict], unit: str, distance_unit: str = "mm") -> list[str]:
     strong = lambda name: f"**{name}**"  # noqa: E731
     lines = ["- " + line for line in test_summaries(tests, unit, strong, distance_unit=distance_unit)]
@@ -337,6 +354,9 @@ def write_report(
         caption += (
             " The data records no pixel spacing: ASSD and HD95 are in pixels, NSD's tolerance is in pixels."
         )
+    test_dataset = run_test_dataset(run_dir)  # `--test-dataset`: every number is about that dataset
+    if test_dataset is not None:
+        caption = f"{tested_on_sentence(test_dataset)} {caption}"
     uv = unit_values(rows)
     verdict_map = verdicts(uv, slice_rows if unit == "slice" else None, primary)
     power = detectable_statement(uv, primary)
@@ -364,6 +384,7 @@ def write_report(
         "verdicts": verdict_dicts,
         "unit_values": uv.to_json(),
         "distance_unit": distance_unit,  # of ASSD, HD95 and the NSD tolerance: "mm" or "px"
+        **({"test_dataset": test_dataset} if test_dataset is not None else {}),
         "models": models,
         "aggregation": caption,
         "seed_aggregation": seed_caption,
@@ -406,6 +427,8 @@ def write_report(
         paths += [p.with_suffix(s) for p, _ in curve_figure for s in (".png", ".svg")]
     title = f"covbench report: {run_dir.name} ({unit} level)"
     lines = [f"# {title}", ""]
+    if test_dataset is not None:
+        lines += [f"**{tested_on_sentence(test_dataset)}** Verdicts and ranking are on its patients.", ""]
     for w in warnings:
         lines += [f"> **Warning:** {w}", ""]
     if rounds is not None:

@@ -29,7 +29,8 @@ _CONFIG_OPTIONS = (
     "models", "seeds", "max_seeds", "seed_step", "preset", "epochs", "image_size", "batch_size", "lr",
     "width",
     "augment", "loss", "val_fraction", "tta", "dataset", "data_dir", "split", "folds", "model_option",
-    "deterministic", "spacing", "amp", "dataset_option", "selection",
+    "deterministic", "spacing", "amp", "dataset_option", "selection", "test_dataset", "test_data_dir",
+    "test_dataset_option",
 )  # fmt: skip
 
 
@@ -144,6 +145,24 @@ def run(
             "--dataset-option",
             help="KEY=VALUE for the dataset adapter (repeatable), e.g. label=lesion, label=2, channel=0 "
             "(nnunet; datasets/README.md)",
+        ),
+    ] = None,
+    test_dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="test on every patient of this dataset instead of a part of --dataset, which then "
+            "gives train and validation patients only (generalisation to another hospital)",
+        ),
+    ] = None,
+    test_data_dir: Annotated[
+        Path | None,
+        typer.Option(help="the --test-dataset's folder (for a dataset read from disk)"),
+    ] = None,
+    test_dataset_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--test-dataset-option",
+            help="KEY=VALUE for the --test-dataset's adapter (repeatable), as --dataset-option",
         ),
     ] = None,
     spacing: Annotated[
@@ -302,6 +321,9 @@ def _run_config(ctx: typer.Context) -> RunConfig:
         folds=p["folds"],
         model_options=parse_model_options(p["model_option"] or [], chosen),
         dataset_options=parse_dataset_options(p["dataset_option"] or []),
+        test_dataset=p["test_dataset"],
+        test_data_dir=str(p["test_data_dir"]) if p["test_data_dir"] else None,
+        test_dataset_options=parse_dataset_options(p["test_dataset_option"] or [], "--test-dataset-option"),
         **({"amp": p["amp"]} if p["amp"] is not None else {}),
     )
 

@@ -30,7 +30,7 @@ from typing import Any
 from covbench.config import RunConfig
 from covbench.datasets.prepare import find_cached
 from covbench.datasets.splits import n_folds
-from covbench.errors import DamagedFile
+from covbench.errors import CovbenchError, DamagedFile
 from covbench.execution.options import ExecutionOptions
 from covbench.execution.packing import Packing, could_pack, largest_trial_memory, plan_packing
 from covbench.folder.io import done_for, read_json
@@ -182,13 +182,23 @@ def _data(cfg: RunConfig) -> tuple[str, dict[str, Any] | None, str | None]:
     )  # fmt: skip
     unchecked = _check_split(cfg, meta, cache)
     where = f"dataset {cfg.dataset!r}" + (f" at {data_dir}" if data_dir else "")
+    tested = ""
+    if cfg.test_data:  # the run's refusal of a missing test folder, before anything is read
+        test_spec = data_request(cfg, test=True)[0]
+        try:
+            test_dir = test_spec.check_data_dir(cfg.test_data["data_dir"])
+        except CovbenchError as exc:  # as the run names it
+            raise CovbenchError(f"--test-dataset {test_spec.name}: {exc}") from None
+        tested = f"; tested on every patient of dataset {test_spec.name!r}" + (
+            f" at {test_dir}" if test_dir else ""
+        )
     if meta is None:
-        note = f"{where}: not pre-processed at {cfg.image_size} px yet; the run reads it first"
+        note = f"{where}: not pre-processed at {cfg.image_size} px yet; the run reads it first{tested}"
         return note, None, unchecked
     return (
         f"{where}: {meta.get('n_cases')} cases, {meta.get('n_slices')} slices at {cfg.image_size} px "
         f"(pre-processing cache, fingerprint {str(meta.get('fingerprint'))[:FINGERPRINT_CHARS]}; "
-        "the run checks it)",
+        f"the run checks it){tested}",
         meta,
         unchecked,
     )

@@ -25,10 +25,10 @@ import pandas as pd
 from covbench import registry
 from covbench.checks import check_config, models_record
 from covbench.config import RunConfig
-from covbench.datasets import SliceSet
+from covbench.datasets import SliceSet, cross
 from covbench.datasets.prepare import Prepared, prepare_slices
 from covbench.datasets.preprocess import PreprocessConfig
-from covbench.datasets.splits import make_splits, split_indices
+from covbench.datasets.splits import check_lesions, make_splits, split_indices
 from covbench.errors import CovbenchError, RunFolderWarning
 from covbench.execution.executor import Executor
 from covbench.execution.interrupt import received, trap_signals
@@ -84,21 +84,37 @@ class RunOutcome:
     manifest: dict[str, Any] = field(default_factory=dict)  # that environment.json, finalized at the end
 
 
-def data_request(cfg: RunConfig) -> tuple[registry.DatasetSpec, dict[str, Any], PreprocessConfig]:
-    """The dataset adapter, its options and the pre-processing this run asks for."""
-    spec = registry.get_dataset(cfg.dataset)
+def data_request(
+    cfg: RunConfig, test: bool = False
+) -> tuple[registry.DatasetSpec, dict[str, Any], PreprocessConfig]:
+    """The dataset adapter, its options and the pre-processing this run asks for; `test`: those of
+    its `--test-dataset`, pre-processed the same way (covbench.datasets.cross)."""
+    name, given = (cfg.test_data["dataset"], cfg.test_data["options"]) if test else (cfg.dataset, {})
+    spec = registry.get_dataset(name)
     options = dict(cfg.phantom) if not spec.needs_data_dir else {}
-    options.update(cfg.dataset_options)  # `--dataset-option`; the adapter refuses keys it lacks
-    if cfg.spacing is not None:
+    options.update(given if test else cfg.dataset_options)  # the adapter refuses keys it lacks
+    if cfg.spacing is not None and spec.takes_spacing:
         options["spacing"] = tuple(cfg.spacing)  # build_config checked the dataset takes it
     return spec, options, PreprocessConfig(image_size=cfg.image_size, **cfg.preprocess)
 
 
 def prepare_data(cfg: RunConfig) -> Prepared:
-    """Read the dataset through its adapter (or the pre-processing cache) and split it into folds."""
+    """Read the dataset through its adapter (or the pre-processing cache) and split it into folds;
+    with `--test-dataset`, read that one too and test on all of its patients."""
     spec, options, pre = data_request(cfg)
     prepared = prepare_slices(spec, cfg.data_dir, pre, options=options)  # checks the data folder
-    prepared.folds = split_folds(cfg, prepared.slices, prepared.part_of)
+    folds = split_folds(cfg, prepared.slices, prepared.part_of)
+    if cfg.test_data:
+        test_spec, test_options, _ = data_request(cfg, test=True)
+        name, where = test_spec.name, cfg.test_data["data_dir"]
+        try:
+            test = prepare_slices(test_spec, where, pre, options=test_options)
+        except CovbenchError as exc:  # which of the two datasets it is about
+            raise CovbenchError(f"--test-dataset {name}: {exc}") from None
+        folds = cross.cross_manifests(folds, test, name, cross.fingerprint_record(name, where, test))
+        prepared = cross.combine(prepared, test, name)
+        check_lesions(prepared.slices, folds)  # the test dataset must have lesions to measure
+    prepared.folds = folds
     return prepared
 
 

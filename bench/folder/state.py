@@ -109,6 +109,8 @@ def split_manifest(cfg: RunConfig, folds: list[dict[str, Any]]) -> dict[str, Any
     }
     if len(folds) == 1:
         out.update({k: folds[0][k] for k in ("train", "val", "test")})
+    if folds and "test_dataset" in folds[0]:  # `--test-dataset`: what the test part comes from
+        out["test_dataset"] = folds[0]["test_dataset"]
     return out
 
 
