@@ -93,3 +93,10 @@ class RunLocked(CovbenchError):
 
 class RunFolderWarning(UserWarning):
     """Something in a run folder was damaged and healed (set aside, rerun or ignored)."""
+
+
+class TrialFailure(RuntimeError):
+    """A trial that ends for a reason the run records by name (failure.json's `reason`). The
+    scheduler reads `reason` off the exception, also when Ray wraps it, so no message is parsed."""
+
+    reason = "error"

@@ -24,7 +24,6 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,17 +63,15 @@ class Curves:
     missing: list[str] = field(default_factory=list)  # trial names without a readable epochs.csv
 
 
-def load_curves(trials: list[tuple[Path, dict[str, Any]]]) -> Curves:
+def load_curves(trials: list[tuple[Path, TrialRecord]]) -> Curves:
     """The curves of `trials` ((folder, record) pairs, as `covbench.folder.io.done_trials` gives them).
     A trial without epochs.csv (written by an older covbench) or with a damaged one is left out
     and named in `missing`; a damaged log also warns (RunFolderWarning).
 
     The logs are read in one pass (`_read_logs`: every file's text, one pandas parse per header),
     not one `read_csv` per trial: 2500 trials at 50 models x 10 seeds x 5 folds."""
-    records, paths = [], []
-    for trial_dir, raw in trials:
-        records.append(TrialRecord.from_dict(raw))
-        paths.append(TrialFolder(trial_dir).epochs)
+    records = [record for _, record in trials]
+    paths = [TrialFolder(trial_dir).epochs for trial_dir, _ in trials]
     logs, missing = [], []
     for (trial_dir, _), log in zip(trials, _read_logs(paths), strict=True):
         if log is None:

@@ -93,13 +93,12 @@ def logs_by_trial(curves: Curves) -> dict[tuple[str, int, int], list[dict]]:
 
 
 def seed_flags(
-    trials: list[tuple[Path, dict[str, Any]]], curves: Curves, diverged: list[Divergence]
+    trials: list[tuple[Path, TrialRecord]], curves: Curves, diverged: list[Divergence]
 ) -> list[SeedFlag]:
     """Every trial with a health flag or a diverged training loss, in (model, seed, fold) order."""
     reasons: dict[tuple[str, int, int], list[str]] = {}
     logs = None
-    for trial_dir, raw in trials:
-        record = TrialRecord.from_dict(raw)
+    for trial_dir, record in trials:
         if logs is None and not record.health:  # an older folder: derive from the epoch logs
             logs = logs_by_trial(curves)
         health = trial_health(trial_dir, record, curves, logs)

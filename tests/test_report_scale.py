@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from covbench.cli import app
 from covbench.folder.io import to_jsonable, write_json
+from covbench.folder.record import TrialRecord
 from covbench.reports import curves, matrix
 from covbench.reports.inference import difference, holm, p_superior, power_of
 from covbench.reports.json_text import dumps, write_summary
@@ -201,21 +202,21 @@ def test_epoch_logs_read_together_equal_one_read_per_file(tmp_path):
         )
     missing = tmp_path / "m9__seed9__fold0"
     missing.mkdir()
-    trials.append((missing, {"model": "m9", "seed": 9, "fold": 0, "status": "done"}))
+    trials.append((missing, TrialRecord.from_dict({"model": "m9", "seed": 9, "fold": 0, "status": "done"})))
     damaged = tmp_path / "m8__seed8__fold0"
     damaged.mkdir()
     (damaged / "epochs.csv").write_text("")
-    trials.append((damaged, {"model": "m8", "seed": 8, "fold": 0, "status": "done"}))
+    trials.append((damaged, TrialRecord.from_dict({"model": "m8", "seed": 8, "fold": 0, "status": "done"})))
     with pytest.warns(Warning, match="training curve is left out"):
         got = curves.load_curves(trials)
     frames = []
-    for folder, raw in trials[:5]:
+    for folder, record in trials[:5]:
         log = pd.read_csv(folder / "epochs.csv").drop_duplicates("epoch", keep="last").sort_values("epoch")
         frames.append(
             pd.DataFrame(
                 {
-                    "model": raw["model"],
-                    "seed": raw["seed"],
+                    "model": record.model,
+                    "seed": record.seed,
                     "fold": 0,
                     "epoch": log["epoch"].astype(int).to_numpy(),
                     "train_loss": log["train_loss"].to_numpy(float),

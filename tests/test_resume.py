@@ -21,6 +21,7 @@ from covbench.cli import app
 from covbench.config import PRESETS, build_config
 from covbench.errors import CovbenchError
 from covbench.execution.runner import execute
+from covbench.folder.key import RunKey
 from covbench.folder.state import check_data_key, check_run_dir
 
 runner = CliRunner()
@@ -223,7 +224,7 @@ def test_resume_needs_a_run_folder(tmp_path):
 def test_same_config_on_different_data_is_refused(tmp_path):
     cfg = build_config(models=["unet"], n_seeds=1, preset=PRESETS["smoke"])
     (tmp_path / "config.json").write_text(json.dumps({**cfg.to_dict(), "_key": f"{cfg.key()}-aaaaaaaaaaaa"}))
-    check_run_dir(tmp_path, cfg)  # same configuration: fine
-    check_data_key(tmp_path, f"{cfg.key()}-aaaaaaaaaaaa")
+    stored = check_run_dir(tmp_path, cfg)  # same configuration: fine
+    check_data_key(tmp_path, RunKey.parse(f"{cfg.key()}-aaaaaaaaaaaa"), stored)
     with pytest.raises(CovbenchError, match="different data .fingerprint aaaaaaaaaaaa, now bbbbbbbbbbbb"):
-        check_data_key(tmp_path, f"{cfg.key()}-bbbbbbbbbbbb")
+        check_data_key(tmp_path, RunKey.parse(f"{cfg.key()}-bbbbbbbbbbbb"), stored)

@@ -14,6 +14,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from covbench.folder.record import TrialRecord
+
 
 class RunProgress:
     """Live display: a bar over trials with queued / running / done / failed counts and an ETA.
@@ -73,21 +75,21 @@ class RunProgress:
         elif kind == "done":
             self.done += 1
             self.running.discard(info["trial"])
-            r = info["record"]
-            gpus = f" GPU {','.join(r['gpu_ids'])}" if r.get("gpu_ids") else ""
-            val = r["best_val_dice"]
+            r: TrialRecord = info["record"]
+            gpus = f" GPU {','.join(map(str, r.gpu_ids))}" if r.gpu_ids else ""
+            val = r.best_val_dice
             chosen = (
-                f"final weights (epoch {r['best_epoch']}, no validation)"
+                f"final weights (epoch {r.best_epoch}, no validation)"
                 if val is None or math.isnan(val)
-                else f"final weights (epoch {r['best_epoch']}, val Dice {val:.3f})"
-                if r.get("selection") == "final"
-                else f"best val Dice {val:.3f} (epoch {r['best_epoch']})"
+                else f"final weights (epoch {r.best_epoch}, val Dice {val:.3f})"
+                if r.selection == "final"
+                else f"best val Dice {val:.3f} (epoch {r.best_epoch})"
             )
             self._line(
                 f"  ✓ {info['trial']}: test Dice {info['test_dice']:.3f}, {chosen}, "
-                f"{r['wall_seconds']:.0f} s on {r['device']}{gpus}"
+                f"{r.wall_seconds:.0f} s on {r.device}{gpus}"
             )
-            for flag in (r.get("health") or {}).get("flags", []):  # covbench.training.health
+            for flag in (r.health or {}).get("flags", []):  # covbench.training.health
                 self._line(f"    ⚠ training health: {flag}")
         elif kind == "round":  # rounds of seeds (covbench.execution.rounds): the look after a round
             self._line(f"  round {info['round']} ({info['seeds']}): {info['pairs']}")

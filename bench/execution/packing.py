@@ -83,6 +83,12 @@ def _gib(nbytes: float | None) -> float | None:
     return None if nbytes is None else round(nbytes / 2**30, 2)
 
 
+def could_pack(requested: float | None, cluster_gpus: float, n_trials: int) -> bool:
+    """Whether packing several trials per GPU could pay, so the memory figures are worth asking
+    for: no `--gpus-per-trial` given, and more trials than GPUs."""
+    return requested is None and 1 <= cluster_gpus < n_trials
+
+
 def plan_packing(
     requested: float | None,
     cluster_gpus: float,
