@@ -549,12 +549,13 @@ MAX_OVERLAY_MODELS = 3  # qualitative overlays: the top models by the primary me
 MAX_CURVE_MODELS = 6  # training-curve panels: the top models, the baseline and those that diverged
 
 
-def baseline_model(order: list[str], config: dict) -> str | None:
+def baseline_model(order: list[str], config: StoredConfig | None) -> str | None:
     """The model every figure keeps whatever its rank: `unet` (the paper's reference) when the run
     has it, else the first model the run's configuration names, else None."""
     if "unet" in order:
         return "unet"
-    return next((str(m) for m in config.get("models") or [] if str(m) in order), None)
+    named = config.settings.get("models") if config is not None else None
+    return next((str(m) for m in named or [] if str(m) in order), None)
 
 
 def shown_models(order: list[str], baseline: str | None, cap: int, also: list[str] = ()) -> list[str]:

@@ -197,9 +197,8 @@ def test_epoch_logs_read_together_equal_one_read_per_file(tmp_path):
         if k == 4:
             text = "epoch,train_loss\n"  # a header alone
         (folder / "epochs.csv").write_text(text)
-        trials.append(
-            (folder, {"model": f"m{k % 2}", "seed": k, "fold": 0, "best_epoch": None, "status": "done"})
-        )
+        raw = {"model": f"m{k % 2}", "seed": k, "fold": 0, "best_epoch": None, "status": "done"}
+        trials.append((folder, TrialRecord.from_dict(raw)))
     missing = tmp_path / "m9__seed9__fold0"
     missing.mkdir()
     trials.append((missing, TrialRecord.from_dict({"model": "m9", "seed": 9, "fold": 0, "status": "done"})))
