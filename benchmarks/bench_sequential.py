@@ -30,14 +30,13 @@ from covbench.reports.inference import ALPHA, ROPE, Design, differences, estimat
 from covbench.reports.sequential import (
     FUTILITY_FROM,
     FUTILITY_POWER,
-    POCOCK,
-    RULE,
     Rule,
     conditional_power,
-    nominal_alpha,
     spent,
     variance_ratio,
 )
+
+DEFAULT = Rule(2, 2, 3)  # the defaults a run gets (spending, guard)
 
 FIRSTS = (2, 3, 5)
 MAXES = (10, 20, 30)
@@ -59,21 +58,25 @@ def simulate(rng, n, seeds, patients, icc, seed_sd, delta):
 
 
 def run_rule(a, b, rule: Rule, margin=ROPE["dice"]):
-    """(verdict sign: +1 A better, -1 B better, 0 none; seeds per model used) per dataset."""
+    """(verdict sign: +1 A better, -1 B better, 0 none; seeds per model used) per dataset, as
+    `sequential.look` decides: the look's level and the final one from `Rule.look_levels`, the
+    seeds guard from `Rule.guards`."""
     n, _, patients = a.shape
     sign = np.zeros(n)
     used = np.full(n, rule.max_seeds)
     open_ = np.ones(n, bool)
-    t_before = np.zeros(n)
+    informations: list[float] = []
     for k in range(1, rule.rounds + 1):
         s = rule.round_seeds(k)
         idx = np.flatnonzero(open_)
         if idx.size == 0:
             break
         last = s >= rule.max_seeds
+        informations.append(1.0 if last else s / rule.max_seeds)
+        level, final = rule.look_levels(informations)
         batch = differences(a[idx, :s], b[idx, :s])
         if last:
-            t = t_var = np.ones(idx.size)
+            t_var = np.ones(idx.size)
         else:
             t_var = np.array(
                 [
@@ -81,19 +84,15 @@ def run_rule(a, b, rule: Rule, margin=ROPE["dice"]):
                     for i in idx
                 ]
             )
-            t = np.maximum(s / rule.max_seeds, t_before[idx])
-        level = nominal_alpha(t, t_before[idx], rule.alpha, rule.spending)
         equivalent = batch.p_equivalence(margin) < level
-        better = (batch.p_value < level) & ~equivalent
+        better = (batch.p_value < level) & ~equivalent & (not rule.guards(s, s, last))
         sign[idx[better]] = np.sign(batch.estimate[better])
         decided = better | equivalent
-        left = np.maximum(rule.alpha - spent(t, rule.alpha, rule.spending), 1e-12)
-        cp = conditional_power(batch.estimate, batch.se, t_var, batch.df, left, margin)
+        cp = conditional_power(batch.estimate, batch.se, t_var, batch.df, final, margin)
         futile = (np.maximum(*cp) < rule.futility) & ~decided & (k >= FUTILITY_FROM)
         stop = decided | futile | last
         used[idx[stop]] = s
         open_[idx[stop]] = False
-        t_before[idx] = t
     return sign, used
 
 
@@ -118,7 +117,7 @@ def extended(args) -> None:
     print("|---|---|---|---|---|")
     worst = 0.0
     for first, most in ((3, 10), (3, 20), (5, 30)):
-        rule = Rule(first, first, most, futility=args.futility, spending=args.spending)
+        rule = _rule(args, first, most)
         scenarios = [
             Scenario("heavy-tailed seeds (t3)", most, most, seed_law="heavy", sigma_w_a=0.02),
             Scenario("skewed seeds (gamma)", most, most, seed_law="skewed", sigma_w_a=0.02),
@@ -136,22 +135,74 @@ def extended(args) -> None:
     print(f"\nlargest false 'better' over all looks {worst:.3f} ({args.datasets} datasets a scenario)")
 
 
+def _rule(args, first: int, most: int) -> Rule:
+    return Rule(
+        first, first, most, futility=args.futility, spending=args.spending, min_better=args.min_better
+    )
+
+
+def at_power(args, grid) -> None:
+    """The issue's saving: a difference the fixed design of half the maximum seeds detects with 80 %
+    power (`Design.detectable` at the true components); the rule's power and expected seeds there,
+    against that fixed design and against the fixed design of the rule's own power."""
+    rng = np.random.default_rng(args.seed)
+    print(
+        "| first | max | patients | ICC | seed SD | false 'better' | fixed seeds at 80 % | delta | power "
+        "| E[seeds] | E[seeds] / fixed | fixed of equal power | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    worst, ratios, shares = 0.0, [], []
+    for first, most, patients, icc, seed_sd in grid:
+        rule = _rule(args, first, most)
+        design = Design(icc * TAU**2 / 2, seed_sd**2, (1 - icc) * TAU**2 / 2 / SLICES)
+        n80 = most // 2
+        delta = design.detectable(n80, patients)
+        a, b = simulate(rng, args.datasets, most, patients, icc, seed_sd, 0.0)
+        false = float((run_rule(a, b, rule)[0] != 0).mean())
+        worst = max(worst, false)
+        a, b = simulate(rng, args.datasets, most, patients, icc, seed_sd, delta)
+        sign, used = run_rule(a, b, rule)
+        power, seeds = float((sign > 0).mean()), float(used.mean())
+        fixed = fixed_seeds(design, delta, patients, power) if power > ALPHA else None
+        ratio = seeds / fixed if fixed else float("nan")
+        shares.append(seeds / n80)
+        if fixed:
+            ratios.append(ratio)
+        print(
+            f"| {first} | {most} | {patients} | {icc} | {seed_sd} | {false:.3f} | {n80} | {delta:.3f} "
+            f"| {power:.2f} | {seeds:.1f} | {seeds / n80:.2f} | {fixed or '-'} | {ratio:.2f} |",
+            flush=True,
+        )
+    print(
+        f"\n{len(grid)} scenarios x {args.datasets} datasets ({args.spending}, futility {args.futility}, "
+        f"min_better {args.min_better}): largest false 'better' {worst:.3f}; E[seeds] / fixed design at 80 % "
+        f"median {np.median(shares):.2f} (max {max(shares):.2f}); / fixed design of equal power median "
+        f"{np.median(ratios):.2f} (max {max(ratios):.2f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=int, default=2000, help="simulated datasets per scenario")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed", type=int, default=20261206)
-    parser.add_argument("--spending", default=POCOCK, choices=(RULE, POCOCK))
+    parser.add_argument("--spending", default=DEFAULT.spending, help="Rule.spending, e.g. exact-hsd(-2)")
     parser.add_argument("--futility", type=float, default=FUTILITY_POWER)
+    parser.add_argument("--min-better", type=int, default=DEFAULT.min_better, help="Rule.min_better")
     parser.add_argument("--extended", action="store_true", help="the extended seed behaviours instead")
+    parser.add_argument("--at-power", action="store_true", help="at the difference 80 %% power finds")
     args = parser.parse_args()
+    spent(0.5, spending=args.spending)  # an unknown name fails here, before any simulation
     if args.extended:
         extended(args)
         return
-    rng = np.random.default_rng(args.seed)
     grid = list(itertools.product(FIRSTS, MAXES, PATIENTS, ICCS, SEED_SDS))
     if args.quick:
         grid = [(3, 10, 10, 0.5, 0.02), (2, 30, 3, 0.0, 0.005), (5, 20, 40, 0.5, 0.02)]
+    if args.at_power:
+        at_power(args, grid)
+        return
+    rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
     print(
         "| first | max | patients | ICC | seed SD | false 'better' | power 0.02 | E[seeds] 0.02 "
@@ -160,7 +211,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     worst, ratios = 0.0, []
     for first, most, patients, icc, seed_sd in grid:
-        rule = Rule(first, first, most, futility=args.futility, spending=args.spending)
+        rule = _rule(args, first, most)
         a, b = simulate(rng, args.datasets, most, patients, icc, seed_sd, 0.0)
         sign, _ = run_rule(a, b, rule)
         false = float((sign != 0).mean())
@@ -180,8 +231,9 @@ def main() -> None:
     summary = f"max {max(ratios):.2f}, median {np.median(ratios):.2f}" if ratios else "no scenario at 80 %"
     print(
         f"\n{len(grid)} scenarios x {args.datasets} datasets: largest false 'better' over all looks "
-        f"{worst:.3f} (alpha {ALPHA}, {args.spending}, futility below {args.futility} conditional power); "
-        f"seeds / fixed design of equal power where power >= 0.8: {summary}; {time.perf_counter() - t0:.0f} s"
+        f"{worst:.3f} (alpha {ALPHA}, {args.spending}, futility below {args.futility} conditional power, "
+        f"min_better {args.min_better}); seeds / fixed design of equal power where power >= 0.8: {summary}; "
+        f"{time.perf_counter() - t0:.0f} s"
     )
 
 
