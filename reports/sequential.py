@@ -1,30 +1,49 @@
 """Rounds of seeds until every primary verdict is decided: the stopping rule (`covbench run
 --max-seeds`).
 
-A group-sequential design with Lan-DeMets alpha spending (Lan & DeMets 1983) of the Pocock type,
-alpha(t) = alpha ln(1 + (e - 1) t) (the default: fewer seeds than O'Brien-Fleming's at equal power in
-benchmarks/bench_sequential.py), or the O'Brien-Fleming type 2 - 2 Phi(z_{1-alpha/2} / sqrt(t))
-(O'Brien & Fleming 1979). Alpha is spent on the seeds' share t_k = seeds_k / max_seeds, a lower
-bound of the information fraction (exactly it when the seed term dominates Var(D)): with two or
-three seeds the seed variance is often estimated as 0, and spending on the variance ratio would
-spend all alpha at the first look. The variance ratio Var(D at max seeds) / Var(D at the look's
-seeds), from the run's own variance components (`inference.Design`: patients, seeds, network x
-patient), is what futility projects with: a pair whose noise sits in the patients gains little
-from more seeds and stops early. The look tests each open pair at the nominal level
-alpha(t_k) - alpha(t_{k-1}): by the union bound the
-false "better" (and false "equivalent") rate over all looks is at most alpha(1) = alpha whatever the
-correlation between looks, and whatever per-look test `covbench.reports.verdicts.verdicts` runs (it
-is called with that level: Holm over the primary pairs, TOST for equivalence). The union bound gives
-up a little power against exact boundaries (Jennison & Turnbull 2000, ch. 7) in exchange for
-staying valid with small, unequal seed counts and a per-look t test whose df change between looks;
-benchmarks/bench_sequential.py measures both the error rate and the seeds it costs.
+A group-sequential design with Lan-DeMets alpha spending (Lan & DeMets 1983): alpha(t) is spent on
+the seeds' share t_k = seeds_k / max_seeds, a lower bound of the information fraction (exactly it
+when the seed term dominates Var(D)): with two or three seeds the seed variance is often estimated
+as 0, and spending on the variance ratio would spend all alpha at the first look. Spending
+functions: Pocock type alpha ln(1 + (e - 1) t), O'Brien-Fleming type 2 - 2 Phi(z_{1-alpha/2} /
+sqrt(t)) (O'Brien & Fleming 1979) and the Hwang-Shih-DeCani family alpha (1 - e^(-gamma t)) /
+(1 - e^(-gamma)) (Hwang, Shih & DeCani 1990), `exact-hsd(gamma)`.
+
+**Exact boundaries** (the "exact-" spending names, the default since 2026-12-07): the look at t_k
+tests at the boundary c_k with P_H0(|Z_j| <= c_j for j < k, |Z_k| > c_k) = alpha(t_k) -
+alpha(t_(k-1)), so that P(any |Z_k| > c_k) = alpha exactly, where Z_k are the looks' statistics with
+the canonical joint distribution Corr(Z_j, Z_k) = sqrt(t_j / t_k) (Jennison & Turnbull 2000,
+ch. 3). `crossing` computes the probabilities by the recursive numerical integration of Armitage,
+McPherson & Rowe (1969) (Jennison & Turnbull 2000, ch. 19): the density of Z_k on the continuation
+region, look by look, on a Simpson grid; `boundaries` solves each c_k in turn, which needs only the
+looks so far (what Lan-DeMets spending is for). Checked in tests/test_sequential_boundaries.py
+against Pocock's 2.413 (1977) and O'Brien-Fleming's 2.040 sqrt(5 / k) for five looks, the
+Lan-DeMets O'Brien-Fleming values 4.877 ... 2.031, and scipy's multivariate normal.
+
+The seeds' variance is estimated, with few df at the first looks, so Z_k is in truth a t
+statistic. The look converts its boundary to the nominal two-sided level 2 (1 - Phi(c_k)) and
+tests each open pair with covbench's own t test at that level (`levels`;
+`covbench.reports.verdicts.verdicts` with `alpha=level`: Holm over the primary pairs, TOST for
+equivalence, Satterthwaite df): the significance-level approach to group-sequential t tests that
+Pocock (1977) proposed and Jennison & Turnbull (2000, ch. 3; exact t calculations in Jennison &
+Turnbull 1991) found to keep the error rate close to nominal. It is an approximation here (the
+looks' t statistics are not exactly the z's correlation structure), so
+benchmarks/bench_sequential.py measures the rate over all looks (docs/calibration.md).
+
+The legacy names `lan-demets-pocock` and `lan-demets-obrien-fleming` (the rule before 2026-12-07)
+test each look at the alpha it spends, alpha(t_k) - alpha(t_(k-1)): valid by the union bound
+whatever the correlation, but conservative (it wastes the overlap between looks). A run folder
+planned with them keeps them: the spending name is in `Rule.describe()`, which bench/config.py puts
+into the configuration key, so a folder never mixes the two designs and a new run gets a new key.
 
 A pair stops needing seeds when it is *decided* (better, or practically equivalent) or *futile*:
 the conditional power (under the current trend; Lachin 2005) of reaching either decision with
-`max_seeds` seeds per model is below `FUTILITY_POWER`, judged from the second look on. Futility
-never declares anything, so it
-cannot raise the error rate (non-binding). A model gets the next round's seeds only while a pair
-involving it is open. Nothing here knows about Ray or run folders.
+`max_seeds` seeds per model, at the level the last look will have, is below `FUTILITY_POWER`,
+judged from the second look on. Futility never declares anything, so it cannot raise the error
+rate (non-binding). `Rule.min_better` (exact rules only) makes an early "better" wait until both
+models of the pair have that many seeds: a guard against recipes whose seeds diverge, measured in
+docs/calibration.md. A model gets the next round's seeds only while a pair involving it is open.
+Nothing here knows about Ray or run folders.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import pytest
 from scipy import optimize, stats
 
 from covbench.reports.inference import UNDECIDED
+from covbench.reports.rounds import rounds_markdown
 from covbench.reports.sequential import (
     DECIDED,
     EXACT_OBF,
@@ -139,3 +140,13 @@ def test_a_look_tests_at_the_exact_level_and_the_guard_keeps_a_pair_open() -> No
     legacy = look(uv, Rule(3, 3, 10, spending=POCOCK, min_better=6), 1, [])  # a folder of the old rule
     assert legacy.nominal_alpha == pytest.approx(float(spent(0.3, 0.05, POCOCK))) and legacy.boundary is None
     assert legacy.pairs[0].verdict == "a better"
+
+
+def test_the_reports_rounds_section_names_the_boundary() -> None:
+    uv = unit_values(_rows(0.1))
+    for rule, z in ((Rule(3, 3, 10), "| 2.4"), (Rule(3, 3, 10, spending=POCOCK), "| - |")):
+        record = {"rule": rule.describe(), "rounds": [look(uv, rule, 1, []).to_dict()], "finished": True}
+        text = "\n".join(rounds_markdown(record))
+        assert z in text.splitlines()[-1] and ("exact group-sequential" in text) == rule.spending.startswith(
+            "exact-"
+        )
