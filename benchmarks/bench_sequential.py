@@ -90,7 +90,7 @@ def run_rule(a, b, rule: Rule, margin=ROPE["dice"]):
         better = (batch.p_value < level) & ~equivalent & (not rule.guards(s, s, last))
         sign[idx[better]] = np.sign(batch.estimate[better])
         decided = better | equivalent
-        cp = conditional_power(batch.estimate, batch.se, t_var, batch.df, final, margin)
+        cp = conditional_power(batch.estimate, batch.se, t_var, batch.df, final, margin, rule.futility_under)
         futile = (np.maximum(*cp) < rule.futility) & ~decided & (k >= FUTILITY_FROM)
         stop = decided | futile | last
         used[idx[stop]] = s
@@ -139,7 +139,13 @@ def extended(args) -> None:
 
 def _rule(args, first: int, most: int) -> Rule:
     return Rule(
-        first, first, most, futility=args.futility, spending=args.spending, min_better=args.min_better
+        first,
+        args.step or first,
+        most,
+        futility=args.futility,
+        spending=args.spending,
+        min_better=args.min_better,
+        futility_under=args.futility_under,
     )
 
 
@@ -168,18 +174,25 @@ def at_power(args, grid) -> None:
         fixed = fixed_seeds(design, delta, patients, power) if power > ALPHA else None
         ratio = seeds / fixed if fixed else float("nan")
         shares.append(seeds / n80)
-        if fixed:
+        if fixed and power >= 0.8:
             ratios.append(ratio)
         print(
             f"| {first} | {most} | {patients} | {icc} | {seed_sd} | {false:.3f} | {n80} | {delta:.3f} "
             f"| {power:.2f} | {seeds:.1f} | {seeds / n80:.2f} | {fixed or '-'} | {ratio:.2f} |",
             flush=True,
         )
+    at80 = (
+        f"median {np.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f}, "
+        f"{len(ratios)} scenarios, "
+        f"{sum(r <= 0.6 for r in ratios)} at or below 0.6)"
+        if ratios
+        else "no scenario reached 80 % power"
+    )
     print(
-        f"\n{len(grid)} scenarios x {args.datasets} datasets ({args.spending}, futility {args.futility}, "
-        f"min_better {args.min_better}): largest false 'better' {worst:.3f}; E[seeds] / fixed design at 80 % "
-        f"median {np.median(shares):.2f} (max {max(shares):.2f}); / fixed design of equal power median "
-        f"{np.median(ratios):.2f} (max {max(ratios):.2f})"
+        f"\n{len(grid)} scenarios x {args.datasets} datasets ({args.spending}, futility {args.futility} "
+        f"under {args.futility_under}, min_better {args.min_better}, step {args.step or 'first'}): "
+        f"largest false 'better' {worst:.3f}; E[seeds] / fixed design at 80 % median {np.median(shares):.2f} "
+        f"(max {max(shares):.2f}); / fixed design of equal power where power >= 0.8: {at80}"
     )
 
 
@@ -191,6 +204,10 @@ def main() -> None:
     parser.add_argument("--spending", default=DEFAULT.spending, help="Rule.spending, e.g. exact-hsd(-2)")
     parser.add_argument("--futility", type=float, default=FUTILITY_POWER)
     parser.add_argument("--min-better", type=int, default=DEFAULT.min_better, help="Rule.min_better")
+    parser.add_argument("--futility-under", default=DEFAULT.futility_under, choices=("trend", "design"))
+    parser.add_argument(
+        "--step", type=int, default=None, help="seeds a round after the first (default: first)"
+    )
     parser.add_argument("--extended", action="store_true", help="the extended seed behaviours instead")
     parser.add_argument("--at-power", action="store_true", help="at the difference 80 %% power finds")
     args = parser.parse_args()

@@ -56,7 +56,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import optimize, stats
 
-from covbench.reports.inference import ALPHA, EQUIVALENT, ROPE, UNDECIDED, estimate_design
+from covbench.reports.inference import ALPHA, EQUIVALENT, POWER, ROPE, UNDECIDED, estimate_design
 
 # Spending names. The first two are the rule before 2026-12-07 (each look at the alpha it spends, the
 # union bound); run folders that name them keep it, so a resumed folder never changes design. The
@@ -71,6 +71,8 @@ FUTILITY_POWER = 0.10  # conditional power below which more seeds are not worth 
 # the first look's seed variance rests on 2-5 seeds and is often truncated to 0, which would make
 # every pair look futile: futility is judged from the second look on
 FUTILITY_FROM = 2
+TREND, DESIGN = "trend", "design"  # what conditional power assumes of the seeds still to come
+FUTILITY_UNDER = TREND
 MIN_BETTER = 0  # seeds per side before an early "better" (exact rules; docs/calibration.md)
 DECIDED, FUTILE, OPEN, MAX_SEEDS = "decided", "futile", "open", "max seeds"
 GRID = 401  # Simpson points per look of the recursive integration (`crossing`): 2.413 to 1e-6
@@ -211,17 +213,29 @@ def variance_ratio(design, seeds: int, max_seeds: int, units: int) -> float:
 
 
 def conditional_power(
-    estimate: np.ndarray, se: np.ndarray, t: np.ndarray, df: np.ndarray, level: np.ndarray, margin: float
+    estimate: np.ndarray,
+    se: np.ndarray,
+    t: np.ndarray,
+    df: np.ndarray,
+    level: np.ndarray,
+    margin: float,
+    under: str = TREND,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(P(better at max seeds), P(equivalent at max seeds)) under the current trend: the final
-    estimate is N(estimate, (1 - t) se_max^2) with se_max = se sqrt(t), tested at `level`."""
+    """(P(better at max seeds), P(equivalent at max seeds)), tested at `level`, se_max = se sqrt(t).
+    Under the current trend (`TREND`) the final estimate is N(estimate, (1 - t) se_max^2); under the
+    design alternative (`DESIGN`, for "better") the seeds still to come have the mean difference
+    the maximum design detects with 80 % power, (c + z_0.8) se_max, so the final estimate is
+    N(t |estimate| + (1 - t) (c + z_0.8) se_max, (1 - t) se_max^2) (Lachin 2005 discusses both)."""
     estimate, se, t = (np.asarray(x, dtype=float) for x in (estimate, se, t))
     se_max = se * np.sqrt(t)
     spread = np.sqrt(np.maximum(1.0 - t, 1e-12)) * se_max
     with np.errstate(divide="ignore", invalid="ignore"):
         c2 = stats.t.isf(np.asarray(level) / 2, df)
         c1 = stats.t.isf(np.asarray(level), df)
-        better = stats.norm.cdf((np.abs(estimate) - c2 * se_max) / spread)
+        final = np.abs(estimate)
+        if under == DESIGN:
+            final = t * final + (1.0 - t) * (c2 + stats.norm.isf(1.0 - POWER)) * se_max
+        better = stats.norm.cdf((final - c2 * se_max) / spread)
         hi, lo = margin - c1 * se_max, -margin + c1 * se_max
         equivalent = np.where(
             hi > lo, stats.norm.cdf((hi - estimate) / spread) - stats.norm.cdf((lo - estimate) / spread), 0.0
@@ -288,6 +302,9 @@ class Rule:
     # exact rules only: "better" before the last look needs this many seeds on each side of the pair
     # (diverging seeds, docs/calibration.md); the legacy rules never had it
     min_better: int = MIN_BETTER
+    # futility's conditional power: under the current trend (TREND, the rule before 2026-12-07) or the
+    # design alternative (DESIGN: keeps the power that TREND loses at the first looks)
+    futility_under: str = FUTILITY_UNDER
 
     def describe(self) -> dict:
         return asdict(self)
@@ -359,7 +376,9 @@ def look(
         if (p.a, p.b) in frozen:
             pairs.append(frozen[(p.a, p.b)])
             continue
-        cp = conditional_power(p.estimate, p.se, t_var, p.df, final, ROPE.get(primary, 0.0))
+        cp = conditional_power(
+            p.estimate, p.se, t_var, p.df, final, ROPE.get(primary, 0.0), rule.futility_under
+        )
         allowed = k >= FUTILITY_FROM
         word = p.verdict
         if word.endswith("better") and rule.guards(seeds[p.a], seeds[p.b], last):
