@@ -90,7 +90,9 @@ def run_rule(a, b, rule: Rule, margin=ROPE["dice"]):
         better = (batch.p_value < level) & ~equivalent & (not rule.guards(s, s, last))
         sign[idx[better]] = np.sign(batch.estimate[better])
         decided = better | equivalent
-        cp = conditional_power(batch.estimate, batch.se, t_var, batch.df, final, margin, rule.futility_under)
+        cp = conditional_power(
+            batch.estimate, batch.se, t_var, batch.df, final, margin, rule.futility_assumes
+        )
         futile = (np.maximum(*cp) < rule.futility) & ~decided & (k >= FUTILITY_FROM)
         stop = decided | futile | last
         used[idx[stop]] = s

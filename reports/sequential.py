@@ -337,6 +337,12 @@ class Rule:
         lv = levels(planned, self.alpha, self.spending)
         return float(lv[len(informations) - 1]), float(lv[-1])
 
+    @property
+    def futility_assumes(self) -> str:
+        """What futility's conditional power assumes: `futility_under` for the exact rules, the
+        current trend for the legacy ones (whose stored rules have no such field)."""
+        return self.futility_under if is_exact(self.spending) else TREND
+
     def guards(self, seeds_a: int, seeds_b: int, last: bool) -> bool:
         """Whether a "better" at this look must wait for more seeds (never at the last look)."""
         return is_exact(self.spending) and not last and min(seeds_a, seeds_b) < self.min_better
@@ -377,7 +383,7 @@ def look(
             pairs.append(frozen[(p.a, p.b)])
             continue
         cp = conditional_power(
-            p.estimate, p.se, t_var, p.df, final, ROPE.get(primary, 0.0), rule.futility_under
+            p.estimate, p.se, t_var, p.df, final, ROPE.get(primary, 0.0), rule.futility_assumes
         )
         allowed = k >= FUTILITY_FROM
         word = p.verdict

@@ -12,12 +12,15 @@ from covbench.reports.inference import UNDECIDED
 from covbench.reports.rounds import rounds_markdown
 from covbench.reports.sequential import (
     DECIDED,
+    DESIGN,
     EXACT_OBF,
     EXACT_POCOCK,
     OPEN,
     POCOCK,
+    TREND,
     Rule,
     boundaries,
+    conditional_power,
     crossing,
     levels,
     look,
@@ -153,3 +156,15 @@ def test_the_reports_rounds_section_names_the_boundary() -> None:
         assert z in text.splitlines()[-1] and ("exact group-sequential" in text) == rule.spending.startswith(
             "exact-"
         )
+
+
+def test_conditional_power_under_the_design_alternative() -> None:
+    """Before any seed (t -> 0) the design alternative is, by its definition, detected with 80 %
+    power; under the current trend a zero estimate keeps only the final test's tail. Legacy rules
+    keep the trend."""
+    args = (np.array([0.0]), np.array([0.01]), np.array([1e-9]), np.array([30.0]), np.array([0.05]), 0.01)
+    assert conditional_power(*args, under=DESIGN)[0][0] == pytest.approx(0.8, abs=2e-3)
+    hopeless = stats.norm.cdf(-stats.t.isf(0.025, 30))  # the final test's own chance at a zero trend
+    assert conditional_power(*args, under=TREND)[0][0] == pytest.approx(hopeless, abs=1e-3)
+    assert Rule(3, 3, 10, spending=POCOCK, futility_under=DESIGN).futility_assumes == TREND
+    assert Rule(3, 3, 10, spending=EXACT_POCOCK, futility_under=DESIGN).futility_assumes == DESIGN
