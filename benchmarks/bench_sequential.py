@@ -16,6 +16,7 @@ The fixed design of equal power: the smallest seeds per model whose planned powe
     python benchmarks/bench_sequential.py --quick       # a few scenarios
     python benchmarks/bench_sequential.py --at-power    # the saving at 80 % power of a fixed design
     python benchmarks/bench_sequential.py --extended    # heavy, skewed, diverging seeds, ci.json
+    python benchmarks/bench_sequential.py --normal-theory --datasets 200000   # the z-test bound
 """
 
 from __future__ import annotations
@@ -198,6 +199,34 @@ def at_power(args, grid) -> None:
     )
 
 
+def normal_theory(args) -> None:
+    """The bound of any such rule: a z test (variance known) at the same exact boundaries, K equally
+    spaced looks, the maximum information giving 80 % power; its expected information at that
+    alternative over the fixed design's of 80 % power (Brownian motion, `--datasets` paths)."""
+    from scipy import optimize, stats
+
+    from covbench.reports.sequential import boundaries
+
+    rng = np.random.default_rng(args.seed)
+    fixed = (stats.norm.isf(ALPHA / 2) + stats.norm.isf(0.2)) ** 2
+    print("| spending | looks | max / fixed | E / fixed at the 80 % alternative |")
+    print("|---|---|---|---|")
+    for looks in (3, 5, 10):
+        t = np.arange(1, looks + 1) / looks
+        paths = np.cumsum(rng.normal(size=(args.datasets, looks)) * np.sqrt(np.diff(t, prepend=0.0)), axis=1)
+        c = boundaries(t, ALPHA, args.spending)
+
+        def run(drift, t=t, paths=paths, c=c, looks=looks):
+            cross = np.abs((paths + drift * t) / np.sqrt(t)) > c
+            first = np.where(cross.any(axis=1), cross.argmax(axis=1), looks - 1)
+            return cross.any(axis=1).mean(), t[first].mean()
+
+        drift = optimize.brentq(lambda x: run(x)[0] - 0.8, 1.0, 6.0, xtol=1e-4)
+        print(
+            f"| {args.spending} | {looks} | {drift**2 / fixed:.3f} | {run(drift)[1] * drift**2 / fixed:.3f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=int, default=2000, help="simulated datasets per scenario")
@@ -212,10 +241,14 @@ def main() -> None:
     )
     parser.add_argument("--extended", action="store_true", help="the extended seed behaviours instead")
     parser.add_argument("--at-power", action="store_true", help="at the difference 80 %% power finds")
+    parser.add_argument("--normal-theory", action="store_true", help="the z-test bound of the saving")
     args = parser.parse_args()
     spent(0.5, spending=args.spending)  # an unknown name fails here, before any simulation
     if args.extended:
         extended(args)
+        return
+    if args.normal_theory:
+        normal_theory(args)
         return
     grid = list(itertools.product(FIRSTS, MAXES, PATIENTS, ICCS, SEED_SDS))
     if args.quick:
