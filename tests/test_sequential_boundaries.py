@@ -168,3 +168,14 @@ def test_conditional_power_under_the_design_alternative() -> None:
     assert conditional_power(*args, under=TREND)[0][0] == pytest.approx(hopeless, abs=1e-3)
     assert Rule(3, 3, 10, spending=POCOCK, futility_under=DESIGN).futility_assumes == TREND
     assert Rule(3, 3, 10, spending=EXACT_POCOCK, futility_under=DESIGN).futility_assumes == DESIGN
+
+
+def test_a_rule_stored_before_the_exact_boundaries_reads_back_as_it_was_planned() -> None:
+    """config.json of a folder planned before 2026-12-07 (no min_better, no futility_under): the
+    union bound, the trend, no guard; and its key differs from a new run's (a new spending name)."""
+    stored = {"first": 3, "step": 3, "max_seeds": 10, "alpha": 0.05, "futility": 0.1,
+              "spending": POCOCK, "primary": "dice"}  # fmt: skip
+    old = Rule(**stored)
+    assert old.look_levels([0.3])[0] == pytest.approx(float(spent(0.3, 0.05, POCOCK)))
+    assert old.futility_assumes == TREND and not old.guards(3, 3, last=False)
+    assert Rule(3, 3, 10).describe()["spending"] == EXACT_POCOCK != stored["spending"]
