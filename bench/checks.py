@@ -184,17 +184,16 @@ def check_model(
     stage = _Stage(name, origin)
     with stage:
         spec = given or registry.get_model(name)
-        stage.stage = "options"
-        width, opts = spec.run_arguments(run_width, options or {})
         stage.stage = "build"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = spec.create(in_channels=1, classes=1, width=width, **opts)
+            built = registry.build_model(spec, run_width, options or {})
+        model, width, opts = built.model, built.width, built.options
         if not isinstance(model, torch.nn.Module):
             raise stage.fail(f"build returned {type(model).__name__}, expected a torch.nn.Module")
         model = model.to("cpu").float()
         params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        n_params = registry.count_parameters(model)
+        n_params = built.parameters
         expected = (PROBE_BATCH, 1, image_size, image_size)
         x = torch.rand(*expected, generator=torch.Generator().manual_seed(0))
 

@@ -17,14 +17,14 @@ from covbench import registry
 from covbench.errors import CovbenchError, quote
 
 # Option values, kept here so that checking a command line does not import torch; the
-# implementations are covbench.augment and covbench.train.LOSSES (a test keeps them in step).
+# implementations are covbench.training.augment and covbench.training.loop.LOSSES (a test keeps them in step).
 AUGMENTS = ("none", "flip", "affine")
 LOSS_NAMES = ("dice", "dice_bce")
-AMP_NAMES = ("auto", "bf16", "fp16", "off")  # covbench.train.amp_choice
-# Which epoch's weights a trial evaluates (covbench.train.train_model): the best validation Dice,
-# or the final epoch's (validation still logged, for the training curves and covbench.health).
+AMP_NAMES = ("auto", "bf16", "fp16", "off")  # covbench.training.loop.amp_choice
+# Which epoch's weights a trial evaluates (covbench.training.loop.train_model): the best validation Dice,
+# or the final epoch's (validation still logged, for the training curves and covbench.training.health).
 SELECTIONS = ("best_val", "final")
-# Seconds between a trial's checkpoint writes (covbench.checkpoint explains the choice). Not part of
+# Seconds between a trial's checkpoint writes (covbench.training.checkpoint explains the choice). Not part of
 # the configuration: when a trial checkpoints does not change its results.
 DEFAULT_CHECKPOINT_SECONDS = 120.0
 # Seconds without progress after which a trial (or a model's contract check) counts as stalled and
@@ -48,10 +48,10 @@ class Preset:
     lr_schedule: str = "constant"
     phantom: dict[str, Any] = field(default_factory=dict)  # size of the built-in synthetic data
     description: str = ""
-    augment: str = "none"  # covbench.augment mode: none, flip, affine (the paper uses none)
-    loss: str = "dice"  # covbench.train.LOSSES: dice (the paper's) or dice_bce
+    augment: str = "none"  # covbench.training.augment mode: none, flip, affine (the paper uses none)
+    loss: str = "dice"  # covbench.training.loop.LOSSES: dice (the paper's) or dice_bce
     val_fraction: float | None = None  # `--val-fraction`; None = the split's own default
-    tta: bool = False  # flip test-time augmentation (covbench.train.predict)
+    tta: bool = False  # flip test-time augmentation (covbench.training.loop.predict)
     selection: str = "best_val"  # SELECTIONS: which epoch's weights are evaluated
     # Per-dataset changes: real 2D slices need more pixels and width than the coarse phantom.
     for_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -155,6 +155,7 @@ _LATER_FIELDS: dict[str, Any] = {
     "dataset_options": {},
     "selection": "best_val",
     "rounds": None,
+    "test_data": None,
 }  # field -> default (RunConfig.key)
 
 
@@ -202,7 +203,7 @@ class RunConfig:
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     deterministic: bool = True
     # mixed precision asked for: "auto" (bf16 from compute capability 8.0, fp16 + GradScaler on 7.x,
-    # float32 elsewhere), "bf16", "fp16", "off"; covbench.train.amp_choice decides, config.json's
+    # float32 elsewhere), "bf16", "fp16", "off"; covbench.training.loop.amp_choice decides, config.json's
     # `_amp` and each record.json's `amp` say what it chose
     amp: str = "auto"
     compile: bool = False  # torch.compile each model (minutes of compilation per trial on a GPU)
@@ -219,6 +220,10 @@ class RunConfig:
     # SELECTIONS: "best_val" (the epoch of the best validation Dice, the paper's protocol and every
     # configuration's before this field) or "final" (the last epoch's weights, validation logged)
     selection: str = "best_val"
+    # `--test-dataset NAME --test-data-dir DIR --test-dataset-option KEY=VALUE`: train and validate
+    # on `dataset`, test on every patient of this one ({"dataset", "data_dir", "options"}); None:
+    # the test set is a part of `dataset` (the split's)
+    test_data: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -273,6 +278,9 @@ def build_config(
     max_seeds: int | None = None,
     seed_step: int | None = None,
     selection: str | None = None,
+    test_dataset: str | None = None,
+    test_data_dir: str | None = None,
+    test_dataset_options: dict[str, Any] | None = None,
     **extra: Any,
 ) -> RunConfig:
     """Merge a preset with CLI overrides and check them; every problem names its option.
@@ -318,6 +326,7 @@ def build_config(
         )
     split = split or data_spec.default_split
     rounds = round_rule(n_seeds, max_seeds, seed_step)
+    test_data = cross_data_request(test_dataset, test_data_dir, test_dataset_options, split, folds)
     cfg = RunConfig(
         models=tuple(models),
         seeds=tuple(range(n_seeds)),
@@ -341,8 +350,45 @@ def build_config(
         split_fractions=preset.phantom_split if dataset == "phantom" and split == "patient" else None,
         rounds=rounds,
         selection=selection or preset.selection,
+        test_data=test_data,
     )
     return replace(cfg, **extra) if extra else cfg
+
+
+def cross_data_request(
+    dataset: str | None,
+    data_dir: str | None,
+    options: dict[str, Any] | None,
+    split: str,
+    folds: int | None,
+) -> dict[str, Any] | None:
+    """What `--test-dataset` asks for (None: the split's own test part). Every patient of the test
+    dataset is tested; the training dataset gives train and validation patients only, so the
+    split must be one patient-level split of a single fold."""
+    if dataset is None:
+        for option, value in (("--test-data-dir", data_dir), ("--test-dataset-option", options)):
+            if value:
+                raise CovbenchError(f"{option} needs --test-dataset (the dataset to test on)")
+        return None
+    spec = registry.get_dataset(dataset)  # an unknown name fails here, listing the adapters
+    if spec.needs_data_dir and not data_dir:
+        raise CovbenchError(f"--test-dataset {dataset}: give its folder with --test-data-dir")
+    if not spec.needs_data_dir and data_dir:
+        raise CovbenchError(
+            f"--test-data-dir: dataset {dataset!r} reads no folder (it is generated); drop --test-data-dir"
+        )
+    if split not in ("patient", "predefined") or (folds or 1) > 1:
+        raise CovbenchError(
+            f"--test-dataset: split {split!r}"
+            + (f" with {folds} folds" if (folds or 1) > 1 else "")
+            + " does not fit; testing on another dataset needs one patient-level split of the training "
+            "data into train and validation patients (--split patient)"
+        )
+    return {
+        "dataset": spec.name,
+        "data_dir": str(data_dir) if data_dir else None,
+        "options": dict(options or {}),
+    }
 
 
 def round_rule(n_seeds: int, max_seeds: int | None, seed_step: int | None) -> dict[str, Any] | None:
@@ -376,15 +422,13 @@ def _option_value(text: str) -> Any:
         return text
 
 
-def parse_dataset_options(items: list[str]) -> dict[str, Any]:
+def parse_dataset_options(items: list[str], option: str = "--dataset-option") -> dict[str, Any]:
     """`--dataset-option KEY=VALUE` (repeatable) -> {key: value}; the adapter checks the keys."""
     options: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise CovbenchError(
-                f"--dataset-option {item!r}: expected KEY=VALUE, e.g. label=lesion or channel=0"
-            )
+            raise CovbenchError(f"{option} {quote(item)}: expected KEY=VALUE, e.g. label=lesion or channel=0")
         options[key.strip()] = _option_value(value)
     return options
 

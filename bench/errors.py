@@ -88,8 +88,15 @@ class DamagedFile(CovbenchError, ValueError):
 
 
 class RunLocked(CovbenchError):
-    """Another process holds the run folder's lock (covbench.lock). CLI exit code 2."""
+    """Another process holds the run folder's lock (covbench.folder.lock). CLI exit code 2."""
 
 
 class RunFolderWarning(UserWarning):
     """Something in a run folder was damaged and healed (set aside, rerun or ignored)."""
+
+
+class TrialFailure(RuntimeError):
+    """A trial that ends for a reason the run records by name (failure.json's `reason`). The
+    scheduler reads `reason` off the exception, also when Ray wraps it, so no message is parsed."""
+
+    reason = "error"

@@ -340,3 +340,24 @@ def get_dataset(name: str) -> DatasetSpec:
 
 def count_parameters(module: Any) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    """A model as a run builds it, with the width and options it got: what the trial records."""
+
+    model: Any  # a torch.nn.Module if the plugin keeps its contract (covbench.checks checks it)
+    width: int
+    options: dict[str, Any]
+
+    @property
+    def parameters(self) -> int:
+        return count_parameters(self.model)
+
+
+def build_model(spec: ModelSpec, run_width: int | None, options: Mapping[str, Any]) -> BuiltModel:
+    """The one front door from a run's `--width` and `--model-option`s to a network: the trial and
+    the contract check both build through it, so the net that is checked is the net that trains."""
+    width, opts = spec.run_arguments(run_width, options)
+    model = spec.create(in_channels=1, classes=1, width=width, **opts)
+    return BuiltModel(model, width, opts)

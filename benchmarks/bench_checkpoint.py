@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from covbench.config import PRESETS, build_config
-from covbench.runner import execute
+from covbench.execution.runner import execute
 
 
 def analyse(run_dir: Path) -> list[dict]:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if args.local_s3:
                 args.storage = f"s3://{stack.enter_context(_local_s3())}/bench"
             if args.storage:
-                from covbench.storage import Storage
+                from covbench.folder.storage import Storage
 
                 options["storage"] = Storage.parse(args.storage)
                 print(f"checkpoints in {args.storage}")

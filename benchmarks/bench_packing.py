@@ -3,7 +3,7 @@
     python benchmarks/bench_packing.py [--gpu-gib 140] [--trials 15] [--gpus 1]
 
 Per reference model: parameters, the float32 activation memory of a training batch measured by
-the contract check on this CPU, covbench's per-trial GPU memory estimate (covbench.packing), and
+the contract check on this CPU, covbench's per-trial GPU memory estimate (covbench.execution.packing), and
 the peak measured on one H200 at the paper preset (issue 13; bf16 autocast). Then the decision
 `plan_packing` takes for the paper protocol on the given GPUs.
 """
@@ -14,7 +14,7 @@ import argparse
 
 from covbench.checks import check_config
 from covbench.config import PRESETS, build_config
-from covbench.packing import H200_PEAK_GIB, plan_packing, trial_memory_bytes
+from covbench.execution.packing import H200_PEAK_GIB, plan_packing, trial_memory_bytes
 
 PAPER_RESIDENT_SLICES = 413 + 137  # train + validation slices of the paper preset's phantom
 GIB = 2**30

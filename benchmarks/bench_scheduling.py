@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from covbench.config import PRESETS, build_config
-from covbench.runner import execute
+from covbench.execution.runner import execute
 
 
 def concurrency(spans: list[tuple[float, float]]) -> tuple[int, float, float]:

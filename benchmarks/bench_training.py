@@ -1,4 +1,4 @@
-"""Training throughput: covbench's trial loop (`covbench.train.train_model`) vs a minimal hand loop.
+"""Training throughput: covbench's trial loop (`covbench.training.loop.train_model`) vs a minimal hand loop.
 
 Plain script (also run by `nox -s bench`), torch pinned to one thread like a trial with
 `--cpus-per-trial 1`:
@@ -22,7 +22,7 @@ no_grad pass over the validation slices. Per model it prints covbench / hand thr
 
 On CUDA (`--device cuda`, or `auto` where a GPU is visible) both loops run with the device
 options of a trial: data resident on the GPU, channels-last, bf16 autocast with the loss in float32
-(covbench.train.resolve_amp). Process CPU time then means nothing, so the wall-clock ratio is the
+(covbench.training.loop.resolve_amp). Process CPU time then means nothing, so the wall-clock ratio is the
 measure, each phase ending with a `torch.cuda.synchronize()`.
 
 The two loops alternate (covbench, hand, hand, covbench, ...) so that load from other processes
@@ -51,15 +51,15 @@ from torch import nn  # noqa: E402
 from covbench import registry  # noqa: E402
 from covbench.config import PRESETS, build_config  # noqa: E402
 from covbench.datasets.splits import split_indices  # noqa: E402
-from covbench.runner import prepare_data  # noqa: E402
-from covbench.train import (  # noqa: E402
+from covbench.execution.runner import prepare_data  # noqa: E402
+from covbench.training.loop import (  # noqa: E402
     TrainOptions,
     autocast,
     resolve_amp,
     seed_everything,
     train_model,
 )
-from covbench.trial import slice_tensors  # noqa: E402
+from covbench.training.trial import slice_tensors  # noqa: E402
 
 Data = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 

@@ -19,8 +19,8 @@ from unittest import mock
 import numpy as np
 import torch
 
-import covbench.train as train
-import covbench.trial as trial
+import covbench.training.loop as train
+import covbench.training.trial as trial
 
 
 @contextmanager

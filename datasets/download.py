@@ -204,7 +204,7 @@ def sidecar_checksum(archive: Path) -> str | None:
 def write_manifest(dest: Path, entries: dict[str, dict]) -> Path:
     """Record, per archive, where it came from, its size, and how it was verified, in
     `<dest>/covbench-data.json` (merged with what an earlier call recorded)."""
-    from covbench.manifest import now_iso
+    from covbench.folder.manifest import now_iso
 
     path = Path(dest) / DATA_MANIFEST
     try:

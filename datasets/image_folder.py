@@ -284,7 +284,7 @@ def read_input(path: Path, lung: Path | None = None) -> PredictionInput:
 
     from PIL import Image
 
-    from covbench.store import atomic_path
+    from covbench.folder.io import atomic_path
 
     if lung is not None:
         raise CovbenchError(f"--lung {lung}: lung masks are for NIfTI volumes, not for {path.name}")

@@ -224,7 +224,7 @@ def read_nifti_input(
     `source_of(stem)` names the sub-collection, which decides the intensity convention where the
     adapter knows it (`intensity_of`)."""
     from covbench.datasets.preprocess import check_intensity
-    from covbench.store import atomic_path
+    from covbench.folder.io import atomic_path
 
     check_channels(path)
     view, spacing, aff = read_volume(path)

@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -82,33 +83,73 @@ def _interp(index: slice, size: int, n: int = 24) -> np.ndarray:
     return m
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """Pixel-centre coordinates of one phantom patient: in-plane [-1, 1], slices 0..Z-1."""
+
+    size: int
+    n_slices: int
+
+    @property
+    def lin(self) -> np.ndarray:
+        return (np.arange(self.size, dtype=np.float32) + 0.5) / self.size * 2 - 1
+
+    @property
+    def yy(self) -> np.ndarray:
+        return self.lin[:, None]
+
+    @property
+    def xx(self) -> np.ndarray:
+        return self.lin[None, :]
+
+    @property
+    def z_idx(self) -> np.ndarray:
+        return np.arange(self.n_slices, dtype=np.float32)
+
+
 def patient_volumes(rng: np.random.Generator, size: int, n_slices: int):
     """One phantom patient in the Case convention: arrays (Z, H, W), Z inferior -> superior,
-    H anterior -> posterior, W patient right -> left. Returns HU image, lesion, lung labels, spacing."""
+    H anterior -> posterior, W patient right -> left. Returns HU image, lesion, lung labels, spacing.
+    The parts are drawn in a fixed order from `rng` (the data fingerprint depends on it)."""
     sp_xy = rng.uniform(0.6, 0.9) * 512 / size  # drawn first: spacing does not depend on content
     sp_z = rng.uniform(1.5, 5.0)
-    z_idx = np.arange(n_slices, dtype=np.float32)
-    lin = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1  # [-1, 1] pixel centres
-    yy, xx = lin[:, None], lin[None, :]
+    grid = _Grid(size, n_slices)
+    hu, scale = _body(rng, grid)
+    lung, (z_lo, z_hi) = _lungs(rng, grid, scale)
+    is_lung = lung > 0
+    hu[is_lung] = -850.0
+    _vessels(rng, grid, hu, is_lung, z_lo, z_hi)
+    lesion = _lesions(rng, grid, hu, is_lung)
+    # --- partial volume and noise
+    hu = ndimage.gaussian_filter(hu, sigma=(0, 0.6, 0.6))
+    hu += rng.standard_normal(size=hu.shape, dtype=np.float32) * np.float32(rng.uniform(12, 25))
+    return hu.astype(np.float32), lesion, lung, (float(sp_z), float(sp_xy), float(sp_xy))
 
-    # --- body: soft tissue with a fat ring, constant over z (a torso is roughly a cylinder)
+
+def _body(rng: np.random.Generator, grid: _Grid) -> tuple[np.ndarray, float]:
+    """Soft tissue with a fat ring and a spine, constant over z (a torso is roughly a cylinder)."""
+    yy, xx = grid.yy, grid.xx
     scale = rng.uniform(0.88, 1.0)
     by, bx = 0.62 * scale, 0.86 * scale
     r_body = _ellipse(yy, xx, 0.04, 0.0, by, bx)
     r_inner = _ellipse(yy, xx, 0.04, 0.0, by - 0.06, bx - 0.06)
-    slice2d = np.full((size, size), -1000.0, np.float32)
+    slice2d = np.full((grid.size, grid.size), -1000.0, np.float32)
     slice2d = np.where(r_body < 1, -100.0, slice2d)
     slice2d = np.where(r_inner < 1, 40.0, slice2d)
     spine = _ellipse(yy, xx, 0.04 + by - 0.2, 0.0, 0.09, 0.08) < 1
     slice2d = np.where(spine, 450.0, slice2d).astype(np.float32)
-    hu = np.repeat(slice2d[None], n_slices, axis=0)
+    return np.repeat(slice2d[None], grid.n_slices, axis=0), scale
 
-    # --- lungs: present between z_lo and z_hi, cross-section follows a smooth profile over z
+
+def _lungs(rng: np.random.Generator, grid: _Grid, scale: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """Lung labels (2 right, 1 left), present between slices z_lo and z_hi, the cross-section
+    following a smooth profile over z, around the heart."""
+    yy, xx, z_idx, n_slices = grid.yy, grid.xx, grid.z_idx, grid.n_slices
     z_lo = int(round(n_slices * rng.uniform(0.12, 0.2)))
     z_hi = n_slices - 1 - int(round(n_slices * rng.uniform(0.1, 0.15)))
     t = np.clip((z_idx - z_lo + 0.5) / (z_hi - z_lo + 1), 0, 1)
     profile = np.where((z_idx >= z_lo) & (z_idx <= z_hi), np.clip(np.sin(np.pi * t**0.7), 0, 1) ** 0.5, 0.0)
-    lung = np.zeros((n_slices, size, size), np.uint8)
+    lung = np.zeros((n_slices, grid.size, grid.size), np.uint8)
     heart_r = _ellipse(yy, xx, 0.05 + rng.uniform(-0.03, 0.03), 0.1, 0.3, 0.24)
     present = (profile > 0.05)[:, None, None]
     outside_heart = heart_r[None] > (1 + 0.3 * (1 - t))[:, None, None]
@@ -119,15 +160,18 @@ def patient_volumes(rng: np.random.Generator, size: int, n_slices: int):
         # the slice-z ellipse is the base ellipse scaled by profile[z]: inside when r_base < profile[z]
         r_base = _ellipse(yy, xx, cy, cx, ay, ax)
         lung[present & (r_base[None] < profile[:, None, None]) & outside_heart] = label
-    del outside_heart
-    is_lung = lung > 0
-    hu[is_lung] = -850.0
+    return lung, (z_lo, z_hi)
 
-    # --- vessels: thin straight tubes through each lung, slightly tilted over z; each is computed in
-    # the box its trajectory sweeps (lung slices only), so real-size phantoms stay fast
+
+def _vessels(
+    rng: np.random.Generator, grid: _Grid, hu: np.ndarray, is_lung: np.ndarray, z_lo: int, z_hi: int
+) -> None:
+    """Ten thin straight tubes through the lungs, slightly tilted over z, drawn into `hu`; each is
+    computed in the box its trajectory sweeps (lung slices only), so real-size phantoms stay fast."""
+    lin, yy, xx, size, n_slices = grid.lin, grid.yy, grid.xx, grid.size, grid.n_slices
     zc = (z_lo + z_hi) / 2
     zs = slice(z_lo, z_hi + 1)
-    zb = z_idx[zs]
+    zb = grid.z_idx[zs]
     hh, ww = np.nonzero(is_lung[int(round(zc))])  # the middle slice always holds lung
     for _ in range(10):
         j = rng.integers(len(hh))
@@ -145,13 +189,17 @@ def patient_volumes(rng: np.random.Generator, size: int, n_slices: int):
         w = _soft(r / rad, 0.15) * is_lung[box]
         hu[box] += w * (40.0 - hu[box])
 
-    # --- lesions: smooth deformed ellipsoids, inside the lungs only. The deformation field is a
-    # smooth coarse (Z, 24, 24) noise, interpolated bilinearly in-plane inside each lesion's box.
+
+def _lesions(rng: np.random.Generator, grid: _Grid, hu: np.ndarray, is_lung: np.ndarray) -> np.ndarray:
+    """2-5 lesions drawn into `hu` (ground glass 60 %, consolidation 40 %), their mask returned:
+    smooth deformed ellipsoids inside the lungs only. The deformation field is a smooth coarse
+    (Z, 24, 24) noise, interpolated bilinearly in-plane inside each lesion's box."""
+    lin, yy, xx, z_idx, size, n_slices = grid.lin, grid.yy, grid.xx, grid.z_idx, grid.size, grid.n_slices
     coarse = rng.standard_normal((n_slices, 24, 24)).astype(np.float32)
     coarse = ndimage.gaussian_filter(coarse, sigma=(1.0, 2.0, 2.0), mode="wrap")
     coarse /= coarse.std() + 1e-6
     reach = 1.0 + 0.18 * float(np.abs(coarse).max()) + 0.5  # r beyond this: no mask, weight < 1e-3
-    lesion = np.zeros_like(lung)
+    lesion = np.zeros(is_lung.shape, np.uint8)
     lz, lh, lw = np.nonzero(is_lung)
     n_les = int(rng.integers(2, 6))
     for k in range(n_les):
@@ -179,11 +227,7 @@ def patient_volumes(rng: np.random.Generator, size: int, n_slices: int):
         value = rng.uniform(-560, -440) if ggo else rng.uniform(-20, 40)
         hu[box] += w * (value - hu[box])
         lesion[box] |= ((r < 1) & is_lung[box]).astype(np.uint8)
-
-    # --- partial volume and noise
-    hu = ndimage.gaussian_filter(hu, sigma=(0, 0.6, 0.6))
-    hu += rng.standard_normal(size=hu.shape, dtype=np.float32) * np.float32(rng.uniform(12, 25))
-    return hu.astype(np.float32), lesion, lung, (float(sp_z), float(sp_xy), float(sp_xy))
+    return lesion
 
 
 def _to_storage(vol: np.ndarray, spacing: tuple[float, float, float], lps: bool):

@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 
 from covbench.errors import CovbenchError, DamagedFile
-from covbench.layout import RunFolder, TrialFolder
+from covbench.folder.io import done_trials
+from covbench.folder.layout import RunFolder, TrialFolder
+from covbench.folder.record import TrialRecord
+from covbench.folder.state import stored_config
 from covbench.metrics import METRICS, empty_case, segmentation_metrics
-from covbench.store import done_trials, read_json
-from covbench.trial_record import TrialRecord
 
 CASE_KEYS = ["model", "fold", "case"]
 
@@ -138,7 +139,7 @@ def volumes(slices: dict[str, np.ndarray], rows: np.ndarray) -> list[Volume]:
 
 
 def patient_rows(
-    run_dir: Path, threshold: float = 0.5, trials: list[tuple[Path, dict]] | None = None
+    run_dir: Path, threshold: float = 0.5, trials: list[tuple[Path, TrialRecord]] | None = None
 ) -> pd.DataFrame:
     """One row per (model, seed, fold, test patient), from the saved 8-bit probabilities of
     `trials` (default: the `done_trials` of config.json's key).
@@ -153,14 +154,10 @@ def patient_rows(
     target = slices["mask"].astype(bool)
     out = []
     if trials is None:
-        try:
-            config = RunFolder(run_dir).config
-            key = read_json(config).get("_key") if config.exists() else None
-        except DamagedFile:
-            key = None
+        stored = stored_config(run_dir)
+        key = str(stored.key) if stored is not None and stored.key else None
         trials = done_trials(run_dir, key)
-    for trial_dir, raw in trials:
-        record = TrialRecord.from_dict(raw)
+    for trial_dir, record in trials:
         prob, rows = load_predictions(trial_dir, slices)
         for vol in volumes(slices, rows):
             p, t = prob[vol.rows], target[rows[vol.rows]]

@@ -43,15 +43,15 @@ from pathlib import Path
 import numpy as np
 
 from covbench.errors import CovbenchError, quote
-from covbench.layout import RunFolder
-from covbench.lock import run_lock
-from covbench.manifest import now_iso
+from covbench.folder.io import read_json, write_json
+from covbench.folder.layout import RunFolder
+from covbench.folder.lock import run_lock
+from covbench.folder.manifest import now_iso
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports.identity import Incomparable, check_comparable, summary_identity
 from covbench.reports.inference import ALPHA, POWER, PRIMARY, ROPE, Difference, difference, holm
 from covbench.reports.summary_check import check_schema, validate_summary
 from covbench.reports.table import column_titles, distance_unit_of
-from covbench.store import read_json, write_json
 
 #: The smallest drop per metric that may fail the gate: the region of practical equivalence of the
 #: honest verdicts (0.01 Dice; 0.5 mm ASSD, 1 mm HD95). `--tolerance dice=0.02` replaces one.

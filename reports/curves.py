@@ -4,7 +4,7 @@ training diverged.
 A trial's curve is its training loss and validation Dice per epoch; the record says which epoch's
 weights were evaluated (`best_epoch`: the best validation Dice, or the final epoch when the run
 held no validation slices). Only the trials of the run's configuration count (the caller passes
-`covbench.store.done_trials`), as for the table.
+`covbench.folder.io.done_trials`), as for the table.
 
 Divergence (`divergence`), defined on the training loss of one trial:
 
@@ -23,15 +23,14 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from covbench.errors import DamagedFile, RunFolderWarning
-from covbench.layout import TrialFolder
-from covbench.store import read_csv
-from covbench.trial_record import TrialRecord
+from covbench.folder.io import read_csv
+from covbench.folder.layout import TrialFolder
+from covbench.folder.record import TrialRecord
 
 COLUMNS = ("model", "seed", "fold", "epoch", "train_loss", "val_dice", "selected_epoch")
 MIN_EPOCHS = 4  # fewer epochs than this: only a non-finite loss counts as divergence
@@ -63,13 +62,12 @@ class Curves:
     missing: list[str] = field(default_factory=list)  # trial names without a readable epochs.csv
 
 
-def load_curves(trials: list[tuple[Path, dict[str, Any]]]) -> Curves:
-    """The curves of `trials` ((folder, record) pairs, as `covbench.store.done_trials` gives them).
+def load_curves(trials: list[tuple[Path, TrialRecord]]) -> Curves:
+    """The curves of `trials` ((folder, record) pairs, as `covbench.folder.io.done_trials` gives them).
     A trial without epochs.csv (written by an older covbench) or with a damaged one is left out
     and named in `missing`; a damaged log also warns (RunFolderWarning)."""
     frames, missing = [], []
-    for trial_dir, raw in trials:
-        record = TrialRecord.from_dict(raw)
+    for trial_dir, record in trials:
         path = TrialFolder(trial_dir).epochs
         try:
             log = read_csv(path, ("epoch", "train_loss"))

@@ -17,12 +17,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from covbench.layout import RunFolder
+from covbench.folder.io import atomic_path
+from covbench.folder.layout import RunFolder
 from covbench.metrics import HIGHER_IS_BETTER
 from covbench.reports.aggregate import load_predictions, load_test_slices
 from covbench.reports.stats import ALPHA, MetricTests, cliques
 from covbench.reports.table import COLUMNS, column_titles
-from covbench.store import atomic_path
 
 PALETTE = ["#1b6ca8", "#e07b39", "#3a9b5c", "#b5446e", "#7b6cb0", "#8c6d31", "#4d4d4d", "#17becf"]
 

@@ -1,6 +1,6 @@
 """Seeds whose training misbehaved, and the verdicts that depend on them.
 
-Every finished trial carries its training-health signals (covbench.health; record.json's `health`,
+Every finished trial carries its training-health signals (covbench.training.health; record.json's `health`,
 derived here from epochs.csv for folders written before it existed), and the training-loss
 divergence of covbench.reports.curves. A flagged seed stays in every table and verdict: nothing
 here drops it. What the report adds is a second reading of the primary metric's verdicts with the
@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from covbench.health import Health, assess
+from covbench.folder.record import TrialRecord
 from covbench.reports.curves import Curves, Divergence
 from covbench.reports.verdicts import UnitValues, verdicts
-from covbench.trial_record import TrialRecord
+from covbench.training.health import Health, assess
 
 MARK = "‡"  # the verdict table's mark of a pair whose verdict depends on flagged seeds
 
@@ -74,12 +74,11 @@ def trial_health(trial_dir: Path, record: TrialRecord, curves: Curves) -> Health
 
 
 def seed_flags(
-    trials: list[tuple[Path, dict[str, Any]]], curves: Curves, diverged: list[Divergence]
+    trials: list[tuple[Path, TrialRecord]], curves: Curves, diverged: list[Divergence]
 ) -> list[SeedFlag]:
     """Every trial with a health flag or a diverged training loss, in (model, seed, fold) order."""
     reasons: dict[tuple[str, int, int], list[str]] = {}
-    for trial_dir, raw in trials:
-        record = TrialRecord.from_dict(raw)
+    for trial_dir, record in trials:
         health = trial_health(trial_dir, record, curves)
         if health is not None and health.flags:
             reasons.setdefault((record.model, int(record.seed), int(record.fold)), []).extend(health.flags)

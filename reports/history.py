@@ -23,8 +23,10 @@ from typing import Any
 import pandas as pd
 
 from covbench.errors import CovbenchError, quote
-from covbench.layout import RunFolder
-from covbench.manifest import now_iso
+from covbench.folder.io import read_json
+from covbench.folder.layout import RunFolder
+from covbench.folder.manifest import now_iso
+from covbench.folder.stored_config import read_stored_config
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports.compare import load_summary, run_folder_lock, summary_digest
 from covbench.reports.identity import (
@@ -36,7 +38,6 @@ from covbench.reports.identity import (
     short_hash,
 )
 from covbench.reports.table import column_titles, distance_unit_of
-from covbench.store import read_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS benchmarks (
@@ -232,7 +233,8 @@ def _track(run_dir: Path, history: Path, benchmark: str | None) -> Tracked:
     folder = RunFolder(run_dir)
     if not folder.config.is_file():
         raise CovbenchError(f"RUN_DIR {run_dir}: no config.json, so which benchmark it ran is unknown")
-    cfg = read_json(folder.config)
+    cfg = read_stored_config(run_dir)
+    assert cfg is not None  # config.json is there (checked above)
     env = read_json(folder.environment) if folder.environment.is_file() else {}
     identity = identity_from_config(cfg, env.get("data_fingerprint"), unit, distance_unit_of(summary))
     git = env.get("git") or {}
@@ -261,7 +263,7 @@ def _track(run_dir: Path, history: Path, benchmark: str | None) -> Tracked:
                 env.get("finished") or env.get("created") or now_iso(),
                 now_iso(),
                 unit,
-                cfg.get("_key"),
+                str(cfg.key) if cfg.key else None,
                 len(summary.get("seeds", [])) or None,
                 digest,
                 name,

@@ -25,10 +25,11 @@ from typing import Any
 
 from covbench.config import RunConfig
 from covbench.errors import CovbenchError
-from covbench.layout import RunFolder
+from covbench.folder.io import read_json
+from covbench.folder.key import FINGERPRINT_CHARS
+from covbench.folder.layout import RunFolder
+from covbench.folder.stored_config import StoredConfig, read_stored_config
 from covbench.reports.table import distance_unit_of
-from covbench.run_key import FINGERPRINT_CHARS, RunKey
-from covbench.store import read_json
 
 #: RunConfig fields that do not make two runs different benchmarks (see the module docstring).
 EXCLUDED: frozenset[str] = frozenset({"models", "seeds", "data_dir"})
@@ -67,12 +68,15 @@ def _canonical(value: Any) -> Any:
 
 
 def identity_from_config(
-    config: dict[str, Any], data_fingerprint: str | None, unit: str, distance_unit: str = "mm"
+    config: dict[str, Any] | StoredConfig, data_fingerprint: str | None, unit: str, distance_unit: str = "mm"
 ) -> dict[str, Any]:
-    """The identity of a run from its config.json (private `_` keys such as `_key` are dropped)."""
+    """The identity of a run from its configuration: config.json's entries as the folder stored
+    them (an older folder's lack later fields), or a configuration's `to_dict()`."""
+    if isinstance(config, StoredConfig):
+        if data_fingerprint is None and config.key is not None:
+            data_fingerprint = config.key.data_fingerprint or None
+        config = config.settings
     ident = {k: _canonical(v) for k, v in config.items() if k not in EXCLUDED and not k.startswith("_")}
-    if data_fingerprint is None and isinstance(config.get("_key"), str):
-        data_fingerprint = RunKey.parse(config["_key"]).data_fingerprint or None
     ident["data_fingerprint"] = data_fingerprint[:FINGERPRINT_CHARS] if data_fingerprint else None
     ident["unit"] = unit
     ident["distance_unit"] = distance_unit  # mm, or px for data without a pixel spacing
@@ -85,7 +89,7 @@ def run_identity(run_dir: Path, unit: str = "slice", distance_unit: str = "mm") 
     folder = RunFolder(run_dir)
     if not folder.config.is_file():
         return None
-    config = read_json(folder.config)
+    config = read_stored_config(run_dir)
     env = read_json(folder.environment) if folder.environment.is_file() else {}
     return identity_from_config(config, env.get("data_fingerprint"), unit, distance_unit)
 

@@ -95,7 +95,7 @@ def plan(
     """The plan for `metric` from the run folder's per-case rows (patient units where the data
     names patients)."""
     from covbench.reports.aggregate import patient_rows
-    from covbench.reports.report import load_rows, run_config
+    from covbench.reports.report import load_rows, run_config, run_threshold
 
     if metric not in METRICS:
         raise CovbenchError(f"--metric must be one of {', '.join(METRICS)}, got {quote(metric)}")
@@ -105,7 +105,7 @@ def plan(
         raise CovbenchError(f"--power must lie between 0 and 1, got {power}")
     run_dir = Path(run_dir)
     if unit == "patient":
-        rows = patient_rows(run_dir, float(run_config(run_dir).get("threshold", 0.5)))
+        rows = patient_rows(run_dir, run_threshold(run_config(run_dir)))
     else:
         rows = load_rows(run_dir)
     uv = unit_values(rows)

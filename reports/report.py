@@ -12,13 +12,17 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from warnings import warn  # `warnings` names the report's list of warnings here
 
 import numpy as np
 import pandas as pd
 
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning, quote
-from covbench.layout import RunFolder
+from covbench.folder.io import done_trials, read_csv, read_json, write_json, write_text
+from covbench.folder.layout import RunFolder
+from covbench.folder.record import TrialRecord
+from covbench.folder.stored_config import StoredConfig, read_stored_config
 from covbench.metrics import HIGHER_IS_BETTER, METRICS
 from covbench.reports import curves as training
 from covbench.reports import health
@@ -46,8 +50,6 @@ from covbench.reports.table import (
     verdict_table,
 )
 from covbench.reports.verdicts import UnitValues, detectable_statement, unit_values, verdicts
-from covbench.store import done_trials, read_csv, read_json, write_json, write_text
-from covbench.trial_record import TrialRecord
 
 MIN_PATIENTS = 12  # below this many independent test patients, the report warns
 MIN_WILCOXON = 6  # with fewer paired cases no two-sided Wilcoxon signed-rank p can reach 0.05
@@ -72,24 +74,25 @@ def load_rows(run_dir: Path) -> pd.DataFrame:
         ) from None
 
 
-def run_config(run_dir: Path) -> dict:
-    """config.json as stored; {} (with a warning) when it is damaged: the report needs only its
-    threshold and version history, and the next run on the folder writes it again."""
-    path = RunFolder(run_dir).config
-    if not path.exists():
-        return {}
+def run_config(run_dir: Path) -> StoredConfig | None:
+    """config.json as stored; None when there is none, or (with a warning) when it is damaged: the
+    report needs only its key, threshold and version history, and the next run writes it again."""
     try:
-        data = read_json(path)
+        return read_stored_config(run_dir)
     except DamagedFile as exc:
         warn(f"{exc}: the report assumes threshold 0.5 and no version change", RunFolderWarning, stacklevel=2)
-        return {}
-    return data if isinstance(data, dict) else {}
+        return None
 
 
-def version_notes(config: dict) -> list[str]:
+def run_threshold(stored: StoredConfig | None) -> float:
+    """The probability threshold the run's trials scored with (0.5 when config.json is missing)."""
+    return float(stored.config.threshold) if stored is not None else 0.5
+
+
+def version_notes(stored: StoredConfig | None) -> list[str]:
     """A run continued with --allow-version-change holds trials trained by different code."""
     notes = []
-    for change in config.get("_version_changes") or []:
+    for change in stored.version_changes if stored is not None else []:
         was = ", ".join(f"{k} {v or '(absent)'}" for k, v in (change.get("from") or {}).items())
         now = ", ".join(f"{k} {v or '(absent)'}" for k, v in (change.get("to") or {}).items())
         notes.append(
@@ -227,6 +230,22 @@ def run_distance_unit(run_dir: Path) -> str:
     return str(unit)
 
 
+def run_test_dataset(run_dir: Path) -> dict[str, Any] | None:
+    """What a `--test-dataset` run tested on (split.json's `test_dataset`: dataset, folder,
+    fingerprint, cases); None when the test part was a part of the training dataset."""
+    path = RunFolder(run_dir).split
+    found = read_json(path).get("test_dataset") if path.exists() else None
+    return found if isinstance(found, dict) else None
+
+
+def tested_on_sentence(test: dict[str, Any]) -> str:
+    where = f" at {test['data_dir']}" if test.get("data_dir") else ""
+    return (
+        f"Tested on dataset {test.get('dataset')!r}{where} ({test.get('n_cases')} patients, fingerprint "
+        f"{str(test.get('fingerprint'))[:12]}), which no model trained or was validated on."
+    )
+
+
 def _markdown_tests(tests: dict[str, dict], unit: str, distance_unit: str = "mm") -> list[str]:
     strong = lambda name: f"**{name}**"  # noqa: E731
     lines = ["- " + line for line in test_summaries(tests, unit, strong, distance_unit=distance_unit)]
@@ -306,15 +325,16 @@ def write_report(
     primary = primary or previous_primary(run_dir)
     slice_rows = load_rows(run_dir)
     config = run_config(run_dir)
-    trials = done_trials(run_dir, config.get("_key"))  # this configuration's; damaged records set aside
-    records = [TrialRecord.from_dict(record) for _, record in trials]
+    key = str(config.key) if config is not None and config.key else None
+    trials = done_trials(run_dir, key)  # this configuration's; damaged records set aside
+    records = [record for _, record in trials]
     curves = training.load_curves(trials)  # epochs.csv of this configuration's trials
     diverged = training.divergences(curves)
     flags = health.seed_flags(trials, curves, diverged)  # training health (reports/health.py)
     if unit == "slice":
         rows = slice_rows
     else:
-        rows = patient_rows(run_dir, float(config.get("threshold", 0.5)), trials)
+        rows = patient_rows(run_dir, run_threshold(config), trials)
     per_case = case_means(rows)
     models = summarize(rows)
     tests = {
@@ -334,6 +354,9 @@ def write_report(
         caption += (
             " The data records no pixel spacing: ASSD and HD95 are in pixels, NSD's tolerance is in pixels."
         )
+    test_dataset = run_test_dataset(run_dir)  # `--test-dataset`: every number is about that dataset
+    if test_dataset is not None:
+        caption = f"{tested_on_sentence(test_dataset)} {caption}"
     uv = unit_values(rows)
     verdict_map = verdicts(uv, slice_rows if unit == "slice" else None, primary)
     power = detectable_statement(uv, primary)
@@ -361,6 +384,7 @@ def write_report(
         "verdicts": verdict_dicts,
         "unit_values": uv.to_json(),
         "distance_unit": distance_unit,  # of ASSD, HD95 and the NSD tolerance: "mm" or "px"
+        **({"test_dataset": test_dataset} if test_dataset is not None else {}),
         "models": models,
         "aggregation": caption,
         "seed_aggregation": seed_caption,
@@ -403,6 +427,8 @@ def write_report(
         paths += [p.with_suffix(s) for p, _ in curve_figure for s in (".png", ".svg")]
     title = f"covbench report: {run_dir.name} ({unit} level)"
     lines = [f"# {title}", ""]
+    if test_dataset is not None:
+        lines += [f"**{tested_on_sentence(test_dataset)}** Verdicts and ranking are on its patients.", ""]
     for w in warnings:
         lines += [f"> **Warning:** {w}", ""]
     if rounds is not None:

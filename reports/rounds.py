@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from covbench.layout import RunFolder
+from covbench.folder.layout import RunFolder
 
 
 def read_rounds(run_dir: Path) -> dict | None:

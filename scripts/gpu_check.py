@@ -4,17 +4,17 @@
     python scripts/gpu_check.py --concurrent 1,2,4       # + aggregate throughput of packed trials
     python scripts/gpu_check.py --tiny [--concurrent 1,2] # the same code paths on a CPU (tests)
 
-For each model it runs covbench's real trial loop (`covbench.train.train_model` with the
+For each model it runs covbench's real trial loop (`covbench.training.loop.train_model` with the
 `TrainOptions` a trial uses: bf16 autocast, channels-last, data resident on the GPU, fused Adam,
 cuDNN autotuning unless `--deterministic`) on the built-in phantom pre-processed at the preset's
 size, and prints training and validation images/s (the first epoch is a warm-up and not timed),
 peak GPU memory, what one checkpoint costs the training thread (host copy; the write itself runs
-in the background: covbench.checkpoint) and the projected wall time of the full protocol: models x
+in the background: covbench.training.checkpoint) and the projected wall time of the full protocol: models x
 seeds x epochs on the paper's slice counts (1304 train, 386 val, 422 test per split), with one
 checkpoint per `DEFAULT_CHECKPOINT_SECONDS`.
 
 `--concurrent 1,2,4` then runs, per model and per N, N seeds of that model at once on one GPU
-through the real Ray path (`covbench.runner.execute` with `gpus_per_trial=1/N`), and prints the
+through the real Ray path (`covbench.execution.runner.execute` with `gpus_per_trial=1/N`), and prints the
 aggregate training images/s of the N trials (the sum of each trial's median epoch throughput
 after its warm-up epoch), the speed-up over N=1, and the projected protocol with the best N.
 """
@@ -36,13 +36,13 @@ import pandas as pd
 import torch
 
 from covbench import registry
-from covbench.checkpoint import Checkpointer, CheckpointPolicy
 from covbench.config import DEFAULT_CHECKPOINT_SECONDS, PRESETS, build_config
 from covbench.datasets.splits import split_indices
-from covbench.runner import execute, prepare_data
-from covbench.scheduler import RayExecutor
-from covbench.train import EpochEnd, TrainOptions, predict, resolve_amp, seed_everything, train_model
-from covbench.trial import slice_tensors
+from covbench.execution.runner import execute, prepare_data
+from covbench.execution.scheduler import RayExecutor
+from covbench.training.checkpoint import Checkpointer, CheckpointPolicy
+from covbench.training.loop import EpochEnd, TrainOptions, predict, resolve_amp, seed_everything, train_model
+from covbench.training.trial import slice_tensors
 
 REFERENCE_MODELS = ("unet", "unetpp", "resunet")
 PAPER_SLICES = {"train": 1304, "val": 386, "test": 422}  # Salehi et al. 2023, slice-level split

@@ -34,10 +34,10 @@ import torch
 from covbench import registry
 from covbench.config import PRESETS, build_config
 from covbench.datasets.splits import split_indices
+from covbench.execution.runner import prepare_data
 from covbench.metrics import batch_metrics
-from covbench.runner import prepare_data
-from covbench.train import EpochEnd, TrainOptions, predict, seed_everything, train_model
-from covbench.trial import slice_tensors
+from covbench.training.loop import EpochEnd, TrainOptions, predict, seed_everything, train_model
+from covbench.training.trial import slice_tensors
 
 RECORDED = (
     "image_size",

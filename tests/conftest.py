@@ -40,7 +40,7 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ray_session():
     """A fixed-size local Ray cluster, started once; executors reuse it instead of starting theirs."""
-    from covbench.scheduler import ray_defaults
+    from covbench.execution.scheduler import ray_defaults
 
     ray_defaults(starting_local=True)  # before `import ray`, as covbench does for its own instance
     ray = pytest.importorskip("ray")

@@ -31,7 +31,7 @@ POLL_S = 0.05
 # A process that takes a run folder's lock and keeps it until the test kills it or closes its stdin.
 LOCK_HOLDER = """
 import sys
-from covbench.lock import run_lock
+from covbench.folder.lock import run_lock
 with run_lock(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.read()

@@ -9,12 +9,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from covbench.checkpoint import Checkpointer, CheckpointPolicy
 from covbench.cli import app
 from covbench.config import PRESETS, RunConfig, build_config
 from covbench.errors import CovbenchError
 from covbench.registry import get_model
-from covbench.train import (
+from covbench.training.checkpoint import Checkpointer, CheckpointPolicy
+from covbench.training.loop import (
     TrainOptions,
     amp_choice,
     grad_scaler,

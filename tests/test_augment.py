@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from covbench import augment as aug
 from covbench.config import AUGMENTS
+from covbench.training import augment as aug
 
 
 def square(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,10 +12,11 @@ import pytest
 import torch
 from helpers import BOUND_S
 
-import covbench.checkpoint as ckpt
-from covbench.checkpoint import CHECKPOINT, WEIGHTS, Checkpointer, CheckpointPolicy
+import covbench.training.checkpoint as ckpt
+from covbench.folder.layout import CHECKPOINT, WEIGHTS
 from covbench.registry import get_model
-from covbench.train import Best, EpochEnd, TrainOptions, seed_everything, train_model
+from covbench.training.checkpoint import Checkpointer, CheckpointPolicy
+from covbench.training.loop import Best, EpochEnd, TrainOptions, seed_everything, train_model
 
 CPU = torch.device("cpu")
 KEY = "cfg-key-data"
@@ -168,7 +169,7 @@ def test_a_run_trial_folder_keeps_weights_logs_checkpoint_time_and_heals(tmp_pat
     """Through the real runner (in-process): the finished folder, the ckpt_s column, the record;
     then a damaged checkpoint of an unfinished trial is set aside, recorded and trained again."""
     from covbench.config import PRESETS, build_config
-    from covbench.runner import execute
+    from covbench.execution.runner import execute
 
     cfg = build_config(models=["unet"], n_seeds=2, preset=PRESETS["smoke"], epochs=2)
     out = tmp_path / "run"

@@ -1,7 +1,7 @@
 """Ray as a user meets it: a quiet local instance, and a real two-node cluster that loses a node.
 
 Both run in a subprocess: each needs its own Ray instance, and Ray reads its authentication mode
-once, at import (covbench.scheduler.ray_defaults), so the session's instance cannot stand in. The
+once, at import (covbench.execution.scheduler.ray_defaults), so the session's instance cannot stand in. The
 subprocesses (and every Ray process they start) see only Ray Core: the packages that only
 `ray[default]` or `ray[client]` bring are made unimportable, except Ray's own vendored copies, as
 after `pip install ray` - covbench depends on `ray`, not `ray[default]`.
@@ -20,7 +20,7 @@ import pytest
 from helpers import RUN_BOUND_S
 from nodes import QUICK_NODE_LOSS
 
-from covbench.scheduler import ray_defaults
+from covbench.execution.scheduler import ray_defaults
 
 pytestmark = pytest.mark.process  # what `nox -s stress` repeats, idle and under load
 
@@ -54,7 +54,7 @@ def _ray_core_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 LOCAL = textwrap.dedent(
     """
     import json, os
-    from covbench.scheduler import RayExecutor, Resources
+    from covbench.execution.scheduler import RayExecutor, Resources
 
     def environment():
         env = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")}
@@ -118,13 +118,13 @@ CLUSTER = textwrap.dedent(
     """
     import json, os, sys
     from pathlib import Path
-    from covbench.scheduler import ray_defaults
+    from covbench.execution.scheduler import ray_defaults
 
     ray_defaults(starting_local=True)  # before `import ray`, as covbench does for its own instance
     import ray
     from ray.cluster_utils import Cluster
     from covbench.config import PRESETS, build_config
-    from covbench.runner import execute
+    from covbench.execution.runner import execute
 
     run_dir, epochs = Path(sys.argv[1]), int(sys.argv[2])
     sys.path.insert(0, sys.argv[4])  # tests/, for the shared helpers

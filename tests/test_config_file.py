@@ -196,8 +196,9 @@ def test_dry_run_starts_no_ray_reads_no_data_and_writes_nothing(tmp_path):
 
 def test_plan_packs_trials_onto_local_gpus_as_the_runner_would(monkeypatch):
     """The GPU branch on a CPU machine: one 80 GiB GPU seen by this process, 6 trials."""
-    from covbench import plan, scheduler
     from covbench.config import build_config, resolve_preset
+    from covbench.execution import dry_run as plan
+    from covbench.execution import scheduler
 
     monkeypatch.setattr(scheduler.InProcessExecutor, "resources", lambda self: {"cpus": 16.0, "gpus": 1.0})
     monkeypatch.setattr(scheduler, "free_gpu_memory", lambda: 80 * 2**30)
@@ -210,6 +211,32 @@ def test_plan_packs_trials_onto_local_gpus_as_the_runner_would(monkeypatch):
     assert given.packing.reason == "--gpus-per-trial 1 given" and given.slots == 1
     cluster = plan.plan_run(cfg, None, address="auto")
     assert cluster.packing is None and cluster.resources is None
+
+
+def test_the_dry_run_plans_with_the_runs_own_defaults_and_order(monkeypatch):
+    """The plan is the run's: the contract checks it makes are bounded by the run's default
+    --stall-timeout (the dry run once passed 0, "never"), and its trials come in the order the
+    runner submits them."""
+    from covbench import checks
+    from covbench.config import DEFAULT_STALL_SECONDS, build_config, resolve_preset
+    from covbench.execution import dry_run as plan
+    from covbench.execution import scheduler
+    from covbench.execution.runner import trial_order
+
+    bounds = []
+    real = checks.check_config
+    monkeypatch.setattr(checks, "check_config", lambda cfg, timeout=None: bounds.append(timeout) or real(cfg))
+    monkeypatch.setattr(scheduler.InProcessExecutor, "resources", lambda self: {"cpus": 16.0, "gpus": 1.0})
+    monkeypatch.setattr(scheduler, "free_gpu_memory", lambda: 80 * 2**30)
+    cfg = build_config(models=["unet", "resunet"], n_seeds=3, preset=resolve_preset("smoke"))
+    got = plan.plan_run(cfg, None)
+    assert bounds == [DEFAULT_STALL_SECONDS]
+    assert [(t.model, t.seed, t.fold) for t in got.trials] == trial_order(cfg, 1)
+    assert [t.name for t in got.trials][:3] == [
+        "unet__seed0__fold0",
+        "resunet__seed0__fold0",
+        "unet__seed1__fold0",
+    ]
 
 
 @pytest.mark.filterwarnings("ignore:split 'paper' is slice-level")

@@ -11,9 +11,9 @@ import shutil
 import numpy as np
 import pytest
 
+from covbench.folder.io import done_trials
 from covbench.reports.curves import divergence, divergences, load_curves
 from covbench.reports.report import write_report
-from covbench.store import done_trials
 
 
 def test_curves_of_a_real_run_follow_its_epoch_logs_and_records(tiny_run):
@@ -23,17 +23,17 @@ def test_curves_of_a_real_run_follow_its_epoch_logs_and_records(tiny_run):
     frame = curves.frame
     assert curves.missing == []
     assert sorted(frame["model"].unique()) == ["resunet", "unet"]
-    assert len(frame) == sum(r["epochs"] for _, r in trials)  # one row per trial and epoch
+    assert len(frame) == sum(r.epochs for _, r in trials)  # one row per trial and epoch
     for tdir, record in trials:
-        rows = frame[(frame["model"] == record["model"]) & (frame["seed"] == record["seed"])]
+        rows = frame[(frame["model"] == record.model) & (frame["seed"] == record.seed)]
         with (tdir / "epochs.csv").open() as f:
             logged = list(csv.DictReader(f))
         assert rows["epoch"].tolist() == [int(r["epoch"]) for r in logged]
         assert np.allclose(rows["train_loss"], [float(r["train_loss"]) for r in logged])
         assert np.allclose(rows["val_dice"], [float(r["val_dice"]) for r in logged])
-        assert set(rows["selected_epoch"]) == {record["best_epoch"]}
-        best = rows.loc[rows["epoch"] == record["best_epoch"], "val_dice"].item()
-        assert best == pytest.approx(record["best_val_dice"])  # the selected epoch is the best one
+        assert set(rows["selected_epoch"]) == {record.best_epoch}
+        best = rows.loc[rows["epoch"] == record.best_epoch, "val_dice"].item()
+        assert best == pytest.approx(record.best_val_dice)  # the selected epoch is the best one
     assert divergences(curves) == []
 
 

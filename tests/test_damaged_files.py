@@ -165,7 +165,7 @@ def test_damaged_config_with_trials_of_another_configuration_is_refused(finished
 @pytest.mark.slow
 def test_rows_of_another_configuration_never_enter_the_table(finished, tmp_path):
     """collect_cases takes only trials whose record carries the run's own key."""
-    from covbench.run_folder import collect_cases
+    from covbench.folder.state import collect_cases
 
     out = tmp_path / "run"
     shutil.copytree(finished, out)

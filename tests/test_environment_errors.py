@@ -19,8 +19,8 @@ from covbench.cli import app
 from covbench.cli.common import os_error_message
 from covbench.config import PRESETS, build_config
 from covbench.errors import CovbenchError
-from covbench.lock import LOCK_NAME, MARKER
-from covbench.run_folder import check_out_folder, claim_run_dir
+from covbench.folder.layout import MARKER, RUN_LOCK
+from covbench.folder.state import check_out_folder, claim_run_dir
 
 runner = CliRunner()
 RUN = ["run", "--preset", "smoke", "--seeds", "1", "--epochs", "1"]
@@ -204,7 +204,7 @@ def test_empty_marked_and_older_run_folders_are_accepted(tmp_path):
     cfg = build_config(models=["unet"], n_seeds=1, preset=PRESETS["smoke"])
     older = tmp_path / "older"  # a run folder of a covbench from before the marker
     older.mkdir()
-    (older / LOCK_NAME).touch()
+    (older / RUN_LOCK).touch()
     (older / "config.json").write_text(json.dumps({**cfg.to_dict(), "_key": cfg.key()}))
     (older / "cases.csv").write_text("model\n")
     check_out_folder(older)

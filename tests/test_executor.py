@@ -6,8 +6,8 @@ import inspect
 
 import pytest
 
-from covbench.executor import Executor
-from covbench.scheduler import InProcessExecutor, RayExecutor
+from covbench.execution.executor import Executor
+from covbench.execution.scheduler import InProcessExecutor, RayExecutor
 
 VERBS = (
     "resources", "gpu_memory", "nodes", "unseen_by_nodes", "put", "submit", "pending", "as_completed",

@@ -11,10 +11,11 @@ import torch
 from helpers import BOUND_S, Hold, wait_for
 
 from covbench import faults
-from covbench.checkpoint import CHECKPOINT, Checkpointer, CheckpointPolicy
 from covbench.faults import FaultHooks
+from covbench.folder.layout import CHECKPOINT
 from covbench.registry import get_model
-from covbench.train import Best, EpochEnd
+from covbench.training.checkpoint import Checkpointer, CheckpointPolicy
+from covbench.training.loop import Best, EpochEnd
 
 pytestmark = pytest.mark.process  # what `nox -s stress` repeats, idle and under load
 

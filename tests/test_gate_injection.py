@@ -21,7 +21,7 @@ def test_patch_seam_enters_the_named_context_and_undoes_it(tmp_path, monkeypatch
     plugin = tmp_path / "flip.py"
     plugin.write_text(
         "from contextlib import contextmanager\n"
-        "import covbench.train as t\n"
+        "import covbench.training.loop as t\n"
         "@contextmanager\n"
         "def broken():\n"
         "    old = t.make_schedule\n"
@@ -31,7 +31,7 @@ def test_patch_seam_enters_the_named_context_and_undoes_it(tmp_path, monkeypatch
         "    finally:\n"
         "        t.make_schedule = old\n"
     )
-    import covbench.train as train
+    import covbench.training.loop as train
 
     original = train.make_schedule
     monkeypatch.setenv(PATCH, f"{plugin}:broken")
@@ -55,8 +55,8 @@ def test_every_variant_changes_what_it_claims(monkeypatch):
     """Each variant, entered in-process, really breaks its seam and is undone on exit."""
     import torch
 
-    import covbench.train as train
-    import covbench.trial as trial
+    import covbench.training.loop as train
+    import covbench.training.trial as trial
 
     sys.path.insert(0, str(REGRESSIONS.parent))
     import regressions

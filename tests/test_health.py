@@ -1,4 +1,4 @@
-"""Training health: the signals of one epoch log (covbench.health) and what the report makes of
+"""Training health: the signals of one epoch log (covbench.training.health) and what the report makes of
 them (covbench.reports.health): flagged seeds named, verdicts re-derived without them, marked."""
 
 from __future__ import annotations
@@ -6,16 +6,17 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
-from covbench.health import COLLAPSE_DROP, Health, assess
+from covbench.folder.record import TrialRecord
 from covbench.reports import curves as training
 from covbench.reports import health
 from covbench.reports.table import verdict_table
 from covbench.reports.verdicts import UnitValues, verdicts
-from covbench.trial_record import TrialRecord
+from covbench.training.health import COLLAPSE_DROP, Health, assess
 
 # The main job's Res-UNet seeds 4 and 1 (`covbench run --models all --seeds 5`, cpu preset, before
 # the recipe evaluated the final weights): seed 4's best validation Dice was epoch 7's, and those
@@ -116,6 +117,7 @@ def test_seed_flags_read_the_record_or_derive_from_an_old_folders_epoch_log(tmp_
     folder, record = _trial(tmp_path, "unet__seed1__fold0", "unet", 1, SEED1_LOSS, SEED1_VAL, 12, True)
     record["health"]["flags"] = ["validation Dice collapsed (recorded)"]
     trials.append((folder, record))
+    trials = [(folder, TrialRecord.from_dict(record)) for folder, record in trials]
     curves = training.load_curves(trials)
     flags = health.seed_flags(trials, curves, training.divergences(curves))
     assert [(f.model, f.seed, f.reasons) for f in flags] == [
@@ -227,17 +229,17 @@ def test_the_run_progress_prints_a_trials_health_flags_under_its_line():
 
     out = io.StringIO()
     spike = "training loss spiked above 1.5 x its running minimum in epoch(s) 8"
-    record = {
-        "best_val_dice": 0.741, "best_epoch": 24, "selection": "final", "wall_seconds": 160.0,
-        "device": "cpu (vm)", "health": {"flags": [spike]},
-    }  # fmt: skip
+    record = TrialRecord(
+        best_val_dice=0.741, best_epoch=24, selection="final", wall_seconds=160.0, device="cpu (vm)",
+        health={"flags": [spike]},
+    )  # fmt: skip
     with RunProgress(Console(file=out, width=200)) as progress:
         progress.event("done", {"trial": "resunet__seed4__fold0", "record": record, "test_dice": 0.704})
         progress.event(
             "done",
             {
                 "trial": "unet__seed0__fold0",
-                "record": {**record, "health": None, "selection": None},
+                "record": replace(record, health=None, selection=None),
                 "test_dice": 0.7,
             },
         )

@@ -1,18 +1,19 @@
-"""The run folder's names, its key, what done means and its trial records (covbench.layout,
-covbench.run_key, covbench.store.done_for, covbench.trial_record): folders written by any covbench
+"""The run folder's names, its key, what done means and its trial records (covbench.folder.layout,
+covbench.folder.key, covbench.folder.io.done_for, covbench.folder.record): folders written by any covbench
 version must keep reading the same."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
-from covbench.layout import RunFolder, TrialFolder, trial_name
-from covbench.run_key import RunKey
-from covbench.store import done_for, done_trials
-from covbench.trial_record import TrialRecord
+from covbench.folder.io import done_for, done_trials
+from covbench.folder.key import RunKey
+from covbench.folder.layout import RunFolder, TrialFolder, trial_name
+from covbench.folder.record import TrialRecord
 
 # record.json as the first covbench wrote it: no timing, no checkpoint statistics, a key since gone
 OLDEST_RECORD = {
@@ -78,26 +79,35 @@ def test_done_is_a_done_record_of_the_run_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_reads_config_json_once(tiny_run, tmp_path, monkeypatch):
-    """The runner checks the folder with config.json and hands what it read on: a second reader
-    could see another file than the check judged."""
-    from covbench import run_folder
-    from covbench.runner import execute
+def test_a_run_reads_config_json_and_environment_json_once(tiny_run, tmp_path, monkeypatch):
+    """The runner checks the folder with config.json and hands what it read on (a second reader
+    could see another file than the check judged); the last session's environment.json is read
+    once too, and this session's is finalized from what it wrote, not read back."""
+    from covbench.execution.runner import execute
+    from covbench.folder import state as run_folder
+    from covbench.folder import stored_config
 
     out = tmp_path / "run"
     shutil.copytree(tiny_run, out)
     cfg = run_folder.load_run_config(out)  # --resume's own read, before the run
     reads = []
-    real = run_folder.read_json
 
-    def counting(path, *args, **kwargs):
-        reads.append(path)
-        return real(path, *args, **kwargs)
+    def counting(real):
+        def read(path, *args, **kwargs):
+            reads.append(Path(path))
+            return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(run_folder, "read_json", counting)
+        return read
+
+    monkeypatch.setattr(stored_config, "read_json", counting(stored_config.read_json))
+    monkeypatch.setattr(run_folder, "read_json", counting(run_folder.read_json))
+    monkeypatch.setattr(run_folder, "read_json_object", counting(run_folder.read_json_object))
     outcome = execute(cfg, out, debug=True)
     assert outcome.done == [] and len(outcome.skipped) == 4  # every trial already done
-    assert [p for p in reads if p == RunFolder(out).config] == [RunFolder(out).config]
+    folder = RunFolder(out)
+    assert [p for p in reads if p == folder.config] == [folder.config]
+    assert [p for p in reads if p == folder.environment] == [folder.environment]
+    assert json.loads(folder.environment.read_text())["status"] == "complete"
 
 
 def test_an_older_record_reads_with_defaults_and_keeps_what_it_does_not_know():

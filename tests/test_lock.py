@@ -1,4 +1,4 @@
-"""One writer per run folder (covbench.lock), with real processes: an OS lock is only worth
+"""One writer per run folder (covbench.folder.lock), with real processes: an OS lock is only worth
 something if it holds against another process and goes away when its holder dies."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 from helpers import BOUND_S, Hold, lock_holder, running, wait_for
 
 from covbench.errors import RunLocked
-from covbench.lock import LOCK_NAME, holder, run_lock
+from covbench.folder.layout import RUN_LOCK
+from covbench.folder.lock import holder, run_lock
 
 pytestmark = pytest.mark.process  # what `nox -s stress` repeats, idle and under load
 
@@ -44,7 +45,7 @@ def test_lock_is_reentrant_in_one_process_and_leaves_no_empty_folder(tmp_path):
     kept = tmp_path / "kept"
     with run_lock(kept):
         (kept / "config.json").write_text("{}")
-    assert (kept / LOCK_NAME).read_text() == ""  # released: the file names nobody
+    assert (kept / RUN_LOCK).read_text() == ""  # released: the file names nobody
     with run_lock(tmp_path / "missing", create=False):  # `report` of a folder that is not there
         pass
     assert not (tmp_path / "missing").exists()

@@ -1,11 +1,11 @@
-"""How many trials share a GPU when --gpus-per-trial is not given (covbench.packing)."""
+"""How many trials share a GPU when --gpus-per-trial is not given (covbench.execution.packing)."""
 
 from __future__ import annotations
 
 import pytest
 
 from covbench.errors import CovbenchError
-from covbench.packing import H200_PEAK_GIB, MAX_TRIALS_PER_GPU, plan_packing, trial_memory_bytes
+from covbench.execution.packing import H200_PEAK_GIB, MAX_TRIALS_PER_GPU, plan_packing, trial_memory_bytes
 
 GIB = 2**30
 

@@ -23,7 +23,7 @@ from covbench.datasets.phantom import ensure_phantom
 from covbench.datasets.preprocess import PreprocessConfig, preprocess_case_geometry
 from covbench.errors import CovbenchError
 from covbench.metrics import batch_metrics
-from covbench.predict import load_predictor, predict_case, read_input
+from covbench.training.predict import load_predictor, predict_case, read_input
 
 runner = CliRunner()
 METRIC_COLUMNS = ("dice", "assd", "hd95", "nsd", "mae", "sensitivity", "specificity", "precision")

@@ -246,7 +246,7 @@ def test_dry_run_refuses_folds_the_data_cannot_hold(tmp_path, monkeypatch):
 def test_dry_run_checks_the_split_on_the_cached_data(tiny_run, tmp_path, monkeypatch):
     """With the data pre-processed (the session's tiny run), the dry run makes the run's own split
     checks on the cache: the fold count and nothing left unchecked."""
-    import covbench.runner as runner_module
+    import covbench.execution.runner as runner_module
 
     monkeypatch.chdir(tmp_path)
     cfg = json.loads((tiny_run / "config.json").read_text())

@@ -2,7 +2,7 @@
 finished, and a rerun (same command or `--resume DIR`) continues without re-training anything.
 
 Every run here goes through real Ray workers (the session's `ray_session`) on the smoke preset.
-Kills are real: the `COVBENCH_TEST_KILL_ONCE` hook (covbench.trial) SIGKILLs the worker process
+Kills are real: the `COVBENCH_TEST_KILL_ONCE` hook (covbench.training.trial) SIGKILLs the worker process
 right after it saved an epoch checkpoint.
 """
 
@@ -20,8 +20,9 @@ from typer.testing import CliRunner
 from covbench.cli import app
 from covbench.config import PRESETS, build_config
 from covbench.errors import CovbenchError
-from covbench.run_folder import check_data_key, check_run_dir
-from covbench.runner import execute
+from covbench.execution.runner import execute
+from covbench.folder.key import RunKey
+from covbench.folder.state import check_data_key, check_run_dir
 
 runner = CliRunner()
 KEY = ["model", "seed", "fold", "case"]
@@ -223,7 +224,7 @@ def test_resume_needs_a_run_folder(tmp_path):
 def test_same_config_on_different_data_is_refused(tmp_path):
     cfg = build_config(models=["unet"], n_seeds=1, preset=PRESETS["smoke"])
     (tmp_path / "config.json").write_text(json.dumps({**cfg.to_dict(), "_key": f"{cfg.key()}-aaaaaaaaaaaa"}))
-    check_run_dir(tmp_path, cfg)  # same configuration: fine
-    check_data_key(tmp_path, f"{cfg.key()}-aaaaaaaaaaaa")
+    stored = check_run_dir(tmp_path, cfg)  # same configuration: fine
+    check_data_key(tmp_path, RunKey.parse(f"{cfg.key()}-aaaaaaaaaaaa"), stored)
     with pytest.raises(CovbenchError, match="different data .fingerprint aaaaaaaaaaaa, now bbbbbbbbbbbb"):
-        check_data_key(tmp_path, f"{cfg.key()}-bbbbbbbbbbbb")
+        check_data_key(tmp_path, RunKey.parse(f"{cfg.key()}-bbbbbbbbbbbb"), stored)

@@ -10,7 +10,7 @@ import pytest
 
 from covbench.config import build_config, resolve_preset
 from covbench.errors import CovbenchError
-from covbench.layout import RunFolder
+from covbench.folder.layout import RunFolder
 
 PHANTOM = {"n_patients": 12, "size": 64, "n_slices": 8}
 
@@ -59,7 +59,7 @@ def _rounds(run: Path) -> dict:
 
 
 def test_unet_beats_a_model_that_cannot_learn_before_max_seeds(tmp_path, ray_session, rounds_plugins) -> None:
-    from covbench.runner import execute
+    from covbench.execution.runner import execute
 
     cfg = _config(["unet", "flatnet"])
     run = tmp_path / "run"
@@ -81,7 +81,7 @@ def test_unet_beats_a_model_that_cannot_learn_before_max_seeds(tmp_path, ray_ses
 def test_two_copies_make_no_better_claim_and_resume_mid_round_replays_them(
     tmp_path, ray_session, rounds_plugins
 ) -> None:
-    from covbench.runner import execute
+    from covbench.execution.runner import execute
 
     cfg = _config(["twinnet-a", "twinnet-b"], seeds=2, max_seeds=6)
     run = tmp_path / "run"

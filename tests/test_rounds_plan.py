@@ -4,7 +4,7 @@ can train, beside the first round (nothing is trained)."""
 from __future__ import annotations
 
 from covbench.config import build_config, resolve_preset
-from covbench.plan import plan_run
+from covbench.execution.dry_run import plan_run
 
 
 def test_dry_run_names_the_largest_plan_of_rounds(tmp_path) -> None:

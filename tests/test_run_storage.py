@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 from covbench.cli import app
 from covbench.errors import RunFolderWarning, RunLocked
-from covbench.predict import load_predictor
-from covbench.storage import LOCK_NAME, Storage
+from covbench.folder.layout import STORAGE_LOCK
+from covbench.folder.storage import Storage
+from covbench.training.predict import load_predictor
 
 runner = CliRunner()
 RUN = ["run", "--preset", "smoke", "--models", "unet", "--seeds", "1", "--epochs", "2"]
@@ -120,14 +121,14 @@ def test_a_lock_left_by_a_dead_driver_of_this_host_is_taken_over(tmp_path):
     gone.wait()
     left = {"command": "covbench run ...", "pid": gone.pid, "host": platform.node(), "since": "earlier"}
     (tmp_path / "store").mkdir()
-    (tmp_path / "store" / LOCK_NAME).write_text(json.dumps(left))
+    (tmp_path / "store" / STORAGE_LOCK).write_text(json.dumps(left))
     with pytest.warns(RunFolderWarning, match=f"pid {gone.pid} .* which is gone; taken over"):
         with storage.lock({"command": "mine", "pid": os.getpid(), "host": platform.node()}):
-            assert json.loads((tmp_path / "store" / LOCK_NAME).read_text())["command"] == "mine"
-    assert not (tmp_path / "store" / LOCK_NAME).exists()
+            assert json.loads((tmp_path / "store" / STORAGE_LOCK).read_text())["command"] == "mine"
+    assert not (tmp_path / "store" / STORAGE_LOCK).exists()
 
     for holder in ({**left, "pid": os.getpid()}, {**left, "host": "another-host"}):
-        (tmp_path / "store" / LOCK_NAME).write_text(json.dumps(holder))
+        (tmp_path / "store" / STORAGE_LOCK).write_text(json.dumps(holder))
         with pytest.raises(RunLocked, match="is in use by"):
             with storage.lock({"command": "mine", "pid": os.getpid(), "host": platform.node()}):
                 pass

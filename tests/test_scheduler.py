@@ -21,8 +21,8 @@ from helpers import RUN_BOUND_S
 
 from covbench.config import PRESETS, build_config
 from covbench.errors import CovbenchError
-from covbench.runner import plain_arrays, prepare_data
-from covbench.scheduler import RayExecutor, Resources, check_address, choose_gpus_per_trial, slots
+from covbench.execution.runner import plain_arrays, prepare_data
+from covbench.execution.scheduler import RayExecutor, Resources, check_address, choose_gpus_per_trial, slots
 
 
 def test_cpu_only_machine_never_requests_gpus():
@@ -97,7 +97,7 @@ FAKE_GPUS = textwrap.dedent(
     from pathlib import Path
     import ray
     ray.init(address="local", num_cpus=8, num_gpus=4, include_dashboard=False, log_to_driver=False)
-    from covbench.scheduler import RayExecutor, Resources
+    from covbench.execution.scheduler import RayExecutor, Resources
 
     def hold(barrier, n):
         # Wait until n tasks hold their slot at the same time (at most 600 s, helpers.BOUND_S).
@@ -127,7 +127,7 @@ FAKE_GPUS = textwrap.dedent(
     # machine may have 2 real cores, and 4 trials x 2 torch threads would crawl (threads following
     # --cpus-per-trial is checked in test_resume.py).
     from covbench.config import PRESETS, build_config
-    from covbench.runner import execute
+    from covbench.execution.runner import execute
     # Each trial holds after its epoch until all four hold (COVBENCH_TEST_HOLD): they overlap.
     sys.path.insert(0, sys.argv[2])  # tests/, for the shared helpers
     from helpers import Hold
@@ -149,7 +149,7 @@ FAKE_GPUS = textwrap.dedent(
     out["environment"] = json.loads((run_dir / "environment.json").read_text())
     out["seconds_runner"] = time.time() - t0 - out["seconds_placement"]
 
-    # No --gpus-per-trial: covbench.packing decides. Fake GPUs have no CUDA behind them, so the
+    # No --gpus-per-trial: covbench.execution.packing decides. Fake GPUs have no CUDA behind them, so the
     # free-memory probe is given an answer (64 GiB); 8 trials on 4 GPUs -> 2 per GPU.
     RayExecutor.gpu_memory = lambda self, timeout=60.0: 64 * 2**30
     packed = build_config(models=["unet", "resunet"], n_seeds=4, preset=PRESETS["smoke"], epochs=1)

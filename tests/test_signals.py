@@ -18,7 +18,7 @@ import pytest
 from helpers import BOUND_S, RUN_BOUND_S, wait_for
 
 from covbench.config import PRESETS, build_config
-from covbench.runner import execute
+from covbench.execution.runner import execute
 
 pytestmark = pytest.mark.process  # what `nox -s stress` repeats, idle and under load
 

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from covbench.checks import ContractError, check_models
 from covbench.cli import app
 from covbench.config import PRESETS, build_config
-from covbench.runner import execute
-from covbench.train import TrainingDiverged, TrainOptions, train_model
+from covbench.execution.runner import execute
+from covbench.training.loop import TrainingDiverged, TrainOptions, train_model
 
 pytestmark = pytest.mark.process  # what `nox -s stress` repeats, idle and under load
 
@@ -138,3 +138,22 @@ def test_options_that_cannot_train_are_refused_before_anything_starts(args, mess
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert not out.exists()
+
+
+def test_a_trials_failure_reason_comes_from_its_exception_type_not_its_message():
+    """failure.json's reason is the TrialFailure's own (TrainingDiverged: "diverged"); an error
+    that merely says "TrainingDiverged" is an error."""
+    from covbench.execution.scheduler import InProcessExecutor, Resources
+    from covbench.training.loop import check_finite_loss
+
+    def diverge():
+        check_finite_loss(float("nan"), 1, 1e-3)
+
+    def look_alike():
+        raise RuntimeError("TrainingDiverged: not really")
+
+    executor = InProcessExecutor()
+    for tag, fn in (("nan", diverge), ("text", look_alike)):
+        executor.submit(tag, fn, resources=Resources(1.0, 0.0))
+    reasons = {f.tag: f.reason for f in executor.as_completed()}
+    assert reasons == {"nan": "diverged", "text": None}

@@ -1,4 +1,4 @@
-"""Where trials keep checkpoints (covbench.storage), on a local folder and on a real S3 endpoint.
+"""Where trials keep checkpoints (covbench.folder.storage), on a local folder and on a real S3 endpoint.
 
 The S3 side speaks HTTP to moto's server (tests/s3server.py): what botocore really sends
 (multipart uploads, conditional PUTs, signatures) is what is tested. Every check of what ended up
@@ -20,7 +20,8 @@ from helpers import RUN_BOUND_S
 from s3server import free_port, server_process
 
 from covbench.errors import CovbenchError, RunFolderWarning, RunLocked
-from covbench.storage import LOCK_NAME, PART_BYTES, Storage
+from covbench.folder.layout import STORAGE_LOCK
+from covbench.folder.storage import PART_BYTES, Storage
 
 BOUND = 60.0  # validate() must give up on its own long before this; it only turns a hang into a failure
 
@@ -31,7 +32,7 @@ def torch():
 
 
 class Raw:
-    """The storage seen without covbench.storage: the file system, or boto3 on the bucket."""
+    """The storage seen without covbench.folder.storage: the file system, or boto3 on the bucket."""
 
     def __init__(self, storage: Storage, s3: Any = None) -> None:
         self.storage, self.s3 = storage, s3
@@ -202,7 +203,7 @@ def test_another_process_reads_it_with_the_environment_alone(s3, torch, tmp_path
     storage = Storage.parse(f"s3://{s3.bucket()}/shared")
     storage.save_torch(_state(torch), "t", "weights.pt")
     code = (
-        "import sys; from covbench.storage import Storage; "
+        "import sys; from covbench.folder.storage import Storage; "
         "s = Storage.parse(sys.argv[1]); print(s.load_torch('t', 'weights.pt')['epoch'])"
     )
     child = subprocess.run(
@@ -322,34 +323,34 @@ def _holder(host: str) -> dict[str, Any]:
 def test_a_second_lock_is_refused_naming_the_holder(place):
     storage, raw = place
     with storage.lock(_holder("node-a")):
-        assert b'"node-a"' in raw.get(LOCK_NAME)
+        assert b'"node-a"' in raw.get(STORAGE_LOCK)
         message = _one_line_error(
             lambda: storage.lock(_holder("node-b")).__enter__(),
             f"--storage {storage.uri} is in use by `covbench run --storage s3://x`",
             "(pid 4242 on host node-a, since 2026-01-02T03:04:05+00:00)",
-            f"if that run is gone, delete {storage.uri}/{LOCK_NAME}",
+            f"if that run is gone, delete {storage.uri}/{STORAGE_LOCK}",
         )
         assert "node-b" not in message
-        assert b'"node-a"' in raw.get(LOCK_NAME)  # the refused one overwrote nothing
-    assert raw.get(LOCK_NAME) is None
+        assert b'"node-a"' in raw.get(STORAGE_LOCK)  # the refused one overwrote nothing
+    assert raw.get(STORAGE_LOCK) is None
     with storage.lock(_holder("node-b")):  # free again
-        assert b'"node-b"' in raw.get(LOCK_NAME)
+        assert b'"node-b"' in raw.get(STORAGE_LOCK)
 
 
 def test_the_lock_goes_when_its_block_fails(place):
     storage, raw = place
     with pytest.raises(RuntimeError, match="the run failed"), storage.lock(_holder("node-a")):
         raise RuntimeError("the run failed")
-    assert raw.get(LOCK_NAME) is None
+    assert raw.get(STORAGE_LOCK) is None
 
 
 def test_a_lock_put_there_by_anyone_keeps_a_driver_out(place):
     storage, raw = place
-    raw.put(LOCK_NAME, b"garbage")  # a lock the conditional create must not overwrite
+    raw.put(STORAGE_LOCK, b"garbage")  # a lock the conditional create must not overwrite
     with pytest.raises(RunLocked, match="in use by another covbench"):
         with storage.lock(_holder("node-a")):
             pass
-    assert raw.get(LOCK_NAME) == b"garbage"
+    assert raw.get(STORAGE_LOCK) == b"garbage"
 
 
 def test_a_lock_that_cannot_be_created_is_one_line_not_in_use(tmp_path, s3):
@@ -365,7 +366,7 @@ def test_a_lock_that_cannot_be_created_is_one_line_not_in_use(tmp_path, s3):
         message = _one_line_error(
             lambda s=storage: s.lock(_holder("node-a")).__enter__(),
             storage.uri,
-            f"cannot create {LOCK_NAME}",
+            f"cannot create {STORAGE_LOCK}",
             cause,
         )
         assert "in use" not in message
@@ -450,7 +451,9 @@ def test_it_pickles_small_without_a_filesystem(s3):
 
 def test_importing_it_loads_no_backend_and_no_torch():
     """The driver of a plain local run pays for neither; s3fs stays an extra (covbench[s3])."""
-    code = "import sys, covbench.storage; print(sorted({'torch', 's3fs', 'botocore'} & set(sys.modules)))"
+    code = (
+        "import sys, covbench.folder.storage; print(sorted({'torch', 's3fs', 'botocore'} & set(sys.modules)))"
+    )
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=RUN_BOUND_S)
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.strip() == "[]"

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from covbench.cli import app
-from covbench.tracking import default_uri
+from covbench.execution.tracking import default_uri
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -143,7 +143,7 @@ def test_a_store_that_cannot_be_opened_is_one_warning(tracked, tmp_path, monkeyp
 
 
 def test_an_error_while_logging_is_one_warning_and_tracking_stops(tracked, tmp_path, monkeypatch):
-    from covbench import tracking
+    from covbench.execution import tracking
 
     calls = []
 
@@ -173,7 +173,7 @@ def test_an_unknown_tracker_is_refused_and_dry_run_names_the_store(tmp_path):
 
 
 def test_mlflow_is_optional():
-    """`pip install .` brings no MLflow, and nothing but covbench.tracking imports it, inside its
+    """`pip install .` brings no MLflow, and nothing but covbench.execution.tracking imports it, inside its
     tracker only: the README's commands run without the extra."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert not any("mlflow" in d for d in project["dependencies"])
@@ -187,5 +187,5 @@ def test_mlflow_is_optional():
         for line in path.read_text().splitlines():
             if re.match(r"\s*(import mlflow|from mlflow)", line):
                 importers.append((path.relative_to(REPO).as_posix(), line.startswith((" ", "\t"))))
-    assert importers and {p for p, _ in importers} == {"bench/tracking.py"}
+    assert importers and {p for p, _ in importers} == {"bench/execution/tracking.py"}
     assert all(indented for _, indented in importers)  # inside functions, never at import time

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from covbench.registry import get_model
-from covbench.train import (
+from covbench.training.loop import (
     Best,
     ResumeFrom,
     TrainOptions,
@@ -210,7 +210,7 @@ def test_training_benchmark_runs_both_loops_on_the_same_work():
 
 def test_dice_bce_adds_pixel_cross_entropy_and_unknown_losses_are_refused():
     from covbench.config import LOSS_NAMES
-    from covbench.train import LOSSES, dice_bce_loss
+    from covbench.training.loop import LOSSES, dice_bce_loss
 
     assert set(LOSSES) == set(LOSS_NAMES)
     torch.manual_seed(0)
@@ -246,26 +246,26 @@ def test_dice_bce_training_learns():
 
 def test_a_trial_trains_and_predicts_with_the_configs_augment_loss_and_tta(tmp_path, monkeypatch):
     """The wiring from RunConfig through the trial into train_model (in-process, no Ray)."""
-    import covbench.trial
+    import covbench.training.trial
     from covbench.config import PRESETS, build_config
-    from covbench.runner import execute
+    from covbench.execution.runner import execute
 
     seen: list[dict] = []
-    real = covbench.trial.train_model
+    real = covbench.training.trial.train_model
 
     def spy(*args, **kwargs):
         seen.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(covbench.trial, "train_model", spy)
+    monkeypatch.setattr(covbench.training.trial, "train_model", spy)
     predicted: list[bool] = []
-    real_predict = covbench.trial.predict
+    real_predict = covbench.training.trial.predict
 
     def spy_predict(*args, **kwargs):
         predicted.append(kwargs.get("tta", False))
         return real_predict(*args, **kwargs)
 
-    monkeypatch.setattr(covbench.trial, "predict", spy_predict)
+    monkeypatch.setattr(covbench.training.trial, "predict", spy_predict)
     cfg = build_config(
         models=["unet"],
         n_seeds=1,
@@ -285,7 +285,7 @@ def test_a_trial_trains_and_predicts_with_the_configs_augment_loss_and_tta(tmp_p
     assert (options.augment, options.loss) == ("affine", "dice_bce")
     assert predicted == [True]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"] == "dice_bce"
-    # the training-health signals of its epoch log (covbench.health), recorded where it trained
+    # the training-health signals of its epoch log (covbench.training.health), recorded where it trained
     assert record["health"]["epochs"] == 1 and record["health"]["selected_epoch"] == 1
     assert record["health"]["validated"] is False and record["health"]["flags"] == []
     assert record["selection"] == "best_val"  # the smoke preset's
@@ -352,7 +352,7 @@ def test_a_trial_without_validation_resumes_to_the_same_final_weights():
 
 
 def test_fused_adam_the_gpu_default_runs_on_the_cpu_and_matches_the_default():
-    from covbench.train import make_optimizer
+    from covbench.training.loop import make_optimizer
 
     a, b = build(seed=3), build(seed=3)
     x, y = blobs(4)

@@ -14,8 +14,10 @@ from covbench import registry
 from covbench.cli import app
 from covbench.config import PRESETS, build_config
 from covbench.errors import CovbenchError
-from covbench.manifest import code_versions
-from covbench.run_folder import check_run_dir, config_record
+from covbench.folder.key import RunKey
+from covbench.folder.manifest import code_versions
+from covbench.folder.state import check_run_dir
+from covbench.folder.stored_config import StoredConfig, read_stored_config
 
 runner = CliRunner()
 COVBENCH = version("covbench")
@@ -57,16 +59,39 @@ def test_other_versions_are_refused_unless_allowed(tmp_path):
     assert "trained with covbench 0.0.9; this install has covbench 0.1.0" in message
     assert "--allow-version-change" in message and "toy-versioned" not in message  # only what changed
     check_run_dir(tmp_path, cfg, old)  # same versions: fine
-    check_run_dir(tmp_path, cfg, now, allow_version_change=True)
-    record = config_record(tmp_path, cfg, key, now)
+    stored = check_run_dir(tmp_path, cfg, now, allow_version_change=True)
+    stored.continued(cfg, RunKey.parse(key), now, None).write(tmp_path)
+    record = json.loads((tmp_path / "config.json").read_text())
     assert record["_versions"] == now and record["_key"] == key
     (change,) = record["_version_changes"]
     assert change["from"] == {"covbench": "0.0.9"} and change["to"] == {"covbench": "0.1.0"}
 
     # a folder written before versions were recorded has nothing to compare: accepted
     (tmp_path / "config.json").write_text(json.dumps({**cfg.to_dict(), "_key": key}))
-    check_run_dir(tmp_path, cfg, now)
-    assert "_version_changes" not in config_record(tmp_path, cfg, key, now)
+    stored = check_run_dir(tmp_path, cfg, now)
+    assert "_version_changes" not in stored.continued(cfg, RunKey.parse(key), now, None).to_dict()
+
+
+def test_stored_config_reads_back_what_it_writes_and_refuses_what_is_no_configuration(tmp_path):
+    """config.json keeps its format (the private entries beside the configuration), round trips
+    exactly, and a file that is JSON but no covbench configuration is damaged, naming the file."""
+    from covbench.errors import DamagedFile
+
+    cfg = build_config(models=["unet"], n_seeds=2, preset=PRESETS["smoke"])
+    key = RunKey.of(cfg.key(), "f" * 64)
+    amp = {"requested": "auto", "resolved": "off", "device": "cpu"}
+    first = StoredConfig.new(cfg).continued(cfg, key, {"covbench": "0.0.9"}, amp)
+    first.write(tmp_path)
+    again = read_stored_config(tmp_path)
+    assert again == first and again.config.key() == cfg.key() and again.key == key
+    assert StoredConfig.from_dict(again.to_dict()) == again
+    on_disk = json.loads((tmp_path / "config.json").read_text())
+    assert on_disk["_key"] == f"{cfg.key()}-{'f' * 12}" and on_disk["_amp"] == amp
+    later = again.continued(cfg, key, {"covbench": "0.1.0"}, amp)  # a change is appended, not replaced
+    assert [c["to"] for c in later.version_changes] == [{"covbench": "0.1.0"}]
+    (tmp_path / "config.json").write_text(json.dumps({"models": ["unet"], "not_a_field": 1}))
+    with pytest.raises(DamagedFile, match="config.json is damaged .not a covbench configuration"):
+        read_stored_config(tmp_path)
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 A file sets any option of `covbench run` by its name without the dashes (`image-size: 128`;
 `image_size` is the same key). It becomes the command's defaults (click's `default_map`), so an
 option given on the command line wins, and the options then go through the same parsing and the
-same checks (`covbench.config.build_config`, `covbench.runner`) as typed ones: there is no second
+same checks (`covbench.config.build_config`, `covbench.execution.runner`) as typed ones: there is no second
 schema. Types come from `covbench run`'s own signature; a YAML list is accepted where an option
 takes a comma list (`models`, `spacing`) or is repeatable (`model-option`); `~` in a path option is
 expanded as a shell would. An unknown key, a wrong type or a value out of range ends as one line

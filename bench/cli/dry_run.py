@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from covbench.cli.common import say
-from covbench.plan import RunPlan, _duration
+from covbench.execution.dry_run import RunPlan, _duration
 
 
 def _span(values: Iterable[int]) -> str:

@@ -1,5 +1,5 @@
 """`covbench predict RUN --model NAME --input PATH --output DIR`: segment new images with a
-finished run's models; the work is in `covbench.predict`."""
+finished run's models; the work is in `covbench.training.predict`."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def predict(
 ) -> None:
     """Segment new images with the run's pre-processing and evaluated weights (a seed ensemble by
     default); masks are written in the input's geometry (NIfTI: its affine and shape; PNG: its size)."""
-    from covbench.lock import run_lock
-    from covbench.predict import list_inputs, load_predictor, predict_files
+    from covbench.folder.lock import run_lock
+    from covbench.training.predict import list_inputs, load_predictor, predict_files
 
     try:
         with run_lock(run_dir, create=False), folder_warnings():

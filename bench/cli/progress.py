@@ -14,10 +14,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from covbench.folder.record import TrialRecord
+
 
 class RunProgress:
     """Live display: a bar over trials with queued / running / done / failed counts and an ETA.
-    `event` is the `on_event` callback of `covbench.runner.execute`.
+    `event` is the `on_event` callback of `covbench.execution.runner.execute`.
 
     "running" counts trials whose attempt announced itself from a worker (the scheduler's
     heartbeat files), not an estimate from free slots; a retried attempt shows as a retry."""
@@ -59,7 +61,7 @@ class RunProgress:
         if kind == "start":
             self.total = info["total"]
             self.done = info["skipped"]
-            if info.get("gpus"):  # how many trials share a GPU, and why (covbench.packing)
+            if info.get("gpus"):  # how many trials share a GPU, and why (covbench.execution.packing)
                 self._line(f"  GPUs: {info['packing']}")
             self.progress.update(
                 self.task, total=self.total, completed=self.done, description=self._describe()
@@ -73,23 +75,23 @@ class RunProgress:
         elif kind == "done":
             self.done += 1
             self.running.discard(info["trial"])
-            r = info["record"]
-            gpus = f" GPU {','.join(r['gpu_ids'])}" if r.get("gpu_ids") else ""
-            val = r["best_val_dice"]
+            r: TrialRecord = info["record"]
+            gpus = f" GPU {','.join(map(str, r.gpu_ids))}" if r.gpu_ids else ""
+            val = r.best_val_dice
             chosen = (
-                f"final weights (epoch {r['best_epoch']}, no validation)"
+                f"final weights (epoch {r.best_epoch}, no validation)"
                 if val is None or math.isnan(val)
-                else f"final weights (epoch {r['best_epoch']}, val Dice {val:.3f})"
-                if r.get("selection") == "final"
-                else f"best val Dice {val:.3f} (epoch {r['best_epoch']})"
+                else f"final weights (epoch {r.best_epoch}, val Dice {val:.3f})"
+                if r.selection == "final"
+                else f"best val Dice {val:.3f} (epoch {r.best_epoch})"
             )
             self._line(
                 f"  ✓ {info['trial']}: test Dice {info['test_dice']:.3f}, {chosen}, "
-                f"{r['wall_seconds']:.0f} s on {r['device']}{gpus}"
+                f"{r.wall_seconds:.0f} s on {r.device}{gpus}"
             )
-            for flag in (r.get("health") or {}).get("flags", []):  # covbench.health
+            for flag in (r.health or {}).get("flags", []):  # covbench.training.health
                 self._line(f"    ⚠ training health: {flag}")
-        elif kind == "round":  # rounds of seeds (covbench.rounds): the look after a round
+        elif kind == "round":  # rounds of seeds (covbench.execution.rounds): the look after a round
             self._line(f"  round {info['round']} ({info['seeds']}): {info['pairs']}")
         elif kind == "more":
             self.total += info["total"]

@@ -42,7 +42,7 @@ def report(
 ) -> None:
     """Write the verdicts, Table 1 (Markdown, LaTeX, CSV, HTML), slice-level tests, figures and
     summary.json again from a stored run folder."""
-    from covbench.lock import run_lock
+    from covbench.folder.lock import run_lock
 
     try:
         with run_lock(run_dir, create=False), folder_warnings():  # not while a run writes the folder

@@ -1,4 +1,4 @@
-"""`covbench run`: options in, `covbench.config.build_config` and `covbench.runner.execute` called,
+"""`covbench run`: options in, `covbench.config.build_config` and `covbench.execution.runner.execute` called,
 progress and the report printed."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -17,14 +17,20 @@ from covbench.cli.progress import RunProgress
 from covbench.cli.reports import print_report
 from covbench.config import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_STALL_SECONDS, RunConfig
 from covbench.errors import CovbenchError, RunFailed, quote
-from covbench.options import MAX_TRIALS, check_trial_count
+from covbench.execution.options import MAX_TRIALS, ExecutionOptions, check_trial_count
+from covbench.execution.tracking import check_tracker
+
+if TYPE_CHECKING:
+    from covbench.execution.runner import RunOutcome
+    from covbench.folder.storage import Storage
 
 # Options that decide a run's numbers: `--resume DIR` takes them from DIR/config.json instead.
 _CONFIG_OPTIONS = (
     "models", "seeds", "max_seeds", "seed_step", "preset", "epochs", "image_size", "batch_size", "lr",
     "width",
     "augment", "loss", "val_fraction", "tta", "dataset", "data_dir", "split", "folds", "model_option",
-    "deterministic", "spacing", "amp", "dataset_option", "selection",
+    "deterministic", "spacing", "amp", "dataset_option", "selection", "test_dataset", "test_data_dir",
+    "test_dataset_option",
 )  # fmt: skip
 
 
@@ -141,6 +147,24 @@ def run(
             "(nnunet; datasets/README.md)",
         ),
     ] = None,
+    test_dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="test on every patient of this dataset instead of a part of --dataset, which then "
+            "gives train and validation patients only (generalisation to another hospital)",
+        ),
+    ] = None,
+    test_data_dir: Annotated[
+        Path | None,
+        typer.Option(help="the --test-dataset's folder (for a dataset read from disk)"),
+    ] = None,
+    test_dataset_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--test-dataset-option",
+            help="KEY=VALUE for the --test-dataset's adapter (repeatable), as --dataset-option",
+        ),
+    ] = None,
     spacing: Annotated[
         str | None,
         typer.Option(
@@ -202,67 +226,23 @@ def run(
     ] = False,
 ) -> None:
     """Train and evaluate every selected model over several seeds, then write the report."""
-    from covbench import registry
-    from covbench.config import (
-        build_config,
-        parse_dataset_options,
-        parse_model_options,
-        parse_spacing,
-        resolve_preset,
-    )
-    from covbench.interrupt import exit_code
-    from covbench.lock import run_lock
+    from covbench.execution.interrupt import exit_code
+    from covbench.folder.state import check_out_folder
+    from covbench.folder.storage import Storage
     from covbench.metrics import METRICS
-    from covbench.run_folder import check_out_folder, claim_run_dir
-    from covbench.runner import execute, resume_config
-    from covbench.storage import Storage
-    from covbench.tracking import check_tracker, open_tracker
 
     try:
         if primary is not None and primary not in METRICS:
             raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {quote(primary)}")
-        if resume is not None:
-            given = [
-                option_flag(name)
-                for name in _CONFIG_OPTIONS
-                if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
-            ] + [f"{key} (in {config})" for key in file_keys(ctx, _CONFIG_OPTIONS)]
-            cfg = resume_config(resume, out, given)
-        else:
-            chosen = registry.resolve_models(models)
-            cfg = build_config(
-                models=chosen,
-                n_seeds=seeds,
-                max_seeds=max_seeds,
-                seed_step=seed_step,
-                preset=resolve_preset(preset),
-                epochs=epochs,
-                image_size=image_size,
-                batch_size=batch_size,
-                lr=lr,
-                width=width,
-                augment=augment,
-                loss=loss,
-                dataset=dataset,
-                data_dir=str(data_dir) if data_dir else None,
-                split=split,
-                val_fraction=val_fraction,
-                tta=tta,
-                selection=selection,
-                deterministic=deterministic,  # None: by the device
-                spacing=parse_spacing(spacing),
-                folds=folds,
-                model_options=parse_model_options(model_option or [], chosen),
-                dataset_options=parse_dataset_options(dataset_option or []),
-                **({"amp": amp} if amp is not None else {}),
-            )
+        cfg = _run_config(ctx)
         check_trial_count(cfg, max_trials)
         check_tracker(track)
         where = Storage.parse(storage) if storage else None  # a malformed URI: exit 2 before anything
+        opts = _execution_options(ctx, where)
         if dry_run:
             if resume or out:
                 check_out_folder(resume or out)  # the refusal the run would make, nothing written
-            _dry_run(ctx, cfg, resume or out)
+            _dry_run(ctx, cfg, resume or out, opts)
             return
         run_dir = resume or out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
         console.print(
@@ -272,33 +252,7 @@ def run(
             f"split={cfg.split} deterministic={cfg.deterministic}"
             + (f" folds={cfg.folds}" if cfg.folds > 1 else "")
         )
-        check_out_folder(run_dir)  # before the lock writes anything into it
-        # One writer per run folder, from the configuration check to the last report file.
-        with run_lock(run_dir), folder_warnings():
-            claim_run_dir(run_dir)  # covbench's folder from here on, before the tracker's store lands in it
-            tracker, report = open_tracker(track, run_dir, warn=warn), None
-            try:
-                with RunProgress(console) as progress:
-                    outcome = execute(
-                        cfg,
-                        run_dir,
-                        allow_version_change=allow_version_change,
-                        address=address,
-                        cpus_per_trial=cpus_per_trial,
-                        gpus_per_trial=gpus_per_trial,
-                        max_retries=max_retries,
-                        debug=debug,
-                        checkpoint_every=checkpoint_every,
-                        stall_timeout=stall_timeout,
-                        storage=where,
-                        on_event=lambda kind, info: (progress.event(kind, info), tracker.event(kind, info)),
-                    )
-                if outcome.done or outcome.skipped:  # a report of what completed, even if trials failed
-                    report = print_report(run_dir, primary=primary)
-            except BaseException as exc:
-                tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", report)
-                raise
-            tracker.finish("FAILED" if outcome.failed else "FINISHED", report)
+        outcome = _execute_and_report(cfg, run_dir, opts, track, primary)
         say(
             f"wall time {outcome.wall_seconds:.0f} s; {len(outcome.done)} trials run, "
             f"{len(outcome.skipped)} already done; results in {run_dir}"
@@ -310,7 +264,7 @@ def run(
             )
     except ERRORS as exc:
         raise fail(blame_file(ctx, exc)) from None
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (covbench.interrupt)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (covbench.execution.interrupt)
         stopped = getattr(exc, "name", "SIGINT")
         err_console.print(
             f"interrupted ({stopped}): finished trials are kept; run the same command again to resume",
@@ -321,27 +275,114 @@ def run(
         raise typer.Exit(code=exit_code(exc)) from None
 
 
-def _dry_run(ctx: typer.Context, cfg: RunConfig, run_dir: Path | None) -> None:
+def _run_config(ctx: typer.Context) -> RunConfig:
+    """The run's configuration: `--resume DIR`'s own (options that would change it refused), or
+    built from the options, the `--config` file and the preset."""
+    from covbench import registry
+    from covbench.config import (
+        build_config,
+        parse_dataset_options,
+        parse_model_options,
+        parse_spacing,
+        resolve_preset,
+    )
+    from covbench.execution.runner import resume_config
+
+    p = ctx.params
+    if p["resume"] is not None:
+        given = [
+            option_flag(name)
+            for name in _CONFIG_OPTIONS
+            if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+        ] + [f"{key} (in {p['config']})" for key in file_keys(ctx, _CONFIG_OPTIONS)]
+        return resume_config(p["resume"], p["out"], given)
+    chosen = registry.resolve_models(p["models"])
+    return build_config(
+        models=chosen,
+        n_seeds=p["seeds"],
+        max_seeds=p["max_seeds"],
+        seed_step=p["seed_step"],
+        preset=resolve_preset(p["preset"]),
+        epochs=p["epochs"],
+        image_size=p["image_size"],
+        batch_size=p["batch_size"],
+        lr=p["lr"],
+        width=p["width"],
+        augment=p["augment"],
+        loss=p["loss"],
+        dataset=p["dataset"],
+        data_dir=str(p["data_dir"]) if p["data_dir"] else None,
+        split=p["split"],
+        val_fraction=p["val_fraction"],
+        tta=p["tta"],
+        selection=p["selection"],
+        deterministic=p["deterministic"],  # None: by the device
+        spacing=parse_spacing(p["spacing"]),
+        folds=p["folds"],
+        model_options=parse_model_options(p["model_option"] or [], chosen),
+        dataset_options=parse_dataset_options(p["dataset_option"] or []),
+        test_dataset=p["test_dataset"],
+        test_data_dir=str(p["test_data_dir"]) if p["test_data_dir"] else None,
+        test_dataset_options=parse_dataset_options(p["test_dataset_option"] or [], "--test-dataset-option"),
+        **({"amp": p["amp"]} if p["amp"] is not None else {}),
+    )
+
+
+def _execution_options(ctx: typer.Context, storage: Storage | None) -> ExecutionOptions:
+    """How the run executes, from its options: one value for the run and its `--dry-run`."""
+    p = ctx.params
+    return ExecutionOptions(
+        address=p["address"],
+        cpus_per_trial=p["cpus_per_trial"],
+        gpus_per_trial=p["gpus_per_trial"],
+        max_retries=p["max_retries"],
+        debug=p["debug"],
+        checkpoint_every=p["checkpoint_every"],
+        stall_timeout=p["stall_timeout"],
+        storage=storage,
+        allow_version_change=p["allow_version_change"],
+    )
+
+
+def _execute_and_report(
+    cfg: RunConfig, run_dir: Path, opts: ExecutionOptions, track: str, primary: str | None
+) -> RunOutcome:
+    """The run under the folder's lock, from the configuration check to the last report file
+    (one writer), with progress, tracking, and a report of what completed even if trials failed."""
+    from covbench.execution.runner import execute
+    from covbench.execution.tracking import open_tracker
+    from covbench.folder.state import writing_run_folder
+
+    with writing_run_folder(run_dir), folder_warnings():
+        # the folder is covbench's from here on, before the tracker's store lands in it
+        tracker, report = open_tracker(track, run_dir, warn=warn), None
+        try:
+            with RunProgress(console) as progress:
+                outcome = execute(
+                    cfg,
+                    run_dir,
+                    opts,
+                    on_event=lambda kind, info: (progress.event(kind, info), tracker.event(kind, info)),
+                )
+            if outcome.done or outcome.skipped:
+                report = print_report(run_dir, primary=primary)
+        except BaseException as exc:
+            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", report)
+            raise
+        tracker.finish("FAILED" if outcome.failed else "FINISHED", report)
+    return outcome
+
+
+def _dry_run(ctx: typer.Context, cfg: RunConfig, run_dir: Path | None, opts: ExecutionOptions) -> None:
     """`--dry-run`: the checks the run makes before its first trial, then the resolved options and
     the plan on stdout; no Ray, no training, no file written."""
     from covbench.cli.config_file import resolved_options, to_yaml
     from covbench.cli.dry_run import print_dry_run
-    from covbench.plan import plan_run
-    from covbench.tracking import tracking_note
+    from covbench.execution.dry_run import plan_run
+    from covbench.execution.tracking import tracking_note
 
     p = {name: ctx.params[name] for name in inspect.signature(run).parameters if name in ctx.params}
-    plan = plan_run(
-        cfg,
-        run_dir,
-        address=p["address"],
-        debug=p["debug"],
-        cpus_per_trial=p["cpus_per_trial"],
-        gpus_per_trial=p["gpus_per_trial"],
-        max_retries=p["max_retries"],
-        checkpoint_every=p["checkpoint_every"],
-        allow_version_change=p["allow_version_change"],
-        stall_timeout=p["stall_timeout"],
-    )
+    plan = plan_run(cfg, run_dir, opts)
     if p["track"] != "none":
         plan.notes.append(tracking_note(p["track"], run_dir))
     print_dry_run(to_yaml(resolved_options(cfg, p)), plan)

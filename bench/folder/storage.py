@@ -8,8 +8,8 @@ trial's spec.
 
 Why fsspec: one API for s3://, gs://, abfs:// and file://, with the backend (s3fs, gcsfs, adlfs)
 installed only where it is used (`pip install 'covbench[s3]'`). A plain folder (file://) keeps
-today's behaviour and code path: `covbench.store.atomic_path` (unique temporary name, fsync,
-rename) and `covbench.store.set_aside`.
+today's behaviour and code path: `covbench.folder.io.atomic_path` (unique temporary name, fsync,
+rename) and `covbench.folder.io.set_aside`.
 
 Why a temporary file and one upload on object storage: an object store has no rename, and an
 object written in pieces would be seen half-written. `torch.save` goes to a local temporary file,
@@ -54,11 +54,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from covbench.errors import CovbenchError, RunFolderWarning, RunLocked
-from covbench.store import atomic_path
-from covbench.store import set_aside as set_aside_file
+from covbench.folder.io import atomic_path
+from covbench.folder.io import set_aside as set_aside_file
+from covbench.folder.layout import STORAGE_LOCK
 
 OPTION = "--storage"
-LOCK_NAME = ".covbench-lock"
 PART_BYTES = 8 * 2**20  # S3 multipart part size (the AWS CLI's default); one PUT below twice this
 _S3 = ("s3", "s3a")
 # The probe must fail fast: a few seconds to connect and two attempts, not botocore's default
@@ -294,23 +294,24 @@ class Storage:
             created = self._create_lock(content)
         except Exception as exc:  # unreachable, refused, not a folder: never a traceback
             why = describe_failure(exc, self.uri)
-            raise CovbenchError(f"{OPTION} {self.uri}: cannot create {LOCK_NAME}: {why}") from None
+            raise CovbenchError(f"{OPTION} {self.uri}: cannot create {STORAGE_LOCK}: {why}") from None
         if not created and _left_by_a_dead_process(self._holder()):
             # A driver of this host that died without letting go (SIGKILL, the OOM killer): the
             # lock is stale for sure, and taking it over is what its user would do by hand.
             stale = self._holder()
-            self.remove(LOCK_NAME)
+            self.remove(STORAGE_LOCK)
             created = self._create_lock(content)
             if created:
                 warnings.warn(
-                    f"{self.url(LOCK_NAME)} was left by {describe_holder(stale)}, which is gone; taken over",
+                    f"{self.url(STORAGE_LOCK)} was left by {describe_holder(stale)}, which is gone; "
+                    "taken over",
                     RunFolderWarning,
                     stacklevel=3,
                 )
         if not created:
             raise RunLocked(
                 f"{OPTION} {self.uri} is in use by {describe_holder(self._holder())}; "
-                f"if that run is gone, delete {self.url(LOCK_NAME)}"
+                f"if that run is gone, delete {self.url(STORAGE_LOCK)}"
             )
         try:
             yield
@@ -323,12 +324,12 @@ class Storage:
         if self.is_local:
             self._path().mkdir(parents=True, exist_ok=True)  # a file in the way raises here
             try:
-                _create_exclusive(self._path(LOCK_NAME), content)
+                _create_exclusive(self._path(STORAGE_LOCK), content)
             except FileExistsError:
                 return False
             return True
         try:
-            self._fs.pipe_file(self.url(LOCK_NAME), content, mode="create")
+            self._fs.pipe_file(self.url(STORAGE_LOCK), content, mode="create")
         except FileExistsError:
             return False
         except OSError as exc:
@@ -341,11 +342,11 @@ class Storage:
         """Delete the lock if it is still ours; a failure only warns (the block's outcome wins)."""
         try:
             if self._read_lock() == content:  # never delete a lock another driver took since
-                self.remove(LOCK_NAME)
+                self.remove(STORAGE_LOCK)
         except Exception as exc:
             warnings.warn(
-                f"{OPTION} {self.uri}: could not remove {LOCK_NAME} ({describe_failure(exc, self.uri)}); "
-                f"delete {self.url(LOCK_NAME)} before the next run",
+                f"{OPTION} {self.uri}: could not remove {STORAGE_LOCK} ({describe_failure(exc, self.uri)}); "
+                f"delete {self.url(STORAGE_LOCK)} before the next run",
                 RunFolderWarning,
                 stacklevel=2,
             )
@@ -353,9 +354,9 @@ class Storage:
     def _read_lock(self) -> bytes | None:
         try:
             if self.is_local:
-                return self._path(LOCK_NAME).read_bytes()
-            self._fs.invalidate_cache(self.url(LOCK_NAME))
-            return self._fs.cat_file(self.url(LOCK_NAME))
+                return self._path(STORAGE_LOCK).read_bytes()
+            self._fs.invalidate_cache(self.url(STORAGE_LOCK))
+            return self._fs.cat_file(self.url(STORAGE_LOCK))
         except (OSError, ValueError):
             return None
 

@@ -1,6 +1,6 @@
 """A trial's resumable state in the run's storage, written off the training's critical path.
 
-The storage (covbench.storage) is the trial's folder in the run folder by default, or a prefix on
+The storage (covbench.folder.storage) is the trial's folder in the run folder by default, or a prefix on
 object storage (`--storage s3://...`) when the cluster's nodes share no disk: a retry or a resume
 on any node then finds the checkpoint there. The code below only names files; the storage makes
 every write atomic and durable.
@@ -41,11 +41,10 @@ from torch import nn
 
 from covbench.config import DEFAULT_CHECKPOINT_SECONDS
 from covbench.faults import FaultHooks
-from covbench.storage import Storage
-from covbench.train import Best, EpochEnd, ResumeFrom
+from covbench.folder.layout import CHECKPOINT, WEIGHTS
+from covbench.folder.storage import Storage
+from covbench.training.loop import Best, EpochEnd, ResumeFrom
 
-CHECKPOINT = "checkpoint.pt"  # model + Adam + best weights: resumes training
-WEIGHTS = "weights.pt"  # the evaluated weights of a trial whose training finished
 FORMAT = 3  # 3 adds the epoch log; 2 and 1 (the per-epoch checkpoint) have the same keys, still loadable
 _REQUIRED_WEIGHTS = ("state", "best_epoch", "best_val_dice", "config_key")
 _REQUIRED = ("model", "optimizer", "epoch", "best_val_dice", "best_epoch", "best_state", "config_key")

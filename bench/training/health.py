@@ -18,7 +18,7 @@ The signals and their thresholds (docs/training.md, "Training health", has the m
   `SPIKE_RISE` (a share of that minimum), after the first `SPIKE_AFTER` epochs (the steep start,
   where any epoch may be above the previous one's minimum by little). Healthy curves rise by at
   most 20-30 % of their running minimum between epochs.
-* **non-finite loss**: the first epoch whose loss is NaN or infinite (covbench.train ends such a
+* **non-finite loss**: the first epoch whose loss is NaN or infinite (covbench.training.loop ends such a
   trial as failed; an epoch log of another tool, or of an older covbench, may still hold one).
 """
 
@@ -72,7 +72,7 @@ def assess(
     rows: Sequence[Mapping[str, Any]], epochs: int | None = None, selected_epoch: int | None = None
 ) -> Health:
     """The health of a trial from its epoch log (`epoch`, `train_loss`, `val_dice` per row, as
-    covbench.train.train_model writes them). `epochs`: planned epochs (default: the last logged);
+    covbench.training.loop.train_model writes them). `epochs`: planned epochs (default: the last logged);
     `selected_epoch`: whose weights were evaluated (default: the log's last `best_epoch`)."""
     ordered = sorted(rows, key=lambda r: int(r["epoch"]))
     epoch = np.array([int(r["epoch"]) for r in ordered])

@@ -1,7 +1,7 @@
 """`covbench run`: prepare the data once, fan trials out, collect results into the run folder.
 
-One trial per (model, seed, fold), skipping those the run folder already has (covbench.run_folder
-decides what is done and whether the folder fits this run). Trials share GPUs as covbench.packing
+One trial per (model, seed, fold), skipping those the run folder already has (covbench.folder.state
+decides what is done and whether the folder fits this run). Trials share GPUs as covbench.execution.packing
 decides, unless `--gpus-per-trial` says otherwise; each finished trial is recorded as it arrives.
 """
 
@@ -23,52 +23,51 @@ import numpy as np
 import pandas as pd
 
 from covbench import registry
-from covbench.checkpoint import CheckpointPolicy
 from covbench.checks import check_config, models_record
 from covbench.config import RunConfig
-from covbench.datasets import SliceSet
+from covbench.datasets import SliceSet, cross
 from covbench.datasets.prepare import Prepared, prepare_slices
 from covbench.datasets.preprocess import PreprocessConfig
-from covbench.datasets.splits import make_splits, split_indices
+from covbench.datasets.splits import check_lesions, make_splits, split_indices
 from covbench.errors import CovbenchError, RunFolderWarning
-from covbench.executor import Executor
-from covbench.faults import FaultHooks
-from covbench.interrupt import received, trap_signals
-from covbench.layout import RunFolder, TrialFolder
-from covbench.lock import run_lock
-from covbench.manifest import code_versions, environment_manifest, now_iso
-from covbench.options import ExecutionOptions
-from covbench.packing import Packing, largest_trial_memory, plan_packing
-from covbench.rounds import Rounds
-from covbench.run_folder import (
-    check_data_key,
-    check_out_folder,
-    check_run_dir,
-    claim_run_dir,
-    collect_cases,
-    config_record,
-    is_done,
-    load_run_config,
-    read_previous_environment,
-    split_manifest,
-    trial_index,
-    write_test_slices,
-)
-from covbench.run_key import RunKey
-from covbench.scheduler import (
+from covbench.execution.executor import Executor
+from covbench.execution.interrupt import received, trap_signals
+from covbench.execution.options import ExecutionOptions
+from covbench.execution.packing import Packing, could_pack, largest_trial_memory, plan_packing
+from covbench.execution.rounds import Rounds
+from covbench.execution.scheduler import (
     Finished,
     InProcessExecutor,
     RayExecutor,
     Resources,
     slots,
 )
-from covbench.storage import Storage
-from covbench.store import (
+from covbench.faults import FaultHooks
+from covbench.folder.io import (
     write_bytes,
     write_csv,
     write_json,
 )
-from covbench.trial import TrialResult, TrialSpec, run_fold_trial
+from covbench.folder.key import RunKey
+from covbench.folder.layout import RunFolder, TrialFolder
+from covbench.folder.manifest import code_versions, environment_manifest, now_iso
+from covbench.folder.state import (
+    check_data_key,
+    check_run_dir,
+    collect_cases,
+    is_done,
+    load_run_config,
+    read_previous_environment,
+    split_manifest,
+    trial_index,
+    write_test_slices,
+    writing_run_folder,
+)
+from covbench.folder.storage import Storage
+from covbench.folder.stored_config import StoredConfig
+from covbench.training.checkpoint import CheckpointPolicy
+from covbench.training.loop import local_amp
+from covbench.training.trial import TrialResult, TrialSpec, run_fold_trial
 
 
 @dataclass
@@ -82,23 +81,40 @@ class RunOutcome:
     wall_seconds: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)  # code versions the trials ran with
     session_written: bool = False  # environment.json of this session is on disk (finalize it)
+    manifest: dict[str, Any] = field(default_factory=dict)  # that environment.json, finalized at the end
 
 
-def data_request(cfg: RunConfig) -> tuple[registry.DatasetSpec, dict[str, Any], PreprocessConfig]:
-    """The dataset adapter, its options and the pre-processing this run asks for."""
-    spec = registry.get_dataset(cfg.dataset)
+def data_request(
+    cfg: RunConfig, test: bool = False
+) -> tuple[registry.DatasetSpec, dict[str, Any], PreprocessConfig]:
+    """The dataset adapter, its options and the pre-processing this run asks for; `test`: those of
+    its `--test-dataset`, pre-processed the same way (covbench.datasets.cross)."""
+    name, given = (cfg.test_data["dataset"], cfg.test_data["options"]) if test else (cfg.dataset, {})
+    spec = registry.get_dataset(name)
     options = dict(cfg.phantom) if not spec.needs_data_dir else {}
-    options.update(cfg.dataset_options)  # `--dataset-option`; the adapter refuses keys it lacks
-    if cfg.spacing is not None:
+    options.update(given if test else cfg.dataset_options)  # the adapter refuses keys it lacks
+    if cfg.spacing is not None and spec.takes_spacing:
         options["spacing"] = tuple(cfg.spacing)  # build_config checked the dataset takes it
     return spec, options, PreprocessConfig(image_size=cfg.image_size, **cfg.preprocess)
 
 
 def prepare_data(cfg: RunConfig) -> Prepared:
-    """Read the dataset through its adapter (or the pre-processing cache) and split it into folds."""
+    """Read the dataset through its adapter (or the pre-processing cache) and split it into folds;
+    with `--test-dataset`, read that one too and test on all of its patients."""
     spec, options, pre = data_request(cfg)
     prepared = prepare_slices(spec, cfg.data_dir, pre, options=options)  # checks the data folder
-    prepared.folds = split_folds(cfg, prepared.slices, prepared.part_of)
+    folds = split_folds(cfg, prepared.slices, prepared.part_of)
+    if cfg.test_data:
+        test_spec, test_options, _ = data_request(cfg, test=True)
+        name, where = test_spec.name, cfg.test_data["data_dir"]
+        try:
+            test = prepare_slices(test_spec, where, pre, options=test_options)
+        except CovbenchError as exc:  # which of the two datasets it is about
+            raise CovbenchError(f"--test-dataset {name}: {exc}") from None
+        folds = cross.cross_manifests(folds, test, name, cross.fingerprint_record(name, where, test))
+        prepared = cross.combine(prepared, test, name)
+        check_lesions(prepared.slices, folds)  # the test dataset must have lesions to measure
+    prepared.folds = folds
     return prepared
 
 
@@ -165,17 +181,16 @@ def _record_finished(f: Finished, outcome: RunOutcome, emit: Callable[[str, dict
         emit("failed", {"trial": spec.name, "error": f.error})
         return
     result: TrialResult = f.result
-    record = {**result.record, **timing}
-    if outcome.versions:
-        record["versions"] = outcome.versions  # the code that trained it (see check_versions)
-    if record.get("checkpoint_note"):  # a damaged checkpoint was set aside: say so, once
-        warnings.warn(f"{spec.name}: {record['checkpoint_note']}", RunFolderWarning, stacklevel=2)
+    # the code that trained it (see check_versions); where and when it ran
+    record = replace(result.record, **timing, versions=outcome.versions or None)
+    if record.checkpoint_note:  # a damaged checkpoint was set aside: say so, once
+        warnings.warn(f"{spec.name}: {record.checkpoint_note}", RunFolderWarning, stacklevel=2)
     write_csv(trial.cases, pd.DataFrame(result.rows))
     if result.epochs:
         write_csv(trial.epochs, pd.DataFrame(result.epochs))
     if result.predictions:
         write_bytes(trial.predictions, result.predictions)
-    write_json(trial.record, record)  # written last: marks the trial done
+    write_json(trial.record, record.to_dict())  # written last: marks the trial done
     trial.failure.unlink(missing_ok=True)
     outcome.done.append(spec.name)
     emit(
@@ -194,7 +209,7 @@ def _finalize(run_dir: Path, outcome: RunOutcome, t0: float, key: str) -> None:
         write_csv(RunFolder(run_dir).cases, cases)
     outcome.wall_seconds = time.perf_counter() - t0
     env_path = RunFolder(run_dir).environment
-    env = read_previous_environment(run_dir) or {}
+    env = dict(outcome.manifest)  # as this session wrote it at the start: the driver is its only writer
     status = "interrupted" if outcome.interrupted else ("failed" if outcome.failed else "complete")
     env.pop("stopped_by", None)
     if outcome.stopped_by:
@@ -222,22 +237,22 @@ def execute(
 ) -> RunOutcome:
     """Run every (model, seed, fold) trial not already done in `run_dir`, as `options` (or the
     ExecutionOptions fields given as keywords) say, holding the folder's lock throughout
-    (covbench.lock): a second run, resume or report on the folder stops at once, and the
+    (covbench.folder.lock): a second run, resume or report on the folder stops at once, and the
     configuration check and config.json have a single writer. With a storage, its prefix is held
     too (`Storage.lock`).
 
-    SIGINT and SIGTERM stop the run cleanly (covbench.interrupt): what finished is recorded, the
+    SIGINT and SIGTERM stop the run cleanly (covbench.execution.interrupt): what finished is recorded, the
     rest is cancelled, environment.json says "interrupted", and `Interrupted` is raised."""
     opts = replace(options or ExecutionOptions(), **settings)
     checkpoint = opts.validate(cfg)  # before anything is written or reached over the network
     run_dir = Path(run_dir).absolute()  # workers do not share the driver's working directory
-    check_out_folder(run_dir)
     emit = on_event or (lambda kind, info: None)
-    with run_lock(run_dir), trap_signals():
-        opts = replace(opts, storage=run_storage(run_dir, opts.storage))
+    with writing_run_folder(run_dir), trap_signals():
+        previous = read_previous_environment(run_dir)  # the folder's last session, read once
+        opts = replace(opts, storage=run_storage(run_dir, opts.storage, previous))
         with opts.storage.lock(_lock_holder(run_dir)) if opts.storage else contextlib.nullcontext():
-            plan = _plan(cfg, run_dir, opts, checkpoint, emit)
-            return _run(cfg, run_dir, opts, plan, emit)
+            checked = _check(cfg, run_dir, opts, checkpoint, previous, emit)
+            return _run(cfg, run_dir, opts, checked, emit)
 
 
 def resume_config(run_dir: Path, out: Path | None = None, given: Sequence[str] = ()) -> RunConfig:
@@ -255,11 +270,12 @@ def resume_config(run_dir: Path, out: Path | None = None, given: Sequence[str] =
     return cfg
 
 
-def run_storage(run_dir: Path, given: Storage | None) -> Storage | None:
+def run_storage(run_dir: Path, given: Storage | None, environment: dict[str, Any] | None) -> Storage | None:
     """Where this run's trials keep checkpoints: `--storage`, else the storage an earlier session
-    of the folder used (its checkpoints are there), else None (the run folder itself). A storage
-    that differs from the folder's is refused; the chosen one is validated before any work."""
-    previous = (read_previous_environment(run_dir) or {}).get("storage")
+    of the folder used (`environment`: its environment.json; its checkpoints are there), else None
+    (the run folder itself). A storage that differs from the folder's is refused; the chosen one
+    is validated before any work."""
+    previous = (environment or {}).get("storage")
     if given is not None and previous and given.uri != previous:
         raise CovbenchError(
             f"--storage {given.uri}: {run_dir} keeps its checkpoints in {previous}; "
@@ -284,15 +300,13 @@ def _lock_holder(run_dir: Path) -> dict[str, Any]:
 
 
 def _failure_reason(f: Finished) -> str:
-    """One word for failure.json: stalled, diverged or error."""
-    if f.reason:
-        return f.reason
-    return "diverged" if (f.error or "").startswith("TrainingDiverged") else "error"
+    """One word for failure.json: stalled, diverged (any TrialFailure's reason) or error."""
+    return f.reason or "error"
 
 
 def _stop_reason(exc: BaseException) -> str:
     """The signal's name for an interrupt (Ray may have replaced our exception by a plain
-    KeyboardInterrupt; covbench.interrupt still knows), else the error."""
+    KeyboardInterrupt; covbench.execution.interrupt still knows), else the error."""
     if isinstance(exc, KeyboardInterrupt):
         return getattr(exc, "name", None) or received() or "SIGINT"
     return f"{type(exc).__name__}: {exc}"[:300]
@@ -312,48 +326,52 @@ def _stop(executor: Executor, outcome: RunOutcome, emit: Callable[[str, dict[str
 
 
 @dataclass
-class _Plan:
+class _Checked:
     """What the run will do, settled before Ray starts: checked models, prepared data, the key."""
 
     checkpoint: CheckpointPolicy
     versions: dict[str, str]
     checks: dict[str, Any]
     data: Prepared
-    key: str  # str(RunKey): how config.json, every record and every checkpoint spell it
+    run_key: RunKey
     parts: list[dict[str, np.ndarray]]
     previous: dict[str, Any] | None  # environment.json of the folder's last session
-    stored: dict[str, Any] = field(default_factory=dict)  # config.json as found, read once
+    stored: StoredConfig | None = None  # config.json as found, read once; None in a new folder
     next_round: Callable[[], None] | None = None  # rounds of seeds: look, then queue the next round
 
+    @property
+    def key(self) -> str:
+        """The key as every record and checkpoint spells it (config.json's `_key`)."""
+        return str(self.run_key)
 
-def _plan(
+
+def _check(
     cfg: RunConfig,
     run_dir: Path,
     opts: ExecutionOptions,
     checkpoint: CheckpointPolicy,
+    previous: dict[str, Any] | None,
     emit: Callable[[str, dict[str, Any]], None],
-) -> _Plan:
+) -> _Checked:
     """Check the folder, the models and the data; nothing of this run is written yet."""
     versions = code_versions(cfg.models)  # covbench's and each model plugin's distribution version
     stored = check_run_dir(run_dir, cfg, versions, opts.allow_version_change)
-    claim_run_dir(run_dir)
     # Every model meets its contract before any data is prepared or trial starts (checks.py).
     emit("status", {"message": "checking models"})
     checks = check_config(cfg, timeout=opts.stall_timeout or None)
     emit("status", {"message": "preparing data"})
     data = prepare_data(cfg)
-    key = str(RunKey.of(cfg.key(), data.fingerprint))
+    key = RunKey.of(cfg.key(), data.fingerprint)
     check_data_key(run_dir, key, stored)
-    previous = read_previous_environment(run_dir)
     parts = [split_indices(data.slices, manifest) for manifest in data.folds]
-    return _Plan(checkpoint, versions, checks, data, key, parts, previous, stored)
+    return _Checked(checkpoint, versions, checks, data, key, parts, previous, stored)
 
 
 def _run(
     cfg: RunConfig,
     run_dir: Path,
     opts: ExecutionOptions,
-    plan: _Plan,
+    checked: _Checked,
     emit: Callable[[str, dict[str, Any]], None],
 ) -> RunOutcome:
     """Launch the pending trials and collect them as they finish.
@@ -363,15 +381,15 @@ def _run(
     what is done and environment.json with status "interrupted", and re-raises.
     """
     t0 = time.perf_counter()
-    outcome = RunOutcome(run_dir, versions=plan.versions)
+    outcome = RunOutcome(run_dir, versions=checked.versions)
     executor: Executor | None = None
     stopped_by: BaseException | None = None
     try:
         executor = InProcessExecutor() if opts.debug else RayExecutor(address=opts.address)
         if opts.storage is None:
             check_workers_see(executor, run_dir)  # before anything of this run is written
-        _launch(executor, cfg, run_dir, opts, plan, outcome, emit)
-        _collect(executor, outcome, emit, opts.stall_timeout or None, plan.next_round)
+        _launch(executor, cfg, run_dir, opts, checked, outcome, emit)
+        _collect(executor, outcome, emit, opts.stall_timeout or None, checked.next_round)
     except BaseException as exc:  # a signal (KeyboardInterrupt) or an error of the driver itself
         outcome.interrupted, outcome.stopped_by = True, _stop_reason(exc)
         stopped_by = exc
@@ -383,7 +401,7 @@ def _run(
             executor.shutdown()
         if outcome.session_written:
             try:
-                _finalize(run_dir, outcome, t0, plan.key)
+                _finalize(run_dir, outcome, t0, checked.key)
             except OSError:
                 # A full or read-only disk that stopped the run fails here again: the first error,
                 # naming the write that failed first, is the one to report.
@@ -397,34 +415,36 @@ def _launch(
     cfg: RunConfig,
     run_dir: Path,
     opts: ExecutionOptions,
-    plan: _Plan,
+    checked: _Checked,
     outcome: RunOutcome,
     emit: Callable[[str, dict[str, Any]], None],
 ) -> None:
     """Write what the run is (configuration, models, split, test slices, manifest), then submit
     every pending trial."""
-    data, parts, folder = plan.data, plan.parts, RunFolder(run_dir)
-    write_json(folder.config, config_record(run_dir, cfg, plan.key, plan.versions, plan.stored))
-    write_json(folder.models, models_record(plan.checks))  # params, FLOPs, memory per model
+    data, parts, folder = checked.data, checked.parts, RunFolder(run_dir)
+    stored = checked.stored or StoredConfig.new(cfg)
+    stored.continued(cfg, checked.run_key, checked.versions, local_amp(cfg.amp)).write(run_dir)
+    write_json(folder.models, models_record(checked.checks))  # params, FLOPs, memory per model
     # the unit of ASSD / HD95 / the NSD tolerance travels with the split: the report reads it there
     split_record = {**split_manifest(cfg, data.folds), "distance_unit": data.distance_unit}
     write_json(folder.split, split_record)
     write_test_slices(folder.test_slices, data.slices, parts)
-    rounds = Rounds(cfg, run_dir, plan.key, len(parts)) if cfg.rounds else None
-    todo = _pending_trials(cfg, run_dir, plan.key, parts, outcome, rounds.advance() if rounds else None)
+    rounds = Rounds(cfg, run_dir, checked.key, len(parts)) if cfg.rounds else None
+    todo = _pending_trials(cfg, run_dir, checked.key, parts, outcome, rounds.advance() if rounds else None)
     resources = executor.resources()
-    packing = _plan_packing(executor, cfg, plan.checks, parts, opts.gpus_per_trial, resources, len(todo))
+    packing = _plan_packing(executor, cfg, checked.checks, parts, opts.gpus_per_trial, resources, len(todo))
     per_trial = Resources(opts.cpus_per_trial, packing.gpus_per_trial)
     extra = {
         "ray_resources": resources,
         "nodes": executor.nodes(),
         "resources_per_trial": {"cpus": opts.cpus_per_trial, "gpus": packing.gpus_per_trial},
         "packing": packing.to_dict(),
-        "checkpoint_every_seconds": plan.checkpoint.every_seconds,
+        "checkpoint_every_seconds": checked.checkpoint.every_seconds,
         "max_retries": opts.max_retries,
         "storage": opts.storage.uri if opts.storage is not None else None,
     }
-    write_json(folder.environment, _run_manifest(executor, data, plan.previous, extra))
+    outcome.manifest = _run_manifest(executor, data, checked.previous, extra)
+    write_json(folder.environment, outcome.manifest)
     outcome.session_written = True
 
     # Once per run: every node fetches it once, every fold shares it. Plain arrays, not the
@@ -437,7 +457,16 @@ def _launch(
         for model, seed, fold in trials:
             tdir = folder.trial_of(model, seed, fold).path
             spec = TrialSpec(
-                model, seed, fold, cfg, plan.key, str(tdir), threads, plan.checkpoint, faults, opts.storage
+                model,
+                seed,
+                fold,
+                cfg,
+                checked.key,
+                str(tdir),
+                threads,
+                checked.checkpoint,
+                faults,
+                opts.storage,
             )
             tdir.mkdir(parents=True, exist_ok=True)
             executor.submit(spec, run_fold_trial, spec, shared, parts[fold], resources=per_trial,
@@ -445,7 +474,9 @@ def _launch(
 
     submit(todo)
     if rounds is not None:
-        plan.next_round = lambda: _next_round(rounds, cfg, run_dir, plan.key, parts, outcome, submit, emit)
+        checked.next_round = lambda: _next_round(
+            rounds, cfg, run_dir, checked.key, parts, outcome, submit, emit
+        )
     emit(
         "start",
         {
@@ -455,6 +486,9 @@ def _launch(
             "gpus": resources["gpus"],
             "slots": slots(resources, per_trial),
             "packing": packing.reason,
+            "key": checked.key,  # what the run holds, for the tracker: no need to read config.json back
+            "config": cfg.to_dict(),
+            "versions": checked.versions,
         },
     )
 
@@ -480,6 +514,12 @@ def check_workers_see(executor: Executor, run_dir: Path) -> None:
         )
 
 
+def trial_order(cfg: RunConfig, n_folds: int) -> list[tuple[str, int, int]]:
+    """(model, seed, fold) of every trial of the configuration in the order they are submitted:
+    seeds first, so an interrupted run has whole seeds of every model (`--dry-run` lists them so)."""
+    return [(m, s, f) for s in cfg.seeds for f in range(n_folds) for m in cfg.models]
+
+
 def _pending_trials(
     cfg: RunConfig,
     run_dir: Path,
@@ -489,9 +529,9 @@ def _pending_trials(
     trials: list[tuple[str, int, int]] | None = None,
 ) -> list[tuple[str, int, int]]:
     """(model, seed, fold) of every trial still to run, seeds first; done ones go to `skipped`.
-    `trials`: a round's (covbench.rounds), else every seed of the configuration."""
+    `trials`: a round's (covbench.execution.rounds), else every seed of the configuration."""
     if trials is None:
-        trials = [(m, s, f) for s in cfg.seeds for f in range(len(parts)) for m in cfg.models]
+        trials = trial_order(cfg, len(parts))
     todo = []
     for model, seed, fold in trials:
         trial = RunFolder(run_dir).trial_of(model, seed, fold)
@@ -538,11 +578,10 @@ def _plan_packing(
     n_trials: int,
 ) -> Packing:
     """GPUs per trial: `--gpus-per-trial` if given, else as many trials per GPU as fit and pay
-    (covbench.packing), from the contract check's memory figures and the GPU's free memory."""
+    (covbench.execution.packing), from the contract check's memory figures and the GPU's free memory."""
     resident = max((len(p["train"]) + len(p["val"]) for p in parts), default=0)
     trial_memory = largest_trial_memory(checks.values(), resident, cfg.image_size)
-    probe = requested is None and 1 <= resources["gpus"] < n_trials  # packing could pay
-    gpu_memory = executor.gpu_memory() if probe else None
+    gpu_memory = executor.gpu_memory() if could_pack(requested, resources["gpus"], n_trials) else None
     return plan_packing(
         requested, resources["gpus"], n_trials=n_trials, trial_memory=trial_memory, gpu_memory=gpu_memory
     )

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from covbench.config import RunConfig
-from covbench.layout import RunFolder
-from covbench.run_folder import collect_cases, is_done
-from covbench.store import write_json
+from covbench.folder.io import write_json
+from covbench.folder.layout import RunFolder
+from covbench.folder.state import collect_cases, is_done
 
 SCHEMA = 1
 

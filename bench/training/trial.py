@@ -4,7 +4,7 @@ A trial is a plain function of (TrialSpec, TrialData) so the scheduler can run i
 worker or in-process. It never writes into the run folder: everything the report needs (the
 record, the per-case rows, the epoch log, the compressed test predictions) returns by value with
 its result, and the driver writes it. The only thing a trial writes is its resumable state
-(covbench.checkpoint), to the run's storage: the trial's folder by default, or object storage
+(covbench.training.checkpoint), to the run's storage: the trial's folder by default, or object storage
 (`--storage`) on a cluster whose nodes share no disk.
 """
 
@@ -23,16 +23,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from covbench import heartbeat, registry
-from covbench.checkpoint import WEIGHTS, Checkpointer, CheckpointPolicy, LoadOutcome
+from covbench import registry
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
 from covbench.faults import FaultHooks
-from covbench.health import assess
-from covbench.layout import TRIALS
+from covbench.folder.layout import TRIALS, WEIGHTS
+from covbench.folder.record import TrialRecord
+from covbench.folder.storage import Storage
 from covbench.metrics import batch_metrics, empty_case
-from covbench.storage import Storage
-from covbench.train import Best, EpochEnd, TrainOptions, amp_choice, predict, seed_everything, train_model
+from covbench.training import heartbeat
+from covbench.training.checkpoint import Checkpointer, CheckpointPolicy, LoadOutcome
+from covbench.training.health import assess
+from covbench.training.loop import (
+    Best,
+    EpochEnd,
+    TrainOptions,
+    amp_choice,
+    predict,
+    seed_everything,
+    train_model,
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +84,7 @@ class TrialData:
 class TrialResult:
     """What a finished trial hands the driver (by value: the driver may be on another machine)."""
 
-    record: dict[str, Any]
+    record: TrialRecord  # without where and when it ran: the driver adds that (runner._timing)
     rows: list[dict[str, Any]]  # one per test slice: cases.csv
     epochs: list[dict[str, Any]] = field(default_factory=list)  # one per trained epoch: epochs.csv
     predictions: bytes = b""  # predictions.npz, compressed: the report's qualitative figures
@@ -105,14 +115,6 @@ def run_fold_trial(spec: TrialSpec, slices: SliceSet, parts: dict[str, np.ndarra
 
 
 @dataclass
-class _Built:
-    model: nn.Module
-    width: int
-    options: dict[str, Any]
-    parameters: int
-
-
-@dataclass
 class _Trained:
     best: Best
     resumed_from_epoch: int
@@ -121,12 +123,9 @@ class _Trained:
     epochs: list[dict[str, Any]]  # the whole epoch log, earlier attempts' epochs included
 
 
-def _build(spec: TrialSpec) -> _Built:
-    model_spec = registry.get_model(spec.model)
+def _build(spec: TrialSpec) -> registry.BuiltModel:
     options = spec.config.model_options.get(spec.model, {})
-    width, options = model_spec.run_arguments(spec.config.width, options)
-    model = model_spec.create(in_channels=1, classes=1, width=width, **options)
-    return _Built(model, width, options, registry.count_parameters(model))
+    return registry.build_model(registry.get_model(spec.model), spec.config.width, options)
 
 
 def _train(
@@ -159,7 +158,7 @@ def _train(
         options,
         device,
         on_epoch=on_epoch,
-        on_step=heartbeat.beat,  # progress for the driver's stall watch (covbench.heartbeat)
+        on_step=heartbeat.beat,  # progress for the driver's stall watch (covbench.training.heartbeat)
         resume=loaded.resume,
     )
     best = Best(result.best_val_dice, result.best_epoch, result.best_state)
@@ -238,48 +237,48 @@ def run_trial(spec: TrialSpec, data: TrialData) -> TrialResult:
     finally:
         checkpointer.close()  # the weights are on disk before the trial counts as done
     stats = checkpointer.stats
-    record = {
-        "model": spec.model,
-        "seed": spec.seed,
-        "fold": spec.fold,
-        "trial": spec.name,
-        "status": "done",
-        "config_key": spec.key,
-        "parameters": built.parameters,
-        "width": built.width,
-        "options": built.options,
-        "device": _device_label(device),
-        "threads": torch.get_num_threads(),
-        "deterministic": cfg.deterministic,
-        "eval_batch_size": options.eval_batch(device),
-        "amp": amp_choice(options.amp, device),  # the precision this trial trained in on its device
-        "epochs": options.epochs,
-        "resumed_from_epoch": trained.resumed_from_epoch,
-        "best_epoch": trained.best.epoch,
-        "selection": options.selection,  # best_val, or final: best_val_dice is then the last epoch's
+    record = TrialRecord(
+        model=spec.model,
+        seed=spec.seed,
+        fold=spec.fold,
+        trial=spec.name,
+        status="done",
+        config_key=spec.key,
+        parameters=built.parameters,
+        width=built.width,
+        options=built.options,
+        device=_device_label(device),
+        threads=torch.get_num_threads(),
+        deterministic=cfg.deterministic,
+        eval_batch_size=options.eval_batch(device),
+        amp=amp_choice(options.amp, device),  # the precision this trial trained in on its device
+        epochs=options.epochs,
+        resumed_from_epoch=trained.resumed_from_epoch,
+        best_epoch=trained.best.epoch,
+        selection=options.selection,  # best_val, or final: best_val_dice is then the last epoch's
         # null, not NaN, when nothing was validated: record.json stays strict JSON
-        "best_val_dice": None if math.isnan(trained.best.val_dice) else trained.best.val_dice,
-        "train_seconds": trained.train_seconds,
-        "eval_seconds": eval_seconds,
-        "wall_seconds": time.time() - started,
-        "started": started,
-        "finished": time.time(),
-        "weights": WEIGHTS if spec.storage is None else checkpointer.storage.url(WEIGHTS),
-        "checkpoint_writes": stats.writes,
-        "checkpoint_epochs": stats.epochs_written,
-        "checkpoint_blocked_seconds": stats.blocked_s,
-        "checkpoint_write_seconds": stats.write_s,
-        "checkpoint_bytes_written": stats.bytes_written,
-        "checkpoint_every_seconds": spec.checkpoint.every_seconds,
-        "checkpoint_note": trained.checkpoint_note,
-        "peak_gpu_memory_gib": (
+        best_val_dice=None if math.isnan(trained.best.val_dice) else trained.best.val_dice,
+        train_seconds=trained.train_seconds,
+        eval_seconds=eval_seconds,
+        wall_seconds=time.time() - started,
+        started=started,
+        finished=time.time(),
+        weights=WEIGHTS if spec.storage is None else checkpointer.storage.url(WEIGHTS),
+        checkpoint_writes=stats.writes,
+        checkpoint_epochs=stats.epochs_written,
+        checkpoint_blocked_seconds=stats.blocked_s,
+        checkpoint_write_seconds=stats.write_s,
+        checkpoint_bytes_written=stats.bytes_written,
+        checkpoint_every_seconds=spec.checkpoint.every_seconds,
+        checkpoint_note=trained.checkpoint_note,
+        peak_gpu_memory_gib=(
             round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
         ),
-        "n_train": len(data.train),
-        "n_val": len(data.val),
-        "n_test": len(data.test),
-        # training-health signals of the epoch log (covbench.health): an early selected epoch, a
+        n_train=len(data.train),
+        n_val=len(data.val),
+        n_test=len(data.test),
+        # training-health signals of the epoch log (covbench.training.health): an early selected epoch, a
         # validation collapse, loss spikes; the report names flagged seeds and what they change
-        "health": assess(trained.epochs, options.epochs, trained.best.epoch).to_dict(),
-    }
+        health=assess(trained.epochs, options.epochs, trained.best.epoch).to_dict(),
+    )
     return TrialResult(record, rows, trained.epochs, predictions)

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from covbench.scheduler import choose_gpus_per_trial
+from covbench.execution.scheduler import choose_gpus_per_trial
 
 # Not measured yet: `scripts/gpu_check.py --concurrent 1,2,4` says where the gain of packing stops.
 MAX_TRIALS_PER_GPU = 4
@@ -81,6 +81,12 @@ def largest_trial_memory(checks: Iterable[Any], resident_slices: int, image_size
 
 def _gib(nbytes: float | None) -> float | None:
     return None if nbytes is None else round(nbytes / 2**30, 2)
+
+
+def could_pack(requested: float | None, cluster_gpus: float, n_trials: int) -> bool:
+    """Whether packing several trials per GPU could pay, so the memory figures are worth asking
+    for: no `--gpus-per-trial` given, and more trials than GPUs."""
+    return requested is None and 1 <= cluster_gpus < n_trials
 
 
 def plan_packing(

@@ -34,16 +34,16 @@ import torch
 from torch import nn
 
 from covbench import registry
-from covbench.checkpoint import WEIGHTS
 from covbench.config import RunConfig
 from covbench.datasets import covid_ct_seg, nifti
 from covbench.datasets.base import InputReader, PredictionInput
 from covbench.datasets.preprocess import PreprocessConfig, SliceGeometry, preprocess_case_geometry
 from covbench.errors import CovbenchError, DamagedFile
-from covbench.run_folder import read_config
-from covbench.storage import Storage
-from covbench.store import done_trials
-from covbench.train import TrainOptions, predict
+from covbench.folder.io import done_trials
+from covbench.folder.layout import WEIGHTS
+from covbench.folder.storage import Storage
+from covbench.folder.stored_config import read_stored_config
+from covbench.training.loop import TrainOptions, predict
 
 
 def input_kind(path: Path) -> str | None:
@@ -111,12 +111,12 @@ def load_predictor(
     are missing or do not fit."""
     run_dir = Path(run_dir)
     try:
-        stored = read_config(run_dir)
+        stored = read_stored_config(run_dir)
     except DamagedFile as exc:
         raise CovbenchError(f"{exc}; cannot tell how the run pre-processed its data") from None
     if stored is None:
         raise CovbenchError(f"{run_dir}: no config.json (is it a covbench run folder?)")
-    cfg = RunConfig.from_dict({k: v for k, v in stored.items() if not k.startswith("_")})
+    cfg = stored.config
     if model not in cfg.models:
         raise CovbenchError(
             f"--model {model!r}: {run_dir} trained {', '.join(cfg.models)}; choose one of those"
@@ -128,8 +128,8 @@ def load_predictor(
         )
     trials = [
         (tdir, rec)
-        for tdir, rec in done_trials(run_dir, stored.get("_key"))
-        if rec.get("model") == model and (seed is None or int(rec.get("seed", -1)) == seed)
+        for tdir, rec in done_trials(run_dir, str(stored.key) if stored.key else None)
+        if rec.model == model and (seed is None or rec.seed == seed)
     ]
     if not trials:
         which = f"model {model!r}" + (f" seed {seed}" if seed is not None else "")
@@ -138,8 +138,8 @@ def load_predictor(
     spec = registry.get_model(model)
     members = []
     for tdir, rec in trials:
-        network = spec.create(in_channels=1, classes=1, width=rec.get("width"), **(rec.get("options") or {}))
-        weights = rec.get("weights") or WEIGHTS
+        network = spec.create(in_channels=1, classes=1, width=rec.width, **rec.options)
+        weights = rec.weights or WEIGHTS
         # in the trial's folder, or on the run's object storage (`covbench run --storage`)
         where, name = (
             (Storage.parse(weights.rsplit("/", 1)[0]), weights.rsplit("/", 1)[1])
@@ -157,7 +157,7 @@ def load_predictor(
         except Exception as exc:  # not a torch file, truncated, another architecture's weights
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             raise CovbenchError(f"{path}: cannot load the trial's weights ({reason})") from None
-        members.append(Member(int(rec["seed"]), int(rec.get("fold", 0)), network.to(device).eval()))
+        members.append(Member(int(rec.seed), int(rec.fold), network.to(device).eval()))
     return Predictor(run_dir, model, cfg, members, device)
 
 

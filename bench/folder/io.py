@@ -1,6 +1,6 @@
 """The run folder's file I/O: the only interface between compute and reporting.
 
-What the folder holds and under which names is covbench.layout's; what "done" means for a trial is
+What the folder holds and under which names is covbench.folder.layout's; what "done" means for a trial is
 `done_for`, here, for every reader.
 
 Every file is written atomically and durably (unique temp file, fsync, rename, fsync of the
@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from covbench.errors import DamagedFile, RunFolderWarning
-from covbench.layout import RunFolder, TrialFolder
+from covbench.folder.layout import RunFolder, TrialFolder
+from covbench.folder.record import TrialRecord
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -212,12 +213,13 @@ def done_for(record: Mapping[str, Any] | None, key: str | None) -> bool:
     )
 
 
-def done_trials(run_dir: Path, key: str | None) -> list[tuple[Path, dict]]:
+def done_trials(run_dir: Path, key: str | None) -> list[tuple[Path, TrialRecord]]:
     """(trial folder, record) of the done trials of configuration `key` (of any when None), in
-    name order; a damaged record is set aside with a warning (covbench.store.read_record)."""
+    name order, each record.json read once; a damaged record is set aside with a warning
+    (`read_record`)."""
     out = []
     for trial in RunFolder(run_dir).trials():
         record = read_record(trial.path)
         if record is not None and done_for(record, key):
-            out.append((trial.path, record))
+            out.append((trial.path, TrialRecord.from_dict(record)))
     return out

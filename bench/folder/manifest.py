@@ -48,7 +48,7 @@ def code_versions(models: Iterable[str]) -> dict[str, str]:
     whose entry point declared it; a family member's is its family's).
 
     Part of what a run is: `config.json` keeps it as `_versions`, and resuming a run with other
-    versions is refused (covbench.run_folder.check_versions). Not part of the config hash, so adding it
+    versions is refused (covbench.folder.state.check_versions). Not part of the config hash, so adding it
     changed no existing `_key` and nothing that `covbench compare` matches runs by."""
     from covbench import registry
 

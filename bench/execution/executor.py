@@ -1,6 +1,6 @@
 """The contract a trial executor meets: the verbs the runner uses, nothing Ray-specific.
 
-`covbench.scheduler.RayExecutor` (the default) and `InProcessExecutor` (`--debug`) implement it; a
+`covbench.execution.scheduler.RayExecutor` (the default) and `InProcessExecutor` (`--debug`) implement it; a
 third one (Ray job submission, a Slurm array) needs exactly these members. Trials are plain
 picklable functions of (trial spec, run folder), so an executor only moves calls and results.
 tests/test_executor.py checks that both executors conform, signatures included.
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from covbench.scheduler import Finished, Resources
+from covbench.execution.scheduler import Finished, Resources
 
 
 @runtime_checkable
@@ -27,7 +27,7 @@ class Executor(Protocol):
 
     def gpu_memory(self, timeout: float = 60.0) -> float | None:
         """Free bytes on one GPU as a trial would see it, or None when unknown (decides how many
-        trials share a GPU: covbench.packing)."""
+        trials share a GPU: covbench.execution.packing)."""
         ...
 
     def nodes(self) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Progress beats of a running trial attempt, seen by the driver's stall watch.
 
-A worker's beats go to the driver's attempt board (covbench.scheduler.AttemptBoard, a small Ray
+A worker's beats go to the driver's attempt board (covbench.execution.scheduler.AttemptBoard, a small Ray
 actor on the driver's node), never to a file: on a cluster without a shared disk a file on the
 worker's node is invisible to the driver. `attach` gives this process a sender for its attempt;
 `beat()` calls it at most once a second, so calling it after every optimizer step and every

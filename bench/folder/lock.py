@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from covbench.errors import RunFolderWarning, RunLocked
-from covbench.layout import LOCK_NAME, MARKER, RunFolder  # the names are the layout's, used here
-from covbench.manifest import now_iso
+from covbench.folder.layout import MARKER, RUN_LOCK, RunFolder  # the names are the layout's, used here
+from covbench.folder.manifest import now_iso
 
 
 @dataclass
@@ -103,7 +103,7 @@ def run_lock(run_dir: Path, create: bool = True) -> Iterator[None]:
             yield
             return
         warnings.warn(
-            f"{run_dir}: cannot lock {LOCK_NAME} ({exc}); make sure no other covbench writes this folder",
+            f"{run_dir}: cannot lock {RUN_LOCK} ({exc}); make sure no other covbench writes this folder",
             RunFolderWarning,
             stacklevel=3,
         )
@@ -119,7 +119,7 @@ def run_lock(run_dir: Path, create: bool = True) -> Iterator[None]:
         del _held[key]
         try:
             os.ftruncate(fd, 0)  # a lock file nobody holds names nobody
-            if created and set(os.listdir(run_dir)) <= {LOCK_NAME, MARKER}:
+            if created and set(os.listdir(run_dir)) <= {RUN_LOCK, MARKER}:
                 # A bad option stopped the command before anything was written: leave no empty
                 # folder behind. Still holding the lock, and nobody else knew the folder.
                 RunFolder(run_dir).marker.unlink(missing_ok=True)

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from covbench.errors import CovbenchError, quote
-from covbench.layout import RunFolder
+from covbench.folder.layout import RunFolder
+from covbench.folder.record import TrialRecord
 
 TRACKERS = ("none", "mlflow")
 EXPERIMENT = "covbench"
@@ -157,7 +158,7 @@ class MlflowTracker:
     # -- the runner's events ---------------------------------------------------------------
     def event(self, kind: str, info: dict[str, Any]) -> None:
         if kind == "start":
-            self._start()
+            self._start(info["key"], info["config"], info.get("versions") or {})
         elif kind == "done" and self.parent:
             self._trial(info["trial"], info["record"])
         elif kind == "failed" and self.parent:
@@ -171,14 +172,14 @@ class MlflowTracker:
         location = (RunFolder(self.run_dir).mlflow / "artifacts").as_uri() if self.local else None
         return self.client.create_experiment(name, artifact_location=location)
 
-    def _start(self) -> None:
-        from covbench.run_folder import read_config
-        from covbench.store import done_trials
+    def _start(self, key: str, config: dict[str, Any], versions: dict[str, str]) -> None:
+        """The parent run of this covbench run (key, configuration and code versions as the runner
+        holds them), resumed if it exists, and every trial finished before tracking saw it."""
+        from covbench.folder.io import done_trials
 
         if self.local:
             RunFolder(self.run_dir).mlflow.mkdir(exist_ok=True)
-        stored = read_config(self.run_dir) or {}
-        self.key = str(stored.get("_key"))
+        self.key = key
         self.experiment_id = self._experiment()
         runs = self.client.search_runs(
             [self.experiment_id],
@@ -190,10 +191,10 @@ class MlflowTracker:
             self.client.update_run(self.parent, status="RUNNING")
         else:
             tags = {"covbench_run_dir": str(self.run_dir), "covbench_key": self.key}
-            tags.update({f"covbench_version.{k}": v for k, v in (stored.get("_versions") or {}).items()})
+            tags.update({f"covbench_version.{k}": v for k, v in versions.items()})
             self.parent = self.client.create_run(self.experiment_id, tags=tags, run_name=self.run_dir.name)
             self.parent = self.parent.info.run_id
-            params = {k: _param(v) for k, v in stored.items() if not k.startswith("_")}
+            params = {k: _param(v) for k, v in config.items()}
             self._log(self.parent, params=params)
         logged = self._logged_trials()
         for trial_dir, record in done_trials(self.run_dir, self.key):  # finished before tracking saw them
@@ -209,17 +210,19 @@ class MlflowTracker:
         tags = {"mlflow.parentRunId": self.parent, "covbench_trial": name}
         return self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
 
-    def _trial(self, name: str, record: dict[str, Any]) -> None:
+    def _trial(self, name: str, record: TrialRecord) -> None:
         from covbench.metrics import METRICS
 
         run_id = self._child(name)
         trial = RunFolder(self.run_dir).trial(name)
         fields = ("model", "seed", "fold", "parameters", "width", "device")
-        params = {k: _param(record.get(k)) for k in fields}
-        params["options"] = _param(record.get("options") or {})
+        params = {k: _param(getattr(record, k)) for k in fields}
+        params["options"] = _param(record.options)
         now = int(time.time() * 1000)
         metrics = [(k, v, now, step) for k, v, step in _epoch_metrics(trial.epochs)]
-        finals = {k: record.get(k) for k in ("best_val_dice", "best_epoch", "train_seconds", "eval_seconds")}
+        finals = {
+            k: getattr(record, k) for k in ("best_val_dice", "best_epoch", "train_seconds", "eval_seconds")
+        }
         finals.update({f"test_{m}": v for m, v in _test_means(trial.cases, METRICS).items()})
         metrics += [(k, v, now, 0) for k, v in finals.items() if _number(v) is not None]
         self._log(run_id, params=params, metrics=metrics)

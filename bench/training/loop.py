@@ -26,15 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from covbench.augment import apply_augment, augment_mode, draw_augment
+from covbench.errors import TrialFailure
+from covbench.training.augment import apply_augment, augment_mode, draw_augment
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 RESIDENT_FRACTION = 0.5  # data goes to the GPU once when it takes at most this share of free memory
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(TrialFailure):
     """The training loss became NaN or infinite: every later epoch would be wasted, and the
-    evaluation would fail on NaN probabilities much later. Ends the trial (recorded as failed)."""
+    evaluation would fail on NaN probabilities much later. Ends the trial (recorded as failed,
+    reason "diverged")."""
+
+    reason = "diverged"
 
 
 def check_finite_loss(loss: float, epoch: int, lr: float) -> None:
@@ -278,7 +282,7 @@ class TrainOptions:
     `fits_on_device`; otherwise each batch is copied from the host), `compile` (off by default: it
     costs minutes of compilation per model; a string names the backend, e.g. "eager" in tests),
     `eval_batch_size` (one size for validation and test prediction: 2x the batch on a CPU, 4x on a
-    GPU). `augment` is a mode of covbench.augment (`True` = "flip"); `loss` a name in LOSSES.
+    GPU). `augment` is a mode of covbench.training.augment (`True` = "flip"); `loss` a name in LOSSES.
     """
 
     epochs: int
@@ -333,7 +337,7 @@ class Best:
 @dataclass
 class ResumeFrom:
     """Where a resumed trial continues; the model's own weights are loaded before (by
-    covbench.checkpoint.Checkpointer.load)."""
+    covbench.training.checkpoint.Checkpointer.load)."""
 
     epoch: int
     optimizer_state: dict[str, Any]
@@ -374,6 +378,100 @@ def make_optimizer(model: nn.Module, lr: float, fused: bool) -> torch.optim.Opti
     return torch.optim.Adam(model.parameters(), lr=lr, fused=fused or None)
 
 
+def _restore(
+    resume: ResumeFrom | None, optimizer: torch.optim.Optimizer, scaler: Any, device: torch.device
+) -> tuple[int, Best]:
+    """(first epoch to train, best so far): 0 and nothing from scratch; a checkpoint's otherwise,
+    its optimizer (and fp16 scaler) state loaded and its best weights on the training device."""
+    if resume is None:
+        return 0, Best()
+    optimizer.load_state_dict(resume.optimizer_state)
+    if scaler is not None and resume.scaler_state:
+        scaler.load_state_dict(resume.scaler_state)
+    best = resume.best
+    if best.state is not None:
+        best.state = {k: v.to(device) for k, v in best.state.items()}
+    return resume.epoch, best
+
+
+def _resident(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    opt: TrainOptions,
+    device: torch.device,
+    channels_last: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The slices on the GPU for the whole trial when they fit (or `--resident` says so): one
+    copy instead of one per batch and epoch; otherwise each batch is gathered on the host and
+    copied (synchronously: a gathered batch is not pinned)."""
+    nbytes = sum(t.numel() * t.element_size() for t in (train_x, train_y, val_x, val_y))
+    on_gpu = fits_on_device(nbytes, device) if opt.resident is None else opt.resident
+    if not on_gpu:
+        return train_x, train_y, val_x, val_y
+    train_x, val_x = (_to_device(t, device, channels_last) for t in (train_x, val_x))
+    return train_x, train_y.to(device), val_x, val_y.to(device)
+
+
+@dataclass
+class _Steps:
+    """The optimizer steps of one epoch: forward under autocast, the loss, backward (scaled for
+    fp16), step; the epoch's mean loss summed on the device, so no step waits for the host."""
+
+    forward: Callable[[torch.Tensor], Any]
+    optimizer: torch.optim.Optimizer
+    scaler: Any  # torch.amp.GradScaler for fp16, else None
+    loss: str
+    device: torch.device
+    dtype: torch.dtype | None
+    channels_last: bool
+    on_step: Callable[[], None] | None
+
+    def epoch(
+        self,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+        order: torch.Tensor,
+        host_order: torch.Tensor,
+        draw: Any,
+        batch_size: int,
+    ) -> float:
+        n = len(train_x)
+        total = torch.zeros((), device=self.device)
+        for i in range(0, n, batch_size):
+            idx = order[i : i + batch_size]
+            x = _to_device(train_x[idx], self.device, self.channels_last)
+            y = train_y[idx].to(self.device, non_blocking=True)
+            if draw is not None:
+                x, y = apply_augment(x, y, draw.take(host_order[i : i + batch_size], x.device))
+            with autocast(self.device, self.dtype):
+                output = self.forward(x)
+            batch_loss = supervised_loss(output, y, self.loss)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is None:
+                batch_loss.backward()
+                self.optimizer.step()
+            else:  # fp16: scale the loss so small gradients survive; a step with inf/NaN is skipped
+                self.scaler.scale(batch_loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            total += batch_loss.detach() * len(idx)
+            if self.on_step is not None:
+                self.on_step()
+        return float(total) / max(n, 1)
+
+
+def _kept(best: Best, final: bool, val_dice: float, epoch: int, model: nn.Module) -> Best:
+    """The weights kept after `epoch`: with final selection the model's own (no copy: its weights
+    at the end are the evaluated ones), else a copy when its validation Dice beats the best."""
+    if final:
+        return Best(val_dice, epoch, None)
+    if val_dice > best.val_dice:
+        return Best(val_dice, epoch, device_copy(model.state_dict()))
+    return best
+
+
 def train_model(
     model: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
@@ -408,26 +506,12 @@ def train_model(
     forward = _compiled(model, opt.compile)
     optimizer = make_optimizer(model, opt.lr, fused=cuda)
     scaler = grad_scaler(dtype, device)
-    start_epoch = 0
-    best = Best()
-    if resume is not None:
-        optimizer.load_state_dict(resume.optimizer_state)
-        if scaler is not None and resume.scaler_state:
-            scaler.load_state_dict(resume.scaler_state)
-        start_epoch, best = resume.epoch, resume.best
-        if best.state is not None:
-            best.state = {k: v.to(device) for k, v in best.state.items()}
+    start_epoch, best = _restore(resume, optimizer, scaler, device)
     schedule = make_schedule(opt.lr_schedule, opt.lr, opt.epochs)
     eval_bs = opt.eval_batch(device)
 
     if cuda:
-        nbytes = sum(t.numel() * t.element_size() for t in (train_x, train_y, val_x, val_y))
-        on_gpu = fits_on_device(nbytes, device) if opt.resident is None else opt.resident
-        if on_gpu:
-            # one copy for the whole trial instead of one per batch and epoch; otherwise each batch
-            # is gathered on the host and copied (synchronously: a gathered batch is not pinned)
-            train_x, val_x = (_to_device(t, device, cl) for t in (train_x, val_x))
-            train_y, val_y = (t.to(device) for t in (train_y, val_y))
+        train_x, train_y, val_x, val_y = _resident(train_x, train_y, val_x, val_y, opt, device, cl)
 
     validate = len(val_x) > 0  # without validation slices the final weights are the ones evaluated
     if opt.selection not in ("best_val", "final"):
@@ -437,6 +521,7 @@ def train_model(
         best = Best(math.nan, start_epoch, None)
     history: list[dict[str, float]] = []
     n, batch_size = len(train_x), opt.batch_size
+    steps = _Steps(forward, optimizer, scaler, opt.loss, device, dtype, cl, on_step)
     t0 = time.perf_counter()
     for epoch in range(start_epoch, opt.epochs):
         t_epoch = time.perf_counter()
@@ -448,28 +533,7 @@ def train_model(
         for group in optimizer.param_groups:
             group["lr"] = schedule(epoch)
         model.train()
-        total = torch.zeros((), device=device)  # summed on the device: no host sync per step
-        for i in range(0, n, batch_size):
-            idx = order[i : i + batch_size]
-            x = _to_device(train_x[idx], device, cl)
-            y = train_y[idx].to(device, non_blocking=True)
-            if draw is not None:
-                x, y = apply_augment(x, y, draw.take(host_order[i : i + batch_size], x.device))
-            with autocast(device, dtype):
-                output = forward(x)
-            batch_loss = supervised_loss(output, y, opt.loss)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is None:
-                batch_loss.backward()
-                optimizer.step()
-            else:  # fp16: scale the loss so small gradients survive; a step with inf/NaN is skipped
-                scaler.scale(batch_loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            total += batch_loss.detach() * len(idx)
-            if on_step is not None:
-                on_step()
-        train_loss = float(total) / max(n, 1)
+        train_loss = steps.epoch(train_x, train_y, order, host_order, draw, batch_size)
         check_finite_loss(train_loss, epoch + 1, schedule(epoch))
         t_val = time.perf_counter()
         val_dice = math.nan
@@ -486,10 +550,7 @@ def train_model(
             "train_s": t_val - t_epoch,
             "val_s": now - t_val,
         }
-        if final:  # no copy: the model's own weights at the end are the evaluated ones
-            best = Best(val_dice, epoch + 1, None)
-        elif val_dice > best.val_dice:
-            best = Best(val_dice, epoch + 1, device_copy(model.state_dict()))
+        best = _kept(best, final, val_dice, epoch + 1, model)
         row.update(best_val_dice=best.val_dice, best_epoch=best.epoch)
         history.append(row)
         if on_epoch is not None:

@@ -23,7 +23,7 @@ attempt is seen as one. Nothing is read from files on the worker: a cluster whos
 disk shows the same thing as one machine.
 
 How a stalled trial ends: while the attempt runs, the trial sends a beat to the board at every step
-of progress (covbench.heartbeat, at most once a second). `as_completed(stall_timeout=S)` ends an
+of progress (covbench.training.heartbeat, at most once a second). `as_completed(stall_timeout=S)` ends an
 attempt whose beat count has not changed for S seconds, by the driver's clock: its task is
 cancelled with force (Ray kills the worker process; a cancelled task is not retried) and it comes
 back as failed with the reason "stalled". An attempt whose worker died on this host (pid gone) is
@@ -54,8 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from covbench import heartbeat as beats
-from covbench.errors import CovbenchError
+from covbench.errors import CovbenchError, TrialFailure
+from covbench.training import heartbeat as beats
 
 STALLED = "stalled"  # Finished.reason of an attempt ended by the stall watch
 
@@ -79,7 +79,7 @@ class Finished:
     placement: dict[str, Any] = field(default_factory=dict)
     submitted: float = 0.0
     collected: float = 0.0
-    reason: str | None = None  # why it failed when the scheduler knows: STALLED
+    reason: str | None = None  # why it failed when known: STALLED, or the trial's TrialFailure.reason
 
 
 def choose_gpus_per_trial(requested: float | None, cluster_gpus: float) -> float:
@@ -236,6 +236,12 @@ def _run_attempt(board: Any, token: str, fn: Callable[..., Any], *args: Any) -> 
 def _without_beats(beat: dict[str, Any]) -> dict[str, Any]:
     """An attempt's placement as the records keep it (the beat count is the board's business)."""
     return {k: v for k, v in beat.items() if k != "beats"}
+
+
+def _failure_reason(exc: BaseException) -> str | None:
+    """The trial's own reason for failing (covbench.errors.TrialFailure), under Ray's wrapper too."""
+    cause = getattr(exc, "cause", None) or exc
+    return cause.reason if isinstance(cause, TrialFailure) else None
 
 
 def _error_text(exc: BaseException) -> str:
@@ -457,6 +463,7 @@ class RayExecutor:
         except Exception as exc:  # the task's own error, or a worker that died too often
             beat = self._board_snapshot().get(p.token) or p.beat or {}
             out = Finished(p.tag, error=_error_text(exc), placement=_without_beats(beat))
+            out.reason = _failure_reason(exc)
         out.placement["last_progress"] = p.last_progress
         out.submitted, out.collected = p.submitted, time.time()
         self._forget(p.token)
@@ -602,6 +609,7 @@ class InProcessExecutor:
                 info["worker_finished"] = time.time()
             except Exception as exc:
                 out = Finished(tag, error=f"{type(exc).__name__}: {exc}", placement=info)
+                out.reason = _failure_reason(exc)
             out.submitted, out.collected = submitted, time.time()
             yield out
 

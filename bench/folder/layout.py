@@ -2,21 +2,21 @@
 
 Layout (all paths relative to the run folder)::
 
-    config.json          resolved RunConfig, with `_key` (covbench.run_key), `_versions`, `_amp`
+    config.json          resolved RunConfig, with `_key` (covbench.folder.key), `_versions`, `_amp`
     environment.json     package versions, git commit, host, devices, data fingerprint
     split.json           patient ids per part (identical for every model and seed)
     models.json          the contract check's parameters, FLOPs and memory per model
     test_slices.npz      every fold's pre-processed test slices (the report's overlays)
     trials/<trial>/      record.json (written last: its presence means done), failure.json,
                          cases.csv, epochs.csv, predictions.npz, weights.pt (the evaluated
-                         weights); checkpoint.pt while training (covbench.checkpoint names those)
+                         weights); checkpoint.pt while training (covbench.training.checkpoint)
     cases.csv            every (model, seed, fold, case) row with every metric
     summary.json         the report's numbers (summary-patient.json for the patient unit),
                          table.*, report.*, figures/ (covbench.reports.report names those)
     rounds.json          the looks of a `--max-seeds` run: seeds per model, verdicts, boundary
     gate.json            the last `compare` verdict on this run's summary
-    mlflow/              the local MLflow store of `--track mlflow` (covbench.tracking)
-    .lock, .covbench-run the writer's lock and the mark of a folder covbench created (covbench.lock)
+    mlflow/              the local MLflow store of `--track mlflow` (covbench.execution.tracking)
+    .lock, .covbench-run the writer's lock and the mark of a folder covbench created (covbench.folder.lock)
 
 Readers of old folders and the report depend on these names never changing; keeping them here,
 not as literals across modules, is what makes a rename or a new file a one-place change.
@@ -28,8 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TRIALS = "trials"
-LOCK_NAME = ".lock"
-# Written when covbench makes a folder its run folder (covbench.run_folder.claim_run_dir): covbench
+RUN_LOCK = ".lock"  # the OS lock of one writer per run folder (covbench.folder.lock)
+# the lock object of one run per storage prefix (covbench.folder.storage): another name than
+# RUN_LOCK, since a prefix may be a local folder next to run folders
+STORAGE_LOCK = ".covbench-lock"
+CHECKPOINT = "checkpoint.pt"  # model + Adam + best weights: resumes training (covbench.training.checkpoint)
+WEIGHTS = "weights.pt"  # the evaluated weights of a trial whose training finished
+# Written when covbench makes a folder its run folder (covbench.folder.state.claim_run_dir): covbench
 # writes only into folders that carry it, are empty, or are run folders of an older covbench.
 MARKER = ".covbench-run"
 GATE_FILE = "gate.json"
@@ -122,7 +127,7 @@ class RunFolder:
 
     @property
     def rounds(self) -> Path:
-        """rounds.json: each look of a `--max-seeds` run (covbench.rounds), written as decided."""
+        """rounds.json: each look of a `--max-seeds` run (covbench.execution.rounds), written as decided."""
         return self.root / "rounds.json"
 
     @property
@@ -135,7 +140,7 @@ class RunFolder:
 
     @property
     def lock(self) -> Path:
-        return self.root / LOCK_NAME
+        return self.root / RUN_LOCK
 
     @property
     def marker(self) -> Path:

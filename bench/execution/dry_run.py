@@ -23,19 +23,21 @@ from __future__ import annotations
 import inspect
 import os
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from covbench.config import RunConfig
 from covbench.datasets.prepare import find_cached
 from covbench.datasets.splits import n_folds
-from covbench.errors import DamagedFile
-from covbench.layout import RunFolder, trial_name
-from covbench.packing import Packing, largest_trial_memory, plan_packing
-from covbench.run_folder import check_stored, read_config
-from covbench.run_key import FINGERPRINT_CHARS, RunKey
-from covbench.store import done_for, read_json
+from covbench.errors import CovbenchError, DamagedFile
+from covbench.execution.options import ExecutionOptions
+from covbench.execution.packing import Packing, could_pack, largest_trial_memory, plan_packing
+from covbench.folder.io import done_for, read_json
+from covbench.folder.key import FINGERPRINT_CHARS, RunKey
+from covbench.folder.layout import RunFolder, trial_name
+from covbench.folder.state import check_stored
+from covbench.folder.stored_config import read_stored_config
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,11 @@ def _folder(cfg: RunConfig, run_dir: Path | None, allow_version_change: bool) ->
     if not run_dir.exists():
         return f"{run_dir}: a new folder, created when the run starts", {}
     try:
-        stored = read_config(run_dir)
+        stored = read_stored_config(run_dir)
     except DamagedFile as exc:
         return f"{run_dir}: {exc}; the run sets it aside if every finished trial there matches", {}
     if stored is not None:
-        from covbench.manifest import code_versions
+        from covbench.folder.manifest import code_versions
 
         check_stored(run_dir, cfg, stored, code_versions(cfg.models), allow_version_change)
     done = _finished_records(run_dir, cfg.key())
@@ -143,7 +145,7 @@ def _check_split(cfg: RunConfig, meta: dict[str, Any] | None, cache: Path | None
 
     from covbench.datasets.prepare import load_slices
     from covbench.datasets.splits import kfold_split, patient_split
-    from covbench.runner import split_folds
+    from covbench.execution.runner import split_folds
 
     if meta is not None and cache is not None and (cache / "meta.json").is_file():
         with warnings.catch_warnings():  # the paper split's leak warning: the run shows it
@@ -169,7 +171,7 @@ def _check_split(cfg: RunConfig, meta: dict[str, Any] | None, cache: Path | None
 def _data(cfg: RunConfig) -> tuple[str, dict[str, Any] | None, str | None]:
     from covbench.datasets.base import default_cache_root
     from covbench.datasets.prepare import cache_key
-    from covbench.runner import data_request
+    from covbench.execution.runner import data_request
 
     spec, options, pre = data_request(cfg)
     data_dir = spec.check_data_dir(cfg.data_dir)  # the run's own refusal of a missing folder
@@ -180,13 +182,23 @@ def _data(cfg: RunConfig) -> tuple[str, dict[str, Any] | None, str | None]:
     )  # fmt: skip
     unchecked = _check_split(cfg, meta, cache)
     where = f"dataset {cfg.dataset!r}" + (f" at {data_dir}" if data_dir else "")
+    tested = ""
+    if cfg.test_data:  # the run's refusal of a missing test folder, before anything is read
+        test_spec = data_request(cfg, test=True)[0]
+        try:
+            test_dir = test_spec.check_data_dir(cfg.test_data["data_dir"])
+        except CovbenchError as exc:  # as the run names it
+            raise CovbenchError(f"--test-dataset {test_spec.name}: {exc}") from None
+        tested = f"; tested on every patient of dataset {test_spec.name!r}" + (
+            f" at {test_dir}" if test_dir else ""
+        )
     if meta is None:
-        note = f"{where}: not pre-processed at {cfg.image_size} px yet; the run reads it first"
+        note = f"{where}: not pre-processed at {cfg.image_size} px yet; the run reads it first{tested}"
         return note, None, unchecked
     return (
         f"{where}: {meta.get('n_cases')} cases, {meta.get('n_slices')} slices at {cfg.image_size} px "
         f"(pre-processing cache, fingerprint {str(meta.get('fingerprint'))[:FINGERPRINT_CHARS]}; "
-        "the run checks it)",
+        f"the run checks it){tested}",
         meta,
         unchecked,
     )
@@ -194,8 +206,8 @@ def _data(cfg: RunConfig) -> tuple[str, dict[str, Any] | None, str | None]:
 
 def _largest_plan(cfg: RunConfig, done: dict[str, dict[str, Any]], folds: int, slots: int | None) -> str:
     """Rounds of seeds (`--max-seeds`): the plan above is the first round; the most the run can
-    train is every model to max seeds (covbench.rounds.largest_plan), timed as the plan is."""
-    from covbench.rounds import largest_plan
+    train is every model to max seeds (covbench.execution.rounds.largest_plan), timed as the plan is."""
+    from covbench.execution.rounds import largest_plan
 
     trials = [PlannedTrial(m, s, f, trial_name(m, s, f) in done) for m, s, f in largest_plan(cfg)]
     pending = [t for t in trials if not t.done]
@@ -216,50 +228,35 @@ def _duration(seconds: float) -> str:
 
 
 def plan_run(
-    cfg: RunConfig,
-    run_dir: Path | None,
-    *,
-    address: str | None = None,
-    debug: bool = False,
-    cpus_per_trial: float = 1.0,
-    gpus_per_trial: float | None = None,
-    max_retries: int = 2,
-    checkpoint_every: float = 120.0,
-    allow_version_change: bool = False,
-    stall_timeout: float = 0.0,
+    cfg: RunConfig, run_dir: Path | None, options: ExecutionOptions | None = None, **settings: Any
 ) -> RunPlan:
-    """The plan of `covbench.runner.execute(cfg, run_dir, ...)` with the same options; raises the
-    CovbenchError the run would raise before its first trial."""
-    from covbench.options import ExecutionOptions
-    from covbench.scheduler import InProcessExecutor, Resources, free_gpu_memory, slots
+    """The plan of `covbench.execution.runner.execute(cfg, run_dir, options)` with the same options
+    (the ExecutionOptions fields given as keywords, as `execute` takes them), its defaults, trial
+    order and packing rule; raises the CovbenchError the run would raise before its first trial."""
+    from covbench.execution.runner import trial_order
+    from covbench.execution.scheduler import InProcessExecutor, Resources, free_gpu_memory, slots
 
-    ExecutionOptions(
-        address=address, debug=debug, cpus_per_trial=cpus_per_trial, max_retries=max_retries,
-        checkpoint_every=checkpoint_every, stall_timeout=stall_timeout,
-    ).validate(cfg)  # fmt: skip
+    opts = replace(options or ExecutionOptions(), **settings)
+    opts.validate(cfg)
     folds = n_folds(cfg.split, cfg.folds)
     data_note, meta, unchecked = _data(cfg)
-    folder_note, done = _folder(cfg, run_dir, allow_version_change)
-    trials = [  # the runner's order: seeds, then folds, then models
-        PlannedTrial(model, seed, fold, trial_name(model, seed, fold) in done)
-        for seed in cfg.seeds
-        for fold in range(folds)
-        for model in cfg.models
-    ]
+    folder_note, done = _folder(cfg, run_dir, opts.allow_version_change)
+    trials = [PlannedTrial(m, s, f, trial_name(m, s, f) in done) for m, s, f in trial_order(cfg, folds)]
     n_pending = sum(not t.done for t in trials)
     notes: list[str] = [unchecked] if unchecked else []
-    cluster = (address or os.environ.get("RAY_ADDRESS")) and not debug
+    cluster = (opts.address or os.environ.get("RAY_ADDRESS")) and not opts.debug
     if cluster:
         resources = packing = at_once = None
     else:
         resources = InProcessExecutor().resources()  # what a local Ray instance is given
         gpus = resources["gpus"]
         trial_memory = gpu_memory = None
-        if gpus_per_trial is None and 1 <= gpus < n_pending:  # packing could pay: as the runner decides
+        if could_pack(opts.gpus_per_trial, gpus, n_pending):  # the runner's rule
             from covbench.checks import check_config
 
             resident = int(meta["n_slices"]) if meta else 0
-            trial_memory = largest_trial_memory(check_config(cfg).values(), resident, cfg.image_size)
+            checks = check_config(cfg, timeout=opts.stall_timeout or None)  # as the run checks them
+            trial_memory = largest_trial_memory(checks.values(), resident, cfg.image_size)
             gpu_memory = free_gpu_memory()
             notes.append(
                 "trial memory from the contract check (run here on the CPU) with "
@@ -270,10 +267,12 @@ def plan_run(
                 )  # fmt: skip
             )
         packing = plan_packing(
-            gpus_per_trial, gpus, n_trials=n_pending, trial_memory=trial_memory, gpu_memory=gpu_memory
+            opts.gpus_per_trial, gpus, n_trials=n_pending, trial_memory=trial_memory, gpu_memory=gpu_memory
         )
-        at_once = 1 if debug else slots(resources, Resources(cpus_per_trial, packing.gpus_per_trial))
-        if debug:
+        at_once = (
+            1 if opts.debug else slots(resources, Resources(opts.cpus_per_trial, packing.gpus_per_trial))
+        )
+        if opts.debug:
             notes.append("--debug: trials run one after another in this process, without Ray")
     seconds, how = _estimate(cfg, done, [t for t in trials if not t.done], at_once)
     if cfg.rounds:
@@ -282,7 +281,7 @@ def plan_run(
         config_key=cfg.key(),
         trials=trials,
         n_folds=folds,
-        cpus_per_trial=cpus_per_trial,
+        cpus_per_trial=opts.cpus_per_trial,
         resources=resources,
         packing=packing,
         slots=at_once,

@@ -16,14 +16,14 @@ from typing import Any
 
 @dataclass(frozen=True)
 class TrialRecord:
-    # what ran (covbench.trial.run_trial); every covbench version wrote these six, so the
+    # what ran (covbench.training.trial.run_trial); every covbench version wrote these six, so the
     # defaults only ever fill in for a record.json that covbench did not write
     model: str = ""
     seed: int = 0
     fold: int = 0
     trial: str | None = None
-    status: str | None = None  # "done"; what done means for a run: covbench.store.done_for
-    config_key: str | None = None  # str(covbench.run_key.RunKey)
+    status: str | None = None  # "done"; what done means for a run: covbench.folder.io.done_for
+    config_key: str | None = None  # str(covbench.folder.key.RunKey)
     parameters: int | None = None
     width: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # the model's options as it was built
@@ -54,8 +54,9 @@ class TrialRecord:
     n_train: int | None = None
     n_val: int | None = None
     n_test: int | None = None
-    health: dict[str, Any] | None = None  # covbench.health.Health.to_dict(); absent from older records
-    # where and when the attempt ran (covbench.runner._timing)
+    # covbench.training.health.Health.to_dict(); absent from older records
+    health: dict[str, Any] | None = None
+    # where and when the attempt ran (covbench.execution.runner._timing)
     attempts: int | None = None
     gpu_ids: list[Any] | None = None
     cuda_visible_devices: str | None = None

@@ -1,32 +1,30 @@
 """The run folder's state: whether its configuration, code versions and data match this run,
 which trials are finished with results that read back, and what the finished ones hold.
 
-`covbench.runner` asks these questions before and after it runs trials; `covbench.layout` names
-the files, `covbench.store` does the file I/O (atomic, durable writes; damaged files set aside). A
+`covbench.execution.runner` asks these questions before and after it runs trials;
+`covbench.folder.layout` names the files, `covbench.folder.io` does the file I/O (atomic, durable
+writes; damaged files set aside). A
 trial whose `record.json` carries the run's key and whose results read back is done; one with
 `checkpoint.pt` continues from it, one with `weights.pt` is only evaluated again
-(covbench.checkpoint); a folder whose configuration or data differ is refused.
+(covbench.training.checkpoint); a folder whose configuration or data differ is refused.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from covbench.checkpoint import WEIGHTS
 from covbench.config import RunConfig
 from covbench.datasets import SliceSet
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
-from covbench.layout import LOCK_NAME, MARKER, RunFolder, TrialFolder
-from covbench.manifest import now_iso
-from covbench.paths import folder_problem
-from covbench.run_key import RunKey
-from covbench.store import (
+from covbench.folder.io import (
     atomic_path,
     done_for,
     done_trials,
@@ -38,8 +36,13 @@ from covbench.store import (
     set_aside,
     write_json,
 )
-from covbench.train import local_amp
-from covbench.trial_record import TrialRecord
+from covbench.folder.key import RunKey
+from covbench.folder.layout import MARKER, RUN_LOCK, WEIGHTS, RunFolder, TrialFolder
+from covbench.folder.lock import run_lock
+from covbench.folder.manifest import now_iso
+from covbench.folder.record import TrialRecord
+from covbench.folder.stored_config import StoredConfig, read_stored_config
+from covbench.paths import folder_problem
 
 CASE_COLUMNS = ("model", "seed", "fold", "case")  # one row per (model, seed, fold, case)
 
@@ -48,7 +51,7 @@ def _older_run_folder(run_dir: Path) -> bool:
     """A run folder of a covbench from before the marker: its config.json is a covbench
     configuration, or its environment.json is a covbench run manifest."""
     try:
-        if read_config(run_dir) is not None:
+        if read_stored_config(run_dir) is not None:
             return True
     except (DamagedFile, OSError):
         pass
@@ -68,7 +71,7 @@ def check_out_folder(run_dir: Path) -> None:
         return
     if problem:
         raise CovbenchError(f"--out {run_dir} {problem}; name a new or empty folder")
-    entries = set(os.listdir(run_dir)) - {LOCK_NAME}
+    entries = set(os.listdir(run_dir)) - {RUN_LOCK}
     if not entries or MARKER in entries or _older_run_folder(Path(run_dir)):
         return
     shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
@@ -76,6 +79,17 @@ def check_out_folder(run_dir: Path) -> None:
         f"--out {run_dir} is a folder covbench did not create and it is not empty ({shown}); "
         "covbench writes only into new or empty folders and its own run folders: name another --out"
     )
+
+
+@contextmanager
+def writing_run_folder(run_dir: Path) -> Iterator[None]:
+    """The one way into a run folder for writing: refuse an --out covbench must not write into,
+    hold its lock for the block (re-entrant: the CLI holds it around the run and the report, the
+    runner takes it again for library callers), and mark the folder covbench's."""
+    check_out_folder(run_dir)  # before the lock writes anything into it
+    with run_lock(run_dir):
+        claim_run_dir(run_dir)
+        yield
 
 
 def claim_run_dir(run_dir: Path) -> None:
@@ -95,21 +109,9 @@ def split_manifest(cfg: RunConfig, folds: list[dict[str, Any]]) -> dict[str, Any
     }
     if len(folds) == 1:
         out.update({k: folds[0][k] for k in ("train", "val", "test")})
+    if folds and "test_dataset" in folds[0]:  # `--test-dataset`: what the test part comes from
+        out["test_dataset"] = folds[0]["test_dataset"]
     return out
-
-
-def read_config(run_dir: Path) -> dict[str, Any] | None:
-    """A run folder's config.json as stored (with `_key`, `_versions`); None when there is none.
-    One that is not JSON, or not a covbench configuration, raises DamagedFile."""
-    path = RunFolder(run_dir).config
-    if not path.exists():
-        return None
-    data = read_json(path)
-    try:
-        RunConfig.from_dict({k: v for k, v in data.items() if not k.startswith("_")})
-    except (AttributeError, TypeError, KeyError, ValueError) as exc:
-        raise DamagedFile(path, f"not a covbench configuration: {exc}") from None
-    return data
 
 
 def _heal_config(run_dir: Path, cfg: RunConfig, damage: DamagedFile) -> None:
@@ -136,32 +138,31 @@ def check_run_dir(
     cfg: RunConfig,
     versions: dict[str, str] | None = None,
     allow_version_change: bool = False,
-) -> dict[str, Any]:
+) -> StoredConfig | None:
     """Refuse to mix results of two different configurations, or of two code versions (see
-    `check_versions`), in one folder. Call it holding the folder's lock (covbench.lock).
+    `check_versions`), in one folder. Call it holding the folder's lock (covbench.folder.lock).
 
-    Returns config.json as stored ({} when there is none, or a damaged one was set aside): the
-    runner hands it on (`check_data_key`, `config_record`) instead of reading the file again."""
+    Returns config.json as stored (None when there is none, or a damaged one was set aside): the
+    runner hands it on (`check_data_key`, `StoredConfig.continued`) instead of reading it again."""
     try:
-        stored = read_config(run_dir)
+        stored = read_stored_config(run_dir)
     except DamagedFile as exc:
         _heal_config(Path(run_dir), cfg, exc)
-        return {}
-    if stored is None:
-        return {}
-    check_stored(run_dir, cfg, stored, versions, allow_version_change)
+        return None
+    if stored is not None:
+        check_stored(run_dir, cfg, stored, versions, allow_version_change)
     return stored
 
 
 def check_stored(
     run_dir: Path,
     cfg: RunConfig,
-    stored: dict[str, Any],
+    stored: StoredConfig,
     versions: dict[str, str] | None = None,
     allow_version_change: bool = False,
 ) -> None:
-    """`check_run_dir` on a config.json already read (`read_config`)."""
-    old = RunConfig.from_dict({k: v for k, v in stored.items() if not k.startswith("_")})
+    """`check_run_dir` on a config.json already read (`read_stored_config`)."""
+    old = stored.config
     if old.key() != cfg.key():
         changed = sorted(k for k, v in cfg.trial_config().items() if old.trial_config().get(k) != v)
         raise CovbenchError(
@@ -169,27 +170,13 @@ def check_stored(
             "use another --out"
         )
     if versions is not None:
-        check_versions(run_dir, stored.get("_versions"), versions, allow_version_change)
+        check_versions(run_dir, stored, versions, allow_version_change)
 
 
-def version_changes(stored: dict[str, str] | None, current: dict[str, str]) -> dict[str, tuple[Any, Any]]:
-    """{distribution: (stored version, current version)} for every one that differs. A folder
-    written before versions were recorded (no `_versions`) has nothing to compare."""
-    if not stored or not isinstance(stored, dict):
-        return {}
-    return {
-        name: (stored.get(name), current.get(name))
-        for name in sorted(set(stored) | set(current))
-        if stored.get(name) != current.get(name)
-    }
-
-
-def check_versions(
-    run_dir: Path, stored: dict[str, str] | None, current: dict[str, str], allow: bool = False
-) -> None:
+def check_versions(run_dir: Path, stored: StoredConfig, current: dict[str, str], allow: bool = False) -> None:
     """Resuming with other code (covbench, or a model plugin's distribution) would put trials
     trained by two versions into one table: refused unless the user allows it explicitly."""
-    changes = version_changes(stored, current)
+    changes = stored.version_diff(current)
     if not changes or allow:
         return
     was = ", ".join(f"{name} {old or '(absent)'}" for name, (old, _) in changes.items())
@@ -201,37 +188,13 @@ def check_versions(
     )
 
 
-def stored_config(run_dir: Path) -> dict[str, Any]:
-    """config.json as stored, {} when there is none or it is damaged: for callers after
+def stored_config(run_dir: Path) -> StoredConfig | None:
+    """config.json as stored, None when there is none or it is damaged: for callers after
     `check_run_dir`, which has judged (and healed) the damage already."""
     try:
-        return read_config(run_dir) or {}
+        return read_stored_config(run_dir)
     except DamagedFile:
-        return {}
-
-
-def config_record(
-    run_dir: Path, cfg: RunConfig, key: str, versions: dict[str, str], stored: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """What config.json holds: the configuration, its key, the code versions, and every allowed
-    version change the folder went through (the report lists them). `stored`: config.json as
-    `check_run_dir` returned it (read from the folder when not given)."""
-    stored = stored_config(run_dir) if stored is None else stored
-    history = list(stored.get("_version_changes") or [])
-    changes = version_changes(stored.get("_versions"), versions)
-    if changes:
-        history.append(
-            {
-                "at": now_iso(),
-                "from": {name: old for name, (old, _) in changes.items()},
-                "to": {name: new for name, (_, new) in changes.items()},
-            }
-        )
-    # `_amp`: what "auto" meant on this machine; outside the key, which keeps what was asked for
-    record = {**cfg.to_dict(), "_key": key, "_versions": versions, "_amp": local_amp(cfg.amp)}
-    if history:
-        record["_version_changes"] = history
-    return record
+        return None
 
 
 def read_previous_environment(run_dir: Path) -> dict[str, Any] | None:
@@ -240,14 +203,14 @@ def read_previous_environment(run_dir: Path) -> dict[str, Any] | None:
     return read_json_object(RunFolder(run_dir).environment, "this run writes a new one")
 
 
-def check_data_key(run_dir: Path, key: str, stored: dict[str, Any] | None = None) -> None:
+def check_data_key(run_dir: Path, key: RunKey, stored: StoredConfig | None) -> None:
     """Same config but different data (the fingerprint is the key's tail): refuse as well.
-    `stored`: config.json as `check_run_dir` returned it (read from the folder when not given)."""
-    old = (stored_config(run_dir) if stored is None else stored).get("_key")
+    `stored`: config.json as `check_run_dir` returned it."""
+    old = stored.key if stored is not None else None
     if old and old != key:
         raise CovbenchError(
-            f"{run_dir} holds a run on different data (fingerprint {RunKey.parse(old).data_fingerprint}, "
-            f"now {RunKey.parse(key).data_fingerprint}); use another --out"
+            f"{run_dir} holds a run on different data (fingerprint {old.data_fingerprint}, "
+            f"now {key.data_fingerprint}); use another --out"
         )
 
 
@@ -320,7 +283,8 @@ def collect_cases(run_dir: Path, key: str | None = None) -> pd.DataFrame:
     record carries the run's key (default: config.json's `_key`), so rows of another
     configuration or data never enter the run's table."""
     if key is None:
-        key = stored_config(run_dir).get("_key")
+        stored = stored_config(run_dir)
+        key = str(stored.key) if stored is not None and stored.key else None
     frames = []
     for tdir, _record in done_trials(run_dir, key):
         try:
@@ -375,10 +339,11 @@ def load_run_config(run_dir: Path) -> RunConfig:
     if not path.is_file():
         raise CovbenchError(f"--resume {run_dir}: no config.json there (is it a covbench run folder?)")
     try:
-        data = read_config(run_dir)
+        stored = read_stored_config(run_dir)
     except DamagedFile as exc:
         raise CovbenchError(
             f"--resume {run_dir}: {exc}; run the original `covbench run` command with --out {run_dir} "
             "instead (finished trials are kept)"
         ) from None
-    return RunConfig.from_dict({k: v for k, v in (data or {}).items() if not k.startswith("_")})
+    assert stored is not None  # the file is there
+    return stored.config

@@ -13,18 +13,18 @@ import math
 from dataclasses import dataclass
 
 from covbench import registry
-from covbench.checkpoint import CheckpointPolicy
 from covbench.config import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_STALL_SECONDS, RunConfig
 from covbench.errors import CovbenchError
-from covbench.scheduler import check_address
-from covbench.storage import Storage
+from covbench.execution.scheduler import check_address
+from covbench.folder.storage import Storage
+from covbench.training.checkpoint import CheckpointPolicy
 
 
 @dataclass(frozen=True)
 class ExecutionOptions:
     address: str | None = None  # a Ray cluster to join ('auto', host:port, ray://...); None: local
     cpus_per_trial: float = 1.0  # torch threads follow
-    gpus_per_trial: float | None = None  # None: as many trials per GPU as fit (covbench.packing)
+    gpus_per_trial: float | None = None  # None: as many trials per GPU as fit (covbench.execution.packing)
     max_retries: int = 2  # of a trial whose worker died
     debug: bool = False  # trials in this process, without Ray
     checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS  # seconds between checkpoints; 0: every epoch
