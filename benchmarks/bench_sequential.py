@@ -17,6 +17,7 @@ The fixed design of equal power: the smallest seeds per model whose planned powe
     python benchmarks/bench_sequential.py --at-power    # the saving at 80 % power of a fixed design
     python benchmarks/bench_sequential.py --extended    # heavy, skewed, diverging seeds, ci.json
     python benchmarks/bench_sequential.py --normal-theory --datasets 200000   # the z-test bound
+    python benchmarks/bench_sequential.py --equivalence # false "equivalent" at the margin
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ def simulate(rng, n, seeds, patients, icc, seed_sd, delta):
 
 
 def run_rule(a, b, rule: Rule, margin=ROPE["dice"]):
-    """(verdict sign: +1 A better, -1 B better, 0 none; seeds per model used) per dataset, as
+    """(verdict sign: +1 A better, -1 B better, 0 none; seeds per model used; declared practically
+    equivalent) per dataset, as
     `sequential.look` decides: the look's level and the final one from `Rule.look_levels`, the
     seeds guard from `Rule.guards`."""
     n, _, patients = a.shape
     sign = np.zeros(n)
+    same = np.zeros(n, bool)
     used = np.full(n, rule.max_seeds)
     open_ = np.ones(n, bool)
     informations: list[float] = []
@@ -90,6 +93,7 @@ def run_rule(a, b, rule: Rule, margin=ROPE["dice"]):
         equivalent = batch.p_equivalence(margin) < level
         better = (batch.p_value < level) & ~equivalent & (not rule.guards(s, s, last))
         sign[idx[better]] = np.sign(batch.estimate[better])
+        same[idx[equivalent]] = True
         decided = better | equivalent
         cp = conditional_power(
             batch.estimate, batch.se, t_var, batch.df, final, margin, rule.futility_assumes
@@ -98,7 +102,7 @@ def run_rule(a, b, rule: Rule, margin=ROPE["dice"]):
         stop = decided | futile | last
         used[idx[stop]] = s
         open_[idx[stop]] = False
-    return sign, used
+    return sign, used, same
 
 
 def fixed_seeds(design: Design, delta: float, patients: int, power: float, most: int = 200) -> int | None:
@@ -133,7 +137,7 @@ def extended(args) -> None:
         ]
         for sc in scenarios:
             a, b = sc.simulate(rng, args.datasets, 0.0, reals)
-            sign, used = run_rule(a, b, rule)
+            sign, used, _ = run_rule(a, b, rule)
             false = float((sign != 0).mean())
             worst = max(worst, false)
             print(f"| {sc.name} | {first} | {most} | {false:.3f} | {used.mean():.1f} |", flush=True)
@@ -172,7 +176,7 @@ def at_power(args, grid) -> None:
         false = float((run_rule(a, b, rule)[0] != 0).mean())
         worst = max(worst, false)
         a, b = simulate(rng, args.datasets, most, patients, icc, seed_sd, delta)
-        sign, used = run_rule(a, b, rule)
+        sign, used, _ = run_rule(a, b, rule)
         power, seeds = float((sign > 0).mean()), float(used.mean())
         fixed = fixed_seeds(design, delta, patients, power) if power > ALPHA else None
         ratio = seeds / fixed if fixed else float("nan")
@@ -197,6 +201,25 @@ def at_power(args, grid) -> None:
         f"largest false 'better' {worst:.3f}; E[seeds] / fixed design at 80 % median {np.median(shares):.2f} "
         f"(max {max(shares):.2f}); / fixed design of equal power where power >= 0.8: {at80}"
     )
+
+
+def equivalence(args, grid) -> None:
+    """False "practically equivalent" over all looks: the true difference sits on the margin
+    (ROPE, 0.01 Dice), where TOST (Schuirmann 1987) at each look's level should claim equivalence at
+    most about alpha of the time (group-sequential equivalence tests: Jennison & Turnbull 2000, ch. 6)."""
+    rng = np.random.default_rng(args.seed)
+    margin = ROPE["dice"]
+    print("| first | max | patients | ICC | seed SD | false 'equivalent' at the margin | mean seeds |")
+    print("|---|---|---|---|---|---|---|")
+    worst = 0.0
+    for first, most, patients, icc, seed_sd in grid:
+        a, b = simulate(rng, args.datasets, most, patients, icc, seed_sd, margin)
+        _, used, same = run_rule(a, b, _rule(args, first, most))
+        worst = max(worst, float(same.mean()))
+        print(
+            f"| {first} | {most} | {patients} | {icc} | {seed_sd} | {same.mean():.3f} | {used.mean():.1f} |"
+        )
+    print(f"\n{len(grid)} scenarios x {args.datasets} datasets ({args.spending}): largest {worst:.3f}")
 
 
 def normal_theory(args) -> None:
@@ -242,6 +265,7 @@ def main() -> None:
     parser.add_argument("--extended", action="store_true", help="the extended seed behaviours instead")
     parser.add_argument("--at-power", action="store_true", help="at the difference 80 %% power finds")
     parser.add_argument("--normal-theory", action="store_true", help="the z-test bound of the saving")
+    parser.add_argument("--equivalence", action="store_true", help="false 'equivalent' at the margin")
     args = parser.parse_args()
     spent(0.5, spending=args.spending)  # an unknown name fails here, before any simulation
     if args.extended:
@@ -253,6 +277,9 @@ def main() -> None:
     grid = list(itertools.product(FIRSTS, MAXES, PATIENTS, ICCS, SEED_SDS))
     if args.quick:
         grid = [(3, 10, 10, 0.5, 0.02), (2, 30, 3, 0.0, 0.005), (5, 20, 40, 0.5, 0.02)]
+    if args.equivalence:
+        equivalence(args, grid)
+        return
     if args.at_power:  # where seeds matter: seed SD 0.02, 10 or 40 patients (3 patients: df-bound)
         at_power(
             args, grid if args.quick else list(itertools.product(FIRSTS, MAXES, (10, 40), ICCS, (0.02,)))
@@ -269,14 +296,14 @@ def main() -> None:
     for first, most, patients, icc, seed_sd in grid:
         rule = _rule(args, first, most)
         a, b = simulate(rng, args.datasets, most, patients, icc, seed_sd, 0.0)
-        sign, _ = run_rule(a, b, rule)
+        sign, _, _ = run_rule(a, b, rule)
         false = float((sign != 0).mean())
         worst = max(worst, false)
         design = Design(icc * TAU**2 / 2, seed_sd**2, (1 - icc) * TAU**2 / 2 / SLICES)
         cells = [f"{first}", f"{most}", f"{patients}", f"{icc}", f"{seed_sd}", f"{false:.3f}"]
         for delta in (0.02, 0.05):
             a, b = simulate(rng, args.datasets, most, patients, icc, seed_sd, delta)
-            sign, used = run_rule(a, b, rule)
+            sign, used, _ = run_rule(a, b, rule)
             power, seeds = float((sign > 0).mean()), float(used.mean())
             fixed = fixed_seeds(design, delta, patients, power) if power > ALPHA else None
             ratio = seeds / fixed if fixed else float("nan")
