@@ -75,7 +75,7 @@ TREND, DESIGN = "trend", "design"  # what conditional power assumes of the seeds
 FUTILITY_UNDER = TREND
 MIN_BETTER = 0  # seeds per side before an early "better" (exact rules; docs/calibration.md)
 DECIDED, FUTILE, OPEN, MAX_SEEDS = "decided", "futile", "open", "max seeds"
-GRID = 401  # Simpson points per look of the recursive integration (`crossing`): 2.413 to 1e-6
+GRID = 401  # Simpson points per look of the recursive integration (`crossing`): c to 1e-8
 _HSD = re.compile(r"^(?:exact-)?hsd\(([-+]?[0-9.]+)\)$")
 
 
@@ -116,7 +116,8 @@ def nominal_alpha(
     return np.maximum(spent(t, alpha, spending) - spent(t_before, alpha, spending), 0.0)
 
 
-def _simpson(half: float, n: int = GRID) -> tuple[np.ndarray, np.ndarray]:
+def _simpson(half: float) -> tuple[np.ndarray, np.ndarray]:
+    n = GRID
     z = np.linspace(-half, half, n)
     w = np.ones(n)
     w[1:-1:2], w[2:-1:2] = 4.0, 2.0

@@ -34,7 +34,7 @@ FIVE = np.arange(1, 6) / 5
 
 
 def test_pococks_constant_boundary_for_five_looks() -> None:
-    # Pocock (1977), Table 1: 2.413 for K = 5 equally spaced looks, two-sided alpha 0.05 (2.178 for K = 2)
+    # Pocock (1977): 2.413 for K = 5 equally spaced looks at two-sided alpha 0.05, 2.178 for K = 2
     for looks, published in ((5, 2.413), (2, 2.178)):
         t = np.arange(1, looks + 1) / looks
         c = optimize.brentq(lambda x, t=t: crossing(t, np.full(len(t), x)).sum() - 0.05, 1.5, 4.0)
@@ -42,7 +42,8 @@ def test_pococks_constant_boundary_for_five_looks() -> None:
 
 
 def test_obrien_flemings_boundary_for_five_looks() -> None:
-    # O'Brien & Fleming (1979): c sqrt(K / k) with c = 2.040 for K = 5 at two-sided 0.05
+    # O'Brien & Fleming (1979): c sqrt(K / k), c = 2.040 for K = 5 at two-sided 0.05 (Jennison &
+    # Turnbull 2000, ch. 2, tabulate it)
     shape = np.sqrt(5 / np.arange(1, 6))
     c = optimize.brentq(lambda x: crossing(FIVE, x * shape).sum() - 0.05, 1.5, 4.0)
     assert c == pytest.approx(2.040, abs=5e-4)
@@ -50,7 +51,7 @@ def test_obrien_flemings_boundary_for_five_looks() -> None:
 
 def test_lan_demets_obrien_fleming_spending_boundaries() -> None:
     # the per-side O'Brien-Fleming spending 2 - 2 Phi(z_{alpha/4} / sqrt t) at two-sided 0.05, 5 equal looks:
-    # 4.877, 3.357, 2.680, 2.290, 2.031 (the values of Lan & DeMets 1983 / DeMets & Lan 1994)
+    # 4.877, 3.357, 2.680, 2.290, 2.031, as group-sequential software (R's ldbounds, gsDesign) prints them
     side = 2 - 2 * stats.norm.cdf(stats.norm.isf(0.0125) / np.sqrt(FIVE))
     c = spend_boundaries(FIVE, np.diff(np.concatenate([[0.0], 2 * side])))
     np.testing.assert_allclose(c, [4.877, 3.357, 2.680, 2.290, 2.031], atol=2e-3)
