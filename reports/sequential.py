@@ -298,7 +298,7 @@ class Rule:
     max_seeds: int
     alpha: float = ALPHA
     futility: float = FUTILITY_POWER
-    spending: str = EXACT_POCOCK  # fewer seeds than EXACT_OBF at equal power (benchmarks/bench_sequential.py)
+    spending: str = EXACT_POCOCK  # the fewest seeds of the exact rules at 80 % power (docs/calibration.md)
     primary: str = "dice"  # the metric whose pairs decide when to stop
     # exact rules only: "better" before the last look needs this many seeds on each side of the pair
     # (diverging seeds, docs/calibration.md); the legacy rules never had it
