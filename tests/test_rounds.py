@@ -76,6 +76,17 @@ def test_unet_beats_a_model_that_cannot_learn_before_max_seeds(tmp_path, ray_ses
     summary = write_report(run, figures=False).summary
     assert summary["rounds"]["rounds"][-1]["pairs"][0]["verdict"] == "unet better"
     assert (run / "report.md").read_text().split("## ")[1].startswith("Rounds")
+    # the CI gate reads a rounds folder (its summary carries the rounds and each model's seeds)
+    from typer.testing import CliRunner
+
+    from covbench.cli import app
+
+    seeds = {m: len(v["dice"]) for m, v in summary["unit_values"]["values"].items()}
+    gate = CliRunner().invoke(app, ["compare", str(run / "summary.json"), str(run), "--require-identity"])
+    assert gate.exit_code == 0, gate.output
+    assert "checks passed" in gate.output and seeds == dict.fromkeys(
+        ("flatnet", "unet"), max(last["seeds"].values())
+    )
 
 
 def test_two_copies_make_no_better_claim_and_resume_mid_round_replays_them(
