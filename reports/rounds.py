@@ -46,19 +46,29 @@ def apply_rounds(verdicts: dict[str, dict], record: dict) -> None:
 def rounds_markdown(record: dict) -> list[str]:
     """The report's opening section: per round, seeds per model, the boundary, each pair's state."""
     rule = record["rule"]
+    exact = rule["spending"].startswith("exact-")  # covbench.reports.sequential.is_exact
+    bound = "exact group-sequential boundaries" if exact else "each look at the alpha it spends"
+    guard = (
+        f"; an early 'better' needs {rule['min_better']} seeds a side"
+        if exact and rule.get("min_better")
+        else ""
+    )
     lines = [
         f"Rounds of seeds: first {rule['first']}, then {rule['step']} a round, at most {rule['max_seeds']} "
         f"per model; {rule['spending']} alpha spending (alpha {rule['alpha']}, looks at the share of "
-        f"seeds), futility below {rule['futility']:.0%} conditional power; primary metric {rule['primary']}.",
+        f"seeds, {bound}), futility below {rule['futility']:.0%} conditional power{guard}; primary metric "
+        f"{rule['primary']}.",
         "",
-        "| round | seeds per model | alpha spent | level of this look | pairs (verdict, why it stopped) |",
-        "|---|---|---|---|---|",
+        "| round | seeds per model | alpha spent | level of this look | boundary (z) "
+        "| pairs (verdict, why it stopped) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in record["rounds"]:
         seeds = ", ".join(f"{m} {n}" for m, n in r["seeds"].items())
         pairs = "; ".join(f"{p['a']} vs {p['b']}: {p['verdict']} ({p['reason']})" for p in r["pairs"])
+        z = f"{r['boundary']:.3f}" if r.get("boundary") is not None else "-"
         lines.append(
-            f"| {r['round']} | {seeds} | {r['alpha_spent']:.4f} | {r['nominal_alpha']:.4f} | {pairs} |"
+            f"| {r['round']} | {seeds} | {r['alpha_spent']:.4f} | {r['nominal_alpha']:.4f} | {z} | {pairs} |"
         )
     if not record.get("finished"):
         lines += ["", "The run stopped before its rounds were finished: `covbench run --resume` continues."]

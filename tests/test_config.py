@@ -108,7 +108,7 @@ def test_cpu_phantom_design_has_enough_test_patients_for_verdicts():
     before = {
         k: v
         for k, v in smoke.trial_config().items()
-        if k not in ("split_fractions", "spacing", "selection", "dataset_options", "rounds")
+        if k not in ("split_fractions", "spacing", "selection", "dataset_options", "rounds", "test_data")
     }
     expected = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert smoke.split_fractions is None and smoke.key() == expected

@@ -76,10 +76,21 @@ def test_unet_beats_a_model_that_cannot_learn_before_max_seeds(tmp_path, ray_ses
     summary = write_report(run, figures=False).summary
     assert summary["rounds"]["rounds"][-1]["pairs"][0]["verdict"] == "unet better"
     assert (run / "report.md").read_text().split("## ")[1].startswith("Rounds")
+    # the CI gate reads a rounds folder (its summary carries the rounds and each model's seeds)
+    from typer.testing import CliRunner
+
+    from covbench.cli import app
+
+    seeds = {m: len(v["dice"]) for m, v in summary["unit_values"]["values"].items()}
+    gate = CliRunner().invoke(app, ["compare", str(run / "summary.json"), str(run), "--require-identity"])
+    assert gate.exit_code == 0, gate.output
+    assert "checks passed" in gate.output and seeds == dict.fromkeys(
+        ("flatnet", "unet"), max(last["seeds"].values())
+    )
 
 
 def test_two_copies_make_no_better_claim_and_resume_mid_round_replays_them(
-    tmp_path, ray_session, rounds_plugins
+    tmp_path, ray_session, rounds_plugins, monkeypatch
 ) -> None:
     from covbench.execution.runner import execute
 
@@ -102,3 +113,30 @@ def test_two_copies_make_no_better_claim_and_resume_mid_round_replays_them(
     outcome = execute(cfg, copy)
     assert len(outcome.done) == 1
     assert _rounds(copy) == whole
+
+    # Interrupted mid-round for real: every trial holds after its first epoch (the fault seam);
+    # round 1 is let go, and Ctrl-C comes while round 2's trials hold, unfinished. The same
+    # configuration then resumes from their checkpoints and ends with the same rounds.
+    from helpers import Hold
+
+    hold = Hold(tmp_path / "hold").arm(monkeypatch)
+    first_round = 2 * len(cfg.models)
+
+    def interrupt_in_round_two(kind: str, info: dict) -> None:
+        if kind == "start":  # round 1 only is queued; fewer slots than trials: release as they hold
+            released: set[str] = set()
+            while len(released) < first_round:
+                for trial in set(hold.wait_held(len(released) + 1)) - released:
+                    hold.release(trial)
+                    released.add(trial)
+        if kind == "more":  # the look after round 1 queued round 2: interrupt once one of it holds
+            hold.wait_held(first_round + 1)
+            raise KeyboardInterrupt
+
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        execute(cfg, interrupted, on_event=interrupt_in_round_two)
+    assert len(_rounds(interrupted)["rounds"]) == 1 and not _rounds(interrupted)["finished"]
+    monkeypatch.delenv("COVBENCH_TEST_HOLD")
+    execute(cfg, interrupted)
+    assert _rounds(interrupted) == whole
