@@ -175,6 +175,19 @@ def parse_spacing(text: str | None) -> tuple[float, float] | None:
 
 
 @dataclass(frozen=True)
+class CheckpointPolicy:
+    """When a trial's checkpointer (covbench.training.checkpoint) writes: after the first epoch,
+    then every `every_seconds` (0: every epoch). Here, beside its default, so the driver's options
+    need no torch."""
+
+    every_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+
+    def __post_init__(self) -> None:
+        if not self.every_seconds >= 0:
+            raise ValueError(f"checkpoint interval must be 0 or more seconds, got {self.every_seconds}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that decides a run's numbers. Two runs with the same `key()` and data
     fingerprint must give the same results (up to non-deterministic kernels)."""

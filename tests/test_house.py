@@ -78,10 +78,11 @@ def test_ray_only_in_the_scheduler():
 
 
 def test_reading_a_run_folder_loads_no_torch_ray_or_mlflow():
-    """What the report, `compare` and the CI gate import: a reader without a GPU stack pays for none."""
+    """What the report, `compare` and the CI gate import, the `covbench` command included (its run
+    command imports the engine when it runs): a reader without a GPU stack pays for none."""
     code = (
         "import sys, covbench.reports.report, covbench.reports.compare, covbench.folder.state, "
-        "covbench.folder.lock; print(sorted({'torch', 'ray', 'mlflow'} & set(sys.modules)))"
+        "covbench.folder.lock, covbench.cli; print(sorted({'torch', 'ray', 'mlflow'} & set(sys.modules)))"
     )
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert child.returncode == 0, child.stderr[-2000:]

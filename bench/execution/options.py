@@ -13,11 +13,10 @@ import math
 from dataclasses import dataclass
 
 from covbench import registry
-from covbench.config import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_STALL_SECONDS, RunConfig
+from covbench.config import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_STALL_SECONDS, CheckpointPolicy, RunConfig
 from covbench.errors import CovbenchError
 from covbench.execution.scheduler import check_address
 from covbench.folder.storage import Storage
-from covbench.training.checkpoint import CheckpointPolicy
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from covbench import registry
 from covbench.checks import check_config, models_record
-from covbench.config import RunConfig
+from covbench.config import CheckpointPolicy, RunConfig
 from covbench.datasets import SliceSet, cross
 from covbench.datasets.prepare import Prepared, prepare_slices
 from covbench.datasets.preprocess import PreprocessConfig
@@ -65,7 +65,6 @@ from covbench.folder.state import (
 )
 from covbench.folder.storage import Storage
 from covbench.folder.stored_config import StoredConfig
-from covbench.training.checkpoint import CheckpointPolicy
 from covbench.training.loop import local_amp
 from covbench.training.trial import TrialResult, TrialSpec, run_fold_trial
 

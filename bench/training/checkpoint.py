@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from covbench.config import DEFAULT_CHECKPOINT_SECONDS
+from covbench.config import CheckpointPolicy
 from covbench.faults import FaultHooks
 from covbench.folder.layout import CHECKPOINT, WEIGHTS
 from covbench.folder.storage import Storage
@@ -48,17 +48,6 @@ from covbench.training.loop import Best, EpochEnd, ResumeFrom
 FORMAT = 3  # 3 adds the epoch log; 2 and 1 (the per-epoch checkpoint) have the same keys, still loadable
 _REQUIRED_WEIGHTS = ("state", "best_epoch", "best_val_dice", "config_key")
 _REQUIRED = ("model", "optimizer", "epoch", "best_val_dice", "best_epoch", "best_state", "config_key")
-
-
-@dataclass(frozen=True)
-class CheckpointPolicy:
-    """When `after_epoch` writes: after the first epoch, then every `every_seconds` (0: every epoch)."""
-
-    every_seconds: float = DEFAULT_CHECKPOINT_SECONDS
-
-    def __post_init__(self) -> None:
-        if not self.every_seconds >= 0:
-            raise ValueError(f"checkpoint interval must be 0 or more seconds, got {self.every_seconds}")
 
 
 @dataclass
