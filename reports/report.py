@@ -39,6 +39,7 @@ from covbench.reports.rounds import apply_rounds, read_rounds, rounds_markdown
 from covbench.reports.stats import ALPHA, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, MetricTests, compare_models
 from covbench.reports.table import (
     MARK_LEGEND,
+    Table,
     build_table,
     column_titles,
     primary_order,
@@ -342,6 +343,50 @@ def _markdown_verdicts(
     return lines
 
 
+@dataclass
+class _Evidence:
+    """What the report says, read from the run folder and computed once, before anything is written."""
+
+    run_dir: Path
+    unit: str
+    primary: str
+    config: StoredConfig | None
+    records: list[TrialRecord]
+    curves: training.Curves
+    diverged: list[training.Divergence]
+    flags: list[health.SeedFlag]
+    slice_rows: pd.DataFrame
+    rows: pd.DataFrame
+    per_case: pd.DataFrame
+    models: dict
+    tests: dict[str, MetricTests]
+    seeds: list[int]
+    n_cases: int
+    n_patients: int
+    caption: str
+    seed_caption: str
+    distance_unit: str
+    test_dataset: dict[str, Any] | None
+    uv: UnitValues
+    verdict_map: dict
+    power: dict
+    warnings: list[str]  # one list: summary.json's, extended by the figures and the health checks
+    test_dicts: dict[str, dict]
+    verdict_dicts: dict[str, dict]
+    rounds: dict | None
+    dependent: list[health.Dependence]
+
+
+@dataclass
+class _Drawn:
+    """The figures the report links, the verdict matrix (many models) and the compact note."""
+
+    figures: list[tuple[Path, str]]
+    matrix: tuple[Path, str] | None
+    compact: str | None
+    paths: list[Path]
+
+
 def write_report(
     run_dir: Path, unit: str = "slice", figures: bool = True, primary: str | None = None
 ) -> Report:
@@ -351,19 +396,49 @@ def write_report(
         raise CovbenchError(f"--unit must be one of {', '.join(UNITS)}, got {quote(unit)}")
     if primary is not None and primary not in METRICS:
         raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {quote(primary)}")
-    primary = primary or previous_primary(run_dir)
+    ev = _gather(run_dir, unit, primary or previous_primary(run_dir))
+    summary = _summary(ev)
+    models_json = RunFolder(run_dir).models
+    extra = trial_extras(ev.records, read_json(models_json) if models_json.exists() else None)
+    order = primary_order(summary, ev.primary)  # Table 1's rows and every figure's models, best first
+    baseline = baseline_model(order, ev.config)
+    table = build_table(summary, ev.caption, extra=extra, order=order)
+    seed_table = build_table(summary, ev.seed_caption, view="seed", extra=extra, order=order)
+    sfx = suffix(unit)
+    ev.warnings += [d.warning() for d in ev.diverged]  # the list summary["warnings"] holds: written below
+    ev.warnings += [d.line() for d in ev.dependent if d.changed]
+    drawn = _draw(ev, order, baseline, figures)
+    paths = list(drawn.paths)
+
+    def put(name: str, text: str) -> None:
+        write_text(run_dir / name, text)
+        paths.append(run_dir / name)
+
+    put(f"verdicts{sfx}.csv", verdicts_csv(ev.verdict_dicts))  # every pair, whatever the report shows
+    put(f"tests{sfx}.csv", tests_csv(ev.test_dicts))
+    title = f"covbench report: {run_dir.name} ({unit} level)"
+    markdown = _markdown(ev, title, table, seed_table, drawn)
+    write_summary(RunFolder(run_dir).summary_of(sfx), summary)  # write_json's bytes, faster
+    paths.append(RunFolder(run_dir).summary_of(sfx))
+    put(f"table{sfx}.md", to_markdown(table))
+    put(f"table{sfx}.tex", to_latex(table, label=f"tab:covbench-{unit}"))
+    put(f"table{sfx}.csv", to_csv(table))
+    put(f"table-seeds{sfx}.csv", to_csv(seed_table))
+    put(f"report{sfx}.md", markdown)
+    put(f"report{sfx}.html", _html(ev, title, table, seed_table, drawn))
+    return Report(summary, markdown, paths)
+
+
+def _gather(run_dir: Path, unit: str, primary: str) -> _Evidence:
+    """Read the run folder once and compute every test, verdict, caption and warning."""
     slice_rows = load_rows(run_dir)
     config = run_config(run_dir)
     key = str(config.key) if config is not None and config.key else None
     trials = done_trials(run_dir, key)  # this configuration's; damaged records set aside
-    records = [record for _, record in trials]
     curves = training.load_curves(trials)  # epochs.csv of this configuration's trials
     diverged = training.divergences(curves)
     flags = health.seed_flags(trials, curves, diverged)  # training health (reports/health.py)
-    if unit == "slice":
-        rows = slice_rows
-    else:
-        rows = patient_rows(run_dir, run_threshold(config), trials)
+    rows = slice_rows if unit == "slice" else patient_rows(run_dir, run_threshold(config), trials)
     per_case = case_means(rows)
     models = summarize(rows)
     tests = {
@@ -390,140 +465,135 @@ def write_report(
     verdict_map = verdicts(uv, slice_rows if unit == "slice" else None, primary)
     power = detectable_statement(uv, primary)
     warnings = check_warnings(run_dir, rows, unit, tests, uv) + version_notes(config)
-    test_dicts = {m: t.to_dict() for m, t in tests.items()}
     verdict_dicts = {m: v.to_dict() for m, v in verdict_map.items()}
     rounds = read_rounds(run_dir)
     if rounds is not None:
         apply_rounds(verdict_dicts, rounds)
     dependent = health.dependence(uv, primary, verdict_dicts, flags)
     health.mark_verdicts(verdict_dicts, dependent)
-    summary = {
+    return _Evidence(
+        run_dir, unit, primary, config, [record for _, record in trials], curves, diverged, flags,
+        slice_rows, rows, per_case, models, tests, seeds, n_cases, n_patients, caption, seed_caption,
+        distance_unit, test_dataset, uv, verdict_map, power, warnings,
+        {m: t.to_dict() for m, t in tests.items()}, verdict_dicts, rounds, dependent,
+    )  # fmt: skip
+
+
+def _summary(ev: _Evidence) -> dict:
+    """summary.json (schema 2), which `compare`, `track` and the next report read."""
+    return {
         "schema": 2,  # 2: verdicts, unit_values and primary added; every version-1 field kept
-        "unit": unit,
-        "primary": primary,
+        "unit": ev.unit,
+        "primary": ev.primary,
         "inference": {
-            "unit": uv.unit,
-            "grouped": uv.grouped,
+            "unit": ev.uv.unit,
+            "grouped": ev.uv.grouped,
             "alpha": ALPHA,
-            "rope": {m: ROPE[m] for m in verdict_map if m in ROPE},
-            "imputed_worst": uv.imputed,
-            "left_out_undefined": uv.left_out,
-            "detectable": power,
+            "rope": {m: ROPE[m] for m in ev.verdict_map if m in ROPE},
+            "imputed_worst": ev.uv.imputed,
+            "left_out_undefined": ev.uv.left_out,
+            "detectable": ev.power,
         },
-        "verdicts": verdict_dicts,
-        "unit_values": uv.to_json(),
-        "distance_unit": distance_unit,  # of ASSD, HD95 and the NSD tolerance: "mm" or "px"
-        **({"test_dataset": test_dataset} if test_dataset is not None else {}),
-        "models": models,
-        "aggregation": caption,
-        "seed_aggregation": seed_caption,
-        "empty_cases": empty_case_counts(rows),
-        "tests": test_dicts,  # slice-level Friedman / Wilcoxon: descriptive (slices are not independent)
-        "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in tests},
+        "verdicts": ev.verdict_dicts,
+        "unit_values": ev.uv.to_json(),
+        "distance_unit": ev.distance_unit,  # of ASSD, HD95 and the NSD tolerance: "mm" or "px"
+        **({"test_dataset": ev.test_dataset} if ev.test_dataset is not None else {}),
+        "models": ev.models,
+        "aggregation": ev.caption,
+        "seed_aggregation": ev.seed_caption,
+        "empty_cases": empty_case_counts(ev.rows),
+        "tests": ev.test_dicts,  # slice-level Friedman / Wilcoxon: descriptive (slices are not independent)
+        "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in ev.tests},
         "alpha": ALPHA,
         "bootstrap": {"samples": BOOTSTRAP_SAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95},
-        "n_trials": len(records),
-        "n_cases": n_cases,
-        "n_patients": n_patients,
-        "seeds": seeds,
-        "warnings": warnings,
-        "per_case": _per_case_values(per_case),
-        **({"rounds": rounds} if rounds is not None else {}),  # rounds of seeds (reports/rounds.py)
-        "health": health.to_json(flags, dependent),
+        "n_trials": len(ev.records),
+        "n_cases": ev.n_cases,
+        "n_patients": ev.n_patients,
+        "seeds": ev.seeds,
+        "warnings": ev.warnings,
+        "per_case": _per_case_values(ev.per_case),
+        **({"rounds": ev.rounds} if ev.rounds is not None else {}),  # rounds of seeds (reports/rounds.py)
+        "health": health.to_json(ev.flags, ev.dependent),
     }
-    models_json = RunFolder(run_dir).models
-    extra = trial_extras(records, read_json(models_json) if models_json.exists() else None)
-    order = primary_order(summary, primary)  # Table 1's rows and every figure's models, best first
-    baseline = baseline_model(order, config)
-    table = build_table(summary, caption, extra=extra, order=order)
-    seed_table = build_table(summary, seed_caption, view="seed", extra=extra, order=order)
-    sfx = suffix(unit)
-    paths: list[Path] = []
 
-    def put(name: str, text: str) -> None:
-        write_text(run_dir / name, text)
-        paths.append(run_dir / name)
 
-    warnings += [d.warning() for d in diverged]  # the list summary["warnings"] holds: written below
-    warnings += [d.line() for d in dependent if d.changed]
-    figure_list: list[tuple[Path, str]] = []
-    matrix: tuple[Path, str] | None = None
-    if figures and len(order) >= 3 and verdict_dicts.get(primary, {}).get("pairs"):
-        matrix = _matrix_figure(run_dir / f"figures{sfx}", verdict_dicts[primary], order, distance_unit)
-        paths += [matrix[0].with_suffix(s) for s in (".png", ".svg")]
-    compact = many_models_note(len(order), verdict_dicts, sfx, matrix) if len(order) > MANY_MODELS else None
-    if matrix is not None and compact is None:
-        figure_list.append(matrix)
+def _draw(ev: _Evidence, order: list[str], baseline: str | None, figures: bool) -> _Drawn:
+    """The figures (none without `figures`); with more than MANY_MODELS models the verdict matrix
+    stands in for the pairwise rows."""
+    folder = ev.run_dir / f"figures{suffix(ev.unit)}"
+    primary = ev.verdict_dicts.get(ev.primary)
+    drawn = _Drawn([], None, None, [])
+    if figures and len(order) >= 3 and (primary or {}).get("pairs"):
+        drawn.matrix = _matrix_figure(folder, primary, order, ev.distance_unit)
+        drawn.paths += [drawn.matrix[0].with_suffix(s) for s in (".png", ".svg")]
+    if len(order) > MANY_MODELS:
+        drawn.compact = many_models_note(len(order), ev.verdict_dicts, suffix(ev.unit), drawn.matrix)
+    if drawn.matrix is not None and drawn.compact is None:
+        drawn.figures.append(drawn.matrix)
     if figures:
-        drawn = _figures(
-            run_dir, slice_rows, per_case, tests, unit, warnings, distance_unit, verdict_dicts.get(primary),
-            order, baseline,
+        plots = _figures(
+            ev.run_dir, ev.slice_rows, ev.per_case, ev.tests, ev.unit, ev.warnings, ev.distance_unit,
+            primary, order, baseline,
         )  # fmt: skip
-        figure_list += drawn
-        paths += [p.with_suffix(s) for p, _ in drawn for s in (".png", ".svg")]
-    if figures:  # the training curves (reports/curves.py)
-        curve_figure = _curve_figure(run_dir / f"figures{sfx}", curves, diverged, order, baseline)
-        figure_list += curve_figure
-        paths += [p.with_suffix(s) for p, _ in curve_figure for s in (".png", ".svg")]
-    put(f"verdicts{sfx}.csv", verdicts_csv(verdict_dicts))  # every pair, whatever the report shows
-    put(f"tests{sfx}.csv", tests_csv(test_dicts))
-    title = f"covbench report: {run_dir.name} ({unit} level)"
+        plots += _curve_figure(folder, ev.curves, ev.diverged, order, baseline)  # reports/curves.py
+        drawn.figures += plots
+        drawn.paths += [p.with_suffix(s) for p, _ in plots for s in (".png", ".svg")]
+    return drawn
+
+
+def _markdown(ev: _Evidence, title: str, table: Table, seed_table: Table, drawn: _Drawn) -> str:
     lines = [f"# {title}", ""]
-    if test_dataset is not None:
-        lines += [f"**{tested_on_sentence(test_dataset)}** Verdicts and ranking are on its patients.", ""]
-    for w in warnings:
+    if ev.test_dataset is not None:
+        lines += [f"**{tested_on_sentence(ev.test_dataset)}** Verdicts and ranking are on its patients.", ""]
+    for w in ev.warnings:
         lines += [f"> **Warning:** {w}", ""]
-    if rounds is not None:
-        lines += ["## Rounds", "", *rounds_markdown(rounds), ""]
-    matrix_md = (matrix[0].relative_to(run_dir), matrix[1]) if matrix is not None else None
-    verdict_md = _markdown_verdicts(verdict_dicts, power, uv, distance_unit, compact, matrix_md)
+    if ev.rounds is not None:
+        lines += ["## Rounds", "", *rounds_markdown(ev.rounds), ""]
+    matrix = drawn.matrix
+    matrix_md = (matrix[0].relative_to(ev.run_dir), matrix[1]) if matrix is not None else None
+    verdict_md = _markdown_verdicts(
+        ev.verdict_dicts, ev.power, ev.uv, ev.distance_unit, drawn.compact, matrix_md
+    )
     lines += ["## Verdicts", "", *verdict_md, ""]
-    lines += ["## Table 1", "", to_markdown(table), f"_{caption}_", ""]
-    lines += ["## Seed view", "", to_markdown(seed_table), f"_{seed_caption}_", ""]
-    lines += health.markdown(flags, dependent)
-    tests_md = _markdown_tests(test_dicts, unit, distance_unit, compact is not None)
+    lines += ["## Table 1", "", to_markdown(table), f"_{ev.caption}_", ""]
+    lines += ["## Seed view", "", to_markdown(seed_table), f"_{ev.seed_caption}_", ""]
+    lines += health.markdown(ev.flags, ev.dependent)
+    tests_md = _markdown_tests(ev.test_dicts, ev.unit, ev.distance_unit, drawn.compact is not None)
     lines += ["## Slice-level tests (descriptive)", "", *tests_md, ""]
-    if figure_list:
-        lines += ["## Figures", ""] + [f"![{c}]({p.relative_to(run_dir).as_posix()})" for p, c in figure_list]
-    markdown = "\n".join(lines) + "\n"
-    write_summary(RunFolder(run_dir).summary_of(sfx), summary)  # write_json's bytes, faster
-    paths.append(RunFolder(run_dir).summary_of(sfx))
-    put(f"table{sfx}.md", to_markdown(table))
-    put(f"table{sfx}.tex", to_latex(table, label=f"tab:covbench-{unit}"))
-    put(f"table{sfx}.csv", to_csv(table))
-    put(f"table-seeds{sfx}.csv", to_csv(seed_table))
-    put(f"report{sfx}.md", markdown)
+    if drawn.figures:
+        links = [f"![{c}]({p.relative_to(ev.run_dir).as_posix()})" for p, c in drawn.figures]
+        lines += ["## Figures", "", *links]
+    return "\n".join(lines) + "\n"
+
+
+def _html(ev: _Evidence, title: str, table: Table, seed_table: Table, drawn: _Drawn) -> str:
     from covbench.reports.html import page
 
-    titles_of = column_titles(distance_unit)
+    titles_of = column_titles(ev.distance_unit)
     notes = [
-        f"Run folder: {run_dir.resolve()}",
-        f"Trials: {len(records)}; seeds: {', '.join(map(str, seeds))}.",
+        f"Run folder: {ev.run_dir.resolve()}",
+        f"Trials: {len(ev.records)}; seeds: {', '.join(map(str, ev.seeds))}.",
         "Direction per metric: "
-        + ", ".join(f"{titles_of[m]} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in tests),
-        f"Distances (ASSD, HD95, NSD tolerance) in {distance_unit}"
-        + (": the data records no pixel spacing." if distance_unit == "px" else "."),
+        + ", ".join(f"{titles_of[m]} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in ev.tests),
+        f"Distances (ASSD, HD95, NSD tolerance) in {ev.distance_unit}"
+        + (": the data records no pixel spacing." if ev.distance_unit == "px" else "."),
     ]
-    notes += [f"Seed flagged for its training (reports/health.py): {f.line()}" for f in flags]
-    put(
-        f"report{sfx}.html",
-        page(
-            title,
-            warnings,
-            to_html(table),
-            to_html(seed_table),
-            test_dicts,
-            unit,
-            figure_list,
-            notes,
-            distance_unit=distance_unit,
-            verdicts=verdict_dicts,
-            verdict_intro=power_sentence(power, distance_unit),
-            compact=compact,
-            verdict_figure=matrix if compact is not None else None,
-        ),
+    notes += [f"Seed flagged for its training (reports/health.py): {f.line()}" for f in ev.flags]
+    return page(
+        title,
+        ev.warnings,
+        to_html(table),
+        to_html(seed_table),
+        ev.test_dicts,
+        ev.unit,
+        drawn.figures,
+        notes,
+        distance_unit=ev.distance_unit,
+        verdicts=ev.verdict_dicts,
+        verdict_intro=power_sentence(ev.power, ev.distance_unit),
+        compact=drawn.compact,
+        verdict_figure=drawn.matrix if drawn.compact is not None else None,
     )
-    return Report(summary, markdown, paths)
 
 
 def _per_case_values(per_case: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:

@@ -87,3 +87,31 @@ def test_reading_a_run_folder_loads_no_torch_ray_or_mlflow():
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.strip() == "[]"
+
+
+MAX_FUNCTION_LINES = 80  # issue 35: a function a reader would split is split
+
+
+def _long_functions(paths: list[Path]) -> list[str]:
+    """Functions whose body (docstring included) runs over MAX_FUNCTION_LINES lines."""
+    found = []
+    for p in paths:
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.body[0].lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    found.append(f"{p.name}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_body_runs_over_80_lines():
+    rooms = [ENGINE, REPO / "datasets", REPO / "reports"]
+    assert _long_functions([p for room in rooms for p in _modules(room)]) == []
+
+
+def test_the_length_rule_sees_a_long_function(tmp_path):
+    long = tmp_path / "long.py"
+    long.write_text("def f():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES + 1))
+    short = tmp_path / "short.py"
+    short.write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES)
+    assert _long_functions([short]) == [] and len(_long_functions([long])) == 1
