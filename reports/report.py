@@ -35,6 +35,15 @@ from covbench.reports.aggregate import (
 )
 from covbench.reports.inference import PRIMARY, ROPE
 from covbench.reports.json_text import write_summary
+from covbench.reports.report_figures import (
+    MANY_MODELS,
+    FigureJob,
+    FigureWorkers,
+    baseline_model,
+    draw_matrix,
+    figure_jobs,
+    spare_cores,
+)
 from covbench.reports.rounds import apply_rounds, read_rounds, rounds_markdown
 from covbench.reports.stats import ALPHA, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, MetricTests, compare_models
 from covbench.reports.table import (
@@ -54,7 +63,6 @@ from covbench.reports.table import (
 )
 from covbench.reports.verdicts import UnitValues, detectable_statement, unit_values, verdicts
 
-MANY_MODELS = 8  # above this many models the report shows the verdict matrix, not every pair's row
 MIN_PATIENTS = 12  # below this many independent test patients, the report warns
 MIN_WILCOXON = 6  # with fewer paired cases no two-sided Wilcoxon signed-rank p can reach 0.05
 
@@ -396,7 +404,12 @@ def write_report(
         raise CovbenchError(f"--unit must be one of {', '.join(UNITS)}, got {quote(unit)}")
     if primary is not None and primary not in METRICS:
         raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {quote(primary)}")
-    ev = _gather(run_dir, unit, primary or previous_primary(run_dir))
+    with FigureWorkers(spare_cores() if figures else 0) as workers:  # they start while verdicts compute
+        return _write(run_dir, unit, figures, primary or previous_primary(run_dir), workers)
+
+
+def _write(run_dir: Path, unit: str, figures: bool, primary: str, workers: FigureWorkers) -> Report:
+    ev = _gather(run_dir, unit, primary)
     summary = _summary(ev)
     models_json = RunFolder(run_dir).models
     extra = trial_extras(ev.records, read_json(models_json) if models_json.exists() else None)
@@ -407,7 +420,7 @@ def write_report(
     sfx = suffix(unit)
     ev.warnings += [d.warning() for d in ev.diverged]  # the list summary["warnings"] holds: written below
     ev.warnings += [d.line() for d in ev.dependent if d.changed]
-    drawn = _draw(ev, order, baseline, figures)
+    drawn = _draw(ev, order, baseline, figures, workers)
     paths = list(drawn.paths)
 
     def put(name: str, text: str) -> None:
@@ -517,28 +530,31 @@ def _summary(ev: _Evidence) -> dict:
     }
 
 
-def _draw(ev: _Evidence, order: list[str], baseline: str | None, figures: bool) -> _Drawn:
+def _draw(
+    ev: _Evidence, order: list[str], baseline: str | None, figures: bool, workers: FigureWorkers
+) -> _Drawn:
     """The figures (none without `figures`); with more than MANY_MODELS models the verdict matrix
     stands in for the pairwise rows."""
     folder = ev.run_dir / f"figures{suffix(ev.unit)}"
     primary = ev.verdict_dicts.get(ev.primary)
-    drawn = _Drawn([], None, None, [])
+    jobs = []
     if figures and len(order) >= 3 and (primary or {}).get("pairs"):
-        drawn.matrix = _matrix_figure(folder, primary, order, ev.distance_unit)
-        drawn.paths += [drawn.matrix[0].with_suffix(s) for s in (".png", ".svg")]
-    if len(order) > MANY_MODELS:
-        drawn.compact = many_models_note(len(order), ev.verdict_dicts, suffix(ev.unit), drawn.matrix)
-    if drawn.matrix is not None and drawn.compact is None:
-        drawn.figures.append(drawn.matrix)
+        jobs.append(FigureJob(draw_matrix, (folder, primary, order, ev.distance_unit), 1.0))
     if figures:
-        plots = _figures(
-            ev.run_dir, ev.slice_rows, ev.per_case, ev.tests, ev.unit, ev.warnings, ev.distance_unit,
-            primary, order, baseline,
+        jobs += figure_jobs(
+            ev.run_dir, folder, ev.slice_rows, ev.per_case, ev.tests, ev.unit, ev.distance_unit, primary,
+            order, baseline, ev.curves, ev.diverged,
         )  # fmt: skip
-        plots += _curve_figure(folder, ev.curves, ev.diverged, order, baseline)  # reports/curves.py
-        drawn.figures += plots
-        drawn.paths += [p.with_suffix(s) for p, _ in plots for s in (".png", ".svg")]
-    return drawn
+    drawings = workers.draw(jobs)
+    matrix = drawings.pop(0).figures[0] if jobs and jobs[0].draw is draw_matrix else None
+    compact = None
+    if len(order) > MANY_MODELS:
+        compact = many_models_note(len(order), ev.verdict_dicts, suffix(ev.unit), matrix)
+    shown = [matrix] if matrix is not None and compact is None else []
+    plots = [f for d in drawings for f in d.figures]
+    ev.warnings += [w for d in drawings for w in d.warnings]
+    paths = [p.with_suffix(s) for p, _ in ([matrix] if matrix else []) + plots for s in (".png", ".svg")]
+    return _Drawn(shown + plots, matrix, compact, paths)
 
 
 def _markdown(ev: _Evidence, title: str, table: Table, seed_table: Table, drawn: _Drawn) -> str:
@@ -614,34 +630,6 @@ def _finite_items(keys: list[str], values: np.ndarray) -> dict[str, float]:
     return {k: v for k, v, ok in zip(keys, values.tolist(), finite, strict=True) if ok}
 
 
-MAX_PANEL_MODELS = 12  # boxplot panels and training curves: at most this many models (top + baseline)
-MAX_OVERLAY_MODELS = 3  # qualitative overlays: the top models by the primary metric, plus the baseline
-MAX_CURVE_MODELS = 6  # training-curve panels: the top models, the baseline and those that diverged
-
-
-def baseline_model(order: list[str], config: StoredConfig | None) -> str | None:
-    """The model every figure keeps whatever its rank: `unet` (the paper's reference) when the run
-    has it, else the first model the run's configuration names, else None."""
-    if "unet" in order:
-        return "unet"
-    named = config.settings.get("models") if config is not None else None
-    return next((str(m) for m in named or [] if str(m) in order), None)
-
-
-def shown_models(order: list[str], baseline: str | None, cap: int, also: list[str] = ()) -> list[str]:
-    """At most `cap` models for a figure: the best by `order`, the baseline and then `also` kept
-    (in `order`'s order); every model when there are no more than `cap`."""
-    if len(order) <= cap:
-        return list(order)
-    keep = list(dict.fromkeys(m for m in [baseline, *also] if m in order))
-    chosen = set(keep[:cap])
-    for m in order:
-        if len(chosen) >= cap:
-            break
-        chosen.add(m)
-    return [m for m in order if m in chosen]
-
-
 def verdicts_csv(verdict_dicts: dict[str, dict]) -> str:
     """Every (metric, pair) verdict as CSV, one row each: the full list a many-model report links to."""
     rows = []
@@ -658,129 +646,3 @@ def tests_csv(test_dicts: dict[str, dict]) -> str:
     """Every slice-level pairwise test as CSV (summary.json's `tests`, one row per metric and pair)."""
     rows = [{"metric": metric, **p} for metric, t in test_dicts.items() for p in t.get("pairs", [])]
     return pd.DataFrame(rows).to_csv(index=False) if rows else "metric,a,b,p_value\n"
-
-
-def _matrix_figure(folder: Path, verdict: dict, order: list[str], distance_unit: str) -> tuple[Path, str]:
-    from covbench.reports.matrix import verdict_matrix
-
-    metric = verdict["metric"]
-    title = column_titles(distance_unit).get(metric, metric)
-    verdict_matrix(
-        verdict, order, folder / f"verdicts_{metric}", f"{title} (primary): row model vs column model"
-    )
-    caption = (
-        f"Verdict of each row model against each column model on {title} (primary; {verdict['family']}): "
-        "better, worse, practically equivalent or undecided; models in Table 1's order, best first."
-    )
-    return folder / f"verdicts_{metric}.png", caption
-
-
-def _curve_figure(
-    folder: Path,
-    curves: training.Curves,
-    diverged: list[training.Divergence],
-    order: list[str] | None = None,
-    baseline: str | None = None,
-) -> list[tuple[Path, str]]:
-    """The training curves (docs/reports.md), when any trial logged its epochs: at most
-    `MAX_CURVE_MODELS` panels (the baseline, models with a diverged trial, then the best)."""
-    from covbench.reports import figures as fig
-
-    if curves.frame.empty:
-        return []
-    bad = {(d.model, d.seed, d.fold) for d in diverged}
-    logged = sorted(curves.frame["model"].unique())
-    ranked = [m for m in order or [] if m in logged] + [m for m in logged if m not in (order or [])]
-    shown = shown_models(ranked, baseline, MAX_CURVE_MODELS, sorted({d.model for d in diverged}))
-    frame = curves.frame if len(shown) == len(logged) else curves.frame[curves.frame["model"].isin(shown)]
-    fig.training_curves(frame, folder / "training_curves", bad)
-    caption = (
-        "Training loss (solid) and validation Dice (dashed) per epoch: mean over trials, band = min-max, "
-        "a thin line per trial when a model has at most 5 (red: diverged); ▼ marks the epoch whose weights "
-        "were evaluated (best validation Dice, or the final epoch without validation)."
-    )
-    if len(shown) < len(logged):
-        caption += (
-            f" {len(shown)} of {len(logged)} models shown (the best by the primary metric, the baseline "
-            f"{baseline} and any with a diverged trial); every divergence is in the warnings."
-        )
-    if curves.missing:
-        caption += f" No epoch log for: {', '.join(curves.missing)}."
-    return [(folder / "training_curves.png", caption)]
-
-
-def _figures(
-    run_dir: Path,
-    slice_rows: pd.DataFrame,
-    per_case: pd.DataFrame,
-    tests: dict[str, MetricTests],
-    unit: str,
-    warnings: list[str],
-    distance_unit: str = "mm",
-    primary: dict | None = None,
-    order: list[str] | None = None,
-    baseline: str | None = None,
-) -> list[tuple[Path, str]]:
-    """Boxplots, ranking blob plot, critical-difference diagram and qualitative overlays. With many
-    models the multi-metric boxplots and the overlays keep the best models by the primary metric and
-    the baseline; the primary metric gets a boxplot of every model, sorted by median."""
-    from covbench.reports import figures as fig
-
-    folder = run_dir / f"figures{suffix(unit)}"
-    names = sorted(per_case["model"].unique())
-    ranked = [m for m in order or [] if m in names] + [m for m in names if m not in (order or [])]
-    out = []
-    panel = shown_models(ranked, baseline, MAX_PANEL_MODELS)
-    boxed = panel if len(panel) < len(names) else names
-    fig.boxplots(
-        per_case, boxed, folder / "boxplots", unit, distance_unit, sort_by_median=len(names) > MANY_MODELS
-    )
-    caption = f"Per-{unit} distribution of every metric and model (Figure 5 style)."
-    if len(panel) < len(names):
-        caption = (
-            f"Per-{unit} distribution of every metric for {len(panel)} of {len(names)} models (the best by "
-            f"the primary metric and the baseline {baseline}), each panel sorted by median, best first."
-        )
-    out.append((folder / "boxplots.png", caption))
-    metric = primary["metric"] if primary else None
-    if len(panel) < len(names) and metric in per_case:
-        fig.ranked_boxplot(per_case, names, metric, folder / f"boxplot_{metric}", unit, distance_unit)
-        out.append(
-            (
-                folder / f"boxplot_{metric}.png",
-                f"Per-{unit} {metric} of every model, sorted by median (best at the top).",
-            )
-        )
-    if primary and primary.get("ranking"):
-        fig.blob_plot(primary["ranking"], metric, folder / f"ranking_{metric}", primary["unit"])
-        out.append(
-            (
-                folder / f"ranking_{metric}.png",
-                f"Ranking stability of {metric} (primary): bootstrap over test {primary['unit']}s and seeds.",
-            )
-        )
-    if "dice" in tests and len(tests["dice"].mean_ranks) >= 2:
-        fig.cd_diagram(tests["dice"], folder / "cd_dice", unit)
-        out.append(
-            (
-                folder / "cd_dice.png",
-                "Critical-difference diagram of Dice over test slices: mean ranks and Wilcoxon-Holm groups "
-                "(descriptive: slices of one patient are not independent).",
-            )
-        )
-    if RunFolder(run_dir).test_slices.exists():
-        overlay = shown_models(ranked, baseline, MAX_OVERLAY_MODELS + (baseline is not None))
-        overlay = overlay if len(overlay) < len(names) else names
-        try:
-            if fig.qualitative(run_dir, slice_rows, overlay, folder / "qualitative"):
-                caption = "Best, median and worst test slices (Figure 6 style)."
-                if len(overlay) < len(names):
-                    caption += (
-                        f" {len(overlay)} of {len(names)} models: the best and the baseline {baseline}."
-                    )
-                out.append((folder / "qualitative.png", caption))
-        except DamagedFile as exc:
-            warnings.append(f"qualitative overlays skipped: {exc}.")
-    else:
-        warnings.append("no test_slices.npz in the run folder (older run): qualitative overlays skipped.")
-    return out

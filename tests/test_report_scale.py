@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -339,3 +340,28 @@ def test_kendall_taus_equal_scipy_row_by_row():
     got = kendall_taus(full, ranks)
     want = np.array([stats.kendalltau(full, r).statistic for r in ranks])
     assert np.array_equal(got, want, equal_nan=True) and np.isnan(got[0])
+
+
+def test_figures_drawn_on_a_spare_core_are_the_files_drawn_alone(many_models, tmp_path, monkeypatch):
+    """The same text files byte for byte and the same PNG pixels, whichever process drew what."""
+    from PIL import Image
+
+    import covbench.reports.report as report
+
+    folders = {}
+    for workers in (0, 1):
+        folder = shutil.copytree(many_models, tmp_path / str(workers) / "run")
+        monkeypatch.setattr(report, "spare_cores", lambda n=workers: n)
+        report.write_report(folder)
+        folders[workers] = folder
+    alone, shared = folders[0], folders[1]
+    written = sorted(p.relative_to(alone) for p in alone.rglob("*") if p.is_file())
+    assert written == sorted(p.relative_to(shared) for p in shared.rglob("*") if p.is_file())
+    pngs = [p for p in written if p.suffix == ".png"]
+    assert len(pngs) >= 6
+    for name in pngs:
+        assert np.array_equal(np.asarray(Image.open(alone / name)), np.asarray(Image.open(shared / name)))
+    for name in [p for p in written if p.suffix in (".md", ".csv", ".json", ".tex")]:
+        assert (alone / name).read_bytes() == (shared / name).read_bytes(), name
+    html = [(f / "report.html").read_text().replace(str(f.resolve()), "RUN") for f in (alone, shared)]
+    assert html[0] == html[1]
