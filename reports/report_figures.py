@@ -12,11 +12,14 @@ and torch. A worker that cannot start leaves the figures to the report's own pro
 from __future__ import annotations
 
 import os
+import sys
+import types
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -274,6 +277,20 @@ def _run_in_worker(job: FigureJob) -> tuple[Drawing, list[tuple[str, type[Warnin
     return drawing, [(str(w.message), w.category) for w in caught]
 
 
+@contextmanager
+def _no_main_script() -> Iterator[None]:
+    """While workers start: a spawned process re-runs the parent's main script (as `__mp_main__`)
+    unless that has no file. The figure jobs live in covbench, so a worker never needs it, and a
+    researcher's script calling `write_report` without an `if __name__ == "__main__"` guard would
+    otherwise run again inside every worker."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 class FigureWorkers:
     """Up to `count` spawned workers that draw figure jobs beside this process. Started on
     entering, so that they import matplotlib while the report computes its verdicts; with count 0,
@@ -287,8 +304,9 @@ class FigureWorkers:
         if self.count > 0:
             try:
                 self._pool = ProcessPoolExecutor(max_workers=self.count, mp_context=get_context("spawn"))
-                for _ in range(self.count):
-                    self._pool.submit(_ready)
+                with _no_main_script():  # each submit here starts one worker
+                    for _ in range(self.count):
+                        self._pool.submit(_ready)
             except (OSError, RuntimeError):  # no process could be started here
                 self._pool = None
         return self
@@ -313,7 +331,8 @@ class FigureWorkers:
 
         def feed() -> None:
             while self._pool is not None and pending and len(running) < self.count:
-                running[self._pool.submit(_run_in_worker, jobs[pending[0]])] = pending[0]
+                with _no_main_script():  # a submit may start a worker that has not started yet
+                    running[self._pool.submit(_run_in_worker, jobs[pending[0]])] = pending[0]
                 pending.popleft()
 
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -74,3 +76,22 @@ def test_spare_cores_leave_one_for_the_report(monkeypatch):
     assert spare_cores() == 0
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(64)), raising=False)
     assert spare_cores() == 3
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    """A spawned worker would import the parent's main script again; the figure workers never do."""
+    script = tmp_path / "analysis.py"
+    script.write_text(
+        "import os\n"
+        "from covbench.reports.report_figures import FigureJob, FigureWorkers, Drawing\n"
+        "from covbench.reports import report_figures\n"
+        "print('top level ran', flush=True)\n"
+        "with FigureWorkers(1) as workers:\n"
+        "    drawn = workers.draw([FigureJob(report_figures.note_only, (str(os.getpid()),), 3.0),\n"
+        "                          FigureJob(report_figures.note_only, ('parent',), 1.0)])\n"
+        "print('drawn', [d.warnings for d in drawn], flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("top level ran") == 1, done.stdout + done.stderr
+    assert "drawn" in done.stdout and "Traceback" not in done.stderr
