@@ -115,3 +115,36 @@ def test_the_length_rule_sees_a_long_function(tmp_path):
     short = tmp_path / "short.py"
     short.write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES)
     assert _long_functions([short]) == [] and len(_long_functions([long])) == 1
+
+
+def _layout_rows() -> dict[str, str]:
+    """README's layout table: {folder cell: what-it-holds cell}."""
+    rows = {}
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Layout", 1)[1].split("\n\n", 2)[1]
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[2]
+    return rows
+
+
+def test_the_readme_layout_table_names_every_module():
+    """A newcomer finds every module of the engine, datasets and reports in README's table."""
+    rows = _layout_rows()
+    folders = {
+        "`bench/*.py`": ENGINE,
+        "`bench/folder/`": ENGINE / "folder",
+        "`bench/training/`": ENGINE / "training",
+        "`bench/execution/`": ENGINE / "execution",
+        "`bench/cli/`": ENGINE / "cli",
+        "`datasets/`": REPO / "datasets",
+        "`reports/`": REPO / "reports",
+    }
+    missing = [
+        f"{cell}: {p.stem}"
+        for cell, folder in folders.items()
+        for p in folder.glob("*.py")
+        if p.stem != "__init__" and f"`{p.stem}`" not in rows[cell] and f"`{p.name}`" not in rows[cell]
+    ]
+    assert missing == []
+    assert (REPO / "docs" / "architecture.md").is_file()
