@@ -82,10 +82,11 @@ def test_done_is_a_done_record_of_the_run_key(tmp_path):
 def test_a_run_reads_config_json_and_environment_json_once(tiny_run, tmp_path, monkeypatch):
     """The runner checks the folder with config.json and hands what it read on (a second reader
     could see another file than the check judged); the last session's environment.json is read
-    once too, and this session's is finalized from what it wrote, not read back."""
+    once too, and this session's is finalized from what it wrote, not read back. Each record.json
+    is read twice: to know the trial is done, and once for the run's table and manifest."""
     from covbench.execution.runner import execute
+    from covbench.folder import io, stored_config
     from covbench.folder import state as run_folder
-    from covbench.folder import stored_config
 
     out = tmp_path / "run"
     shutil.copytree(tiny_run, out)
@@ -102,11 +103,15 @@ def test_a_run_reads_config_json_and_environment_json_once(tiny_run, tmp_path, m
     monkeypatch.setattr(stored_config, "read_json", counting(stored_config.read_json))
     monkeypatch.setattr(run_folder, "read_json", counting(run_folder.read_json))
     monkeypatch.setattr(run_folder, "read_json_object", counting(run_folder.read_json_object))
+    monkeypatch.setattr(io, "read_json_object", counting(io.read_json_object))
     outcome = execute(cfg, out, debug=True)
     assert outcome.done == [] and len(outcome.skipped) == 4  # every trial already done
     folder = RunFolder(out)
     assert [p for p in reads if p == folder.config] == [folder.config]
     assert [p for p in reads if p == folder.environment] == [folder.environment]
+    trials = folder.trials()
+    assert len(trials) == 4
+    assert sorted(p for p in reads if p.name == "record.json") == sorted([t.record for t in trials] * 2)
     assert json.loads(folder.environment.read_text())["status"] == "complete"
 
 

@@ -44,6 +44,7 @@ from covbench.execution.scheduler import (
 )
 from covbench.faults import FaultHooks
 from covbench.folder.io import (
+    trial_records,
     write_bytes,
     write_csv,
     write_json,
@@ -203,7 +204,8 @@ def _record_finished(f: Finished, outcome: RunOutcome, emit: Callable[[str, dict
 
 
 def _finalize(run_dir: Path, outcome: RunOutcome, t0: float, key: str) -> None:
-    cases = collect_cases(run_dir, key)  # the key config.json holds: this run wrote it
+    records = trial_records(run_dir)  # each record.json read once, for the table and the manifest
+    cases = collect_cases(run_dir, key, records)  # the key config.json holds: this run wrote it
     if not cases.empty:
         write_csv(RunFolder(run_dir).cases, cases)
     outcome.wall_seconds = time.perf_counter() - t0
@@ -221,7 +223,7 @@ def _finalize(run_dir: Path, outcome: RunOutcome, t0: float, key: str) -> None:
             "wall_seconds": outcome.wall_seconds,
             "status": status,
             "failed": sorted(outcome.failed),
-            "trials": trial_index(run_dir),
+            "trials": trial_index(run_dir, records),
         },
     )
 

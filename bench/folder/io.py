@@ -213,13 +213,20 @@ def done_for(record: Mapping[str, Any] | None, key: str | None) -> bool:
     )
 
 
-def done_trials(run_dir: Path, key: str | None) -> list[tuple[Path, TrialRecord]]:
+def trial_records(run_dir: Path) -> list[tuple[TrialFolder, dict[str, Any] | None]]:
+    """Every trial folder in name order with its record.json (None without one; a damaged one is
+    set aside, `read_record`), each read once: one scan for every reader of a finished run."""
+    return [(trial, read_record(trial.path)) for trial in RunFolder(run_dir).trials()]
+
+
+def done_trials(
+    run_dir: Path, key: str | None, records: list[tuple[TrialFolder, dict[str, Any] | None]] | None = None
+) -> list[tuple[Path, TrialRecord]]:
     """(trial folder, record) of the done trials of configuration `key` (of any when None), in
-    name order, each record.json read once; a damaged record is set aside with a warning
-    (`read_record`)."""
-    out = []
-    for trial in RunFolder(run_dir).trials():
-        record = read_record(trial.path)
-        if record is not None and done_for(record, key):
-            out.append((trial.path, TrialRecord.from_dict(record)))
-    return out
+    name order, from `records` (`trial_records`) or, without them, each record.json read once."""
+    found = trial_records(run_dir) if records is None else records
+    return [
+        (trial.path, TrialRecord.from_dict(record))
+        for trial, record in found
+        if record is not None and done_for(record, key)
+    ]

@@ -34,6 +34,7 @@ from covbench.folder.io import (
     read_json_object,
     read_record,
     set_aside,
+    trial_records,
     write_json,
 )
 from covbench.folder.key import RunKey
@@ -43,6 +44,8 @@ from covbench.folder.manifest import now_iso
 from covbench.folder.record import TrialRecord
 from covbench.folder.stored_config import StoredConfig, read_stored_config
 from covbench.paths import folder_problem
+
+Records = list[tuple[TrialFolder, dict[str, Any] | None]]  # `trial_records`: one scan of the run's records
 
 CASE_COLUMNS = ("model", "seed", "fold", "case")  # one row per (model, seed, fold, case)
 
@@ -278,15 +281,15 @@ def is_done(trial_dir: Path, key: str) -> bool:
     return False
 
 
-def collect_cases(run_dir: Path, key: str | None = None) -> pd.DataFrame:
+def collect_cases(run_dir: Path, key: str | None = None, records: Records | None = None) -> pd.DataFrame:
     """All finished trials' per-case rows, one per (model, seed, fold, case): only trials whose
     record carries the run's key (default: config.json's `_key`), so rows of another
-    configuration or data never enter the run's table."""
+    configuration or data never enter the run's table. `records`: the run's one scan of them."""
     if key is None:
         stored = stored_config(run_dir)
         key = str(stored.key) if stored is not None and stored.key else None
     frames = []
-    for tdir, _record in done_trials(run_dir, key):
+    for tdir, _record in done_trials(run_dir, key, records):
         try:
             frames.append(read_csv(TrialFolder(tdir).cases, CASE_COLUMNS))
         except FileNotFoundError:
@@ -300,11 +303,11 @@ def collect_cases(run_dir: Path, key: str | None = None) -> pd.DataFrame:
     return rows.drop_duplicates(subset=["model", "seed", "fold", "case"], keep="last")
 
 
-def trial_index(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per trial: status, device, wall time, epochs, best val Dice, checkpoint (for the manifest)."""
+def trial_index(run_dir: Path, records: Records | None = None) -> dict[str, dict[str, Any]]:
+    """Per trial: status, device, wall time, epochs, best val Dice, checkpoint (for the manifest).
+    `records`: the run's one scan of them (`trial_records`), else read here."""
     index: dict[str, dict[str, Any]] = {}
-    for trial in RunFolder(run_dir).trials():
-        raw = read_record(trial.path)
+    for trial, raw in trial_records(run_dir) if records is None else records:
         if raw is not None:
             r = TrialRecord.from_dict(raw)
             index[trial.name] = {
