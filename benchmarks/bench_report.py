@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -65,24 +66,51 @@ def build(source: Path, dest: Path, n_models: int, n_seeds: int, n_folds: int) -
     return dest
 
 
-def measure(run_dir: Path, *extra: str) -> tuple[float, float, float, int]:
-    """Wall seconds, CPU seconds (user + system), peak resident MiB of the child (`/usr/bin/time -v`)
-    and its exit status. On a shared machine the wall time carries the other jobs' load; the CPU
-    time is what the report itself costs."""
+def _tree_rss_mib(pid: int) -> float:
+    """Resident MiB of `pid` and every process below it (the report's figure workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        me = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(me)
+        rss[me] = int(fields[21])  # pages
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo += children.get(p, [])
+    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure(run_dir: Path, *extra: str) -> tuple[float, float, float, float, int]:
+    """Wall seconds, CPU seconds (user + system, the report's process and its workers), peak
+    resident MiB of the report's process (`/usr/bin/time -v`), peak resident MiB of its whole
+    process tree (sampled every 20 ms: the figure workers run beside it) and the exit status. On a
+    shared machine the wall time carries the other jobs' load; the CPU time is what the report
+    itself costs."""
     exe = Path(sys.executable).with_name("covbench")
     cmd = ["/usr/bin/time", "-v", str(exe), "report", str(run_dir), *extra]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tree = 0.0
+    while child.poll() is None:
+        tree = max(tree, _tree_rss_mib(child.pid))
+        time.sleep(0.02)
+    stdout, stderr = child.communicate()
     wall = time.perf_counter() - start
     peak = cpu = 0.0
-    for line in done.stderr.splitlines():
+    for line in stderr.splitlines():
         if "Maximum resident set size" in line:
             peak = int(line.split()[-1]) / 1024
         if "User time (seconds)" in line or "System time (seconds)" in line:
             cpu += float(line.split()[-1])
-    if done.returncode:
-        print(done.stderr[-2000:], file=sys.stderr)
-    return wall, cpu, peak, done.returncode
+    if child.returncode:
+        print(stderr[-2000:], file=sys.stderr)
+    return wall, cpu, peak, max(tree, peak), child.returncode
 
 
 VARIANTS = {
@@ -109,15 +137,17 @@ def main() -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"--variants: unknown {', '.join(unknown)}; expected some of {', '.join(VARIANTS)}")
-    print("models x seeds x folds | variant | wall s | CPU s | peak MiB | rc")
+    print("models x seeds x folds | variant | wall s | CPU s | peak MiB | peak MiB, all processes | rc")
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
         for size in args.sizes.split(","):
             m, s, f = (int(x) for x in size.split("x"))
             run_dir = build(args.source, Path(tmp) / size, m, s, f)
             for name in variants:
-                wall, cpu, peak, rc = measure(run_dir, *VARIANTS[name])
+                wall, cpu, peak, tree, rc = measure(run_dir, *VARIANTS[name])
                 label = " ".join(VARIANTS[name]) or "figures"
-                print(f"{size} | {label} | {wall:.1f} | {cpu:.1f} | {peak:.0f} | {rc}", flush=True)
+                print(
+                    f"{size} | {label} | {wall:.1f} | {cpu:.1f} | {peak:.0f} | {tree:.0f} | {rc}", flush=True
+                )
 
 
 if __name__ == "__main__":

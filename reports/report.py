@@ -33,17 +33,10 @@ from covbench.reports.aggregate import (
     patient_rows,
     summarize,
 )
+from covbench.reports.figure_workers import FigureJob, FigureWorkers, spare_cores
 from covbench.reports.inference import PRIMARY, ROPE
 from covbench.reports.json_text import write_summary
-from covbench.reports.report_figures import (
-    MANY_MODELS,
-    FigureJob,
-    FigureWorkers,
-    baseline_model,
-    draw_matrix,
-    figure_jobs,
-    spare_cores,
-)
+from covbench.reports.report_figures import MANY_MODELS, baseline_model, draw_matrix, figure_jobs
 from covbench.reports.rounds import apply_rounds, read_rounds, rounds_markdown
 from covbench.reports.stats import ALPHA, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, MetricTests, compare_models
 from covbench.reports.table import (
@@ -396,16 +389,24 @@ class _Drawn:
 
 
 def write_report(
-    run_dir: Path, unit: str = "slice", figures: bool = True, primary: str | None = None
+    run_dir: Path,
+    unit: str = "slice",
+    figures: bool = True,
+    primary: str | None = None,
+    workers: FigureWorkers | None = None,
 ) -> Report:
-    """Everything a reader needs to believe (or doubt) the ranking, from the run folder alone."""
+    """Everything a reader needs to believe (or doubt) the ranking, from the run folder alone.
+    `workers`: figure workers already started (the CLI starts them before importing this module);
+    without them, one per spare core is started here."""
     run_dir = Path(run_dir)
     if unit not in UNITS:
         raise CovbenchError(f"--unit must be one of {', '.join(UNITS)}, got {quote(unit)}")
     if primary is not None and primary not in METRICS:
         raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {quote(primary)}")
-    with FigureWorkers(spare_cores() if figures else 0) as workers:  # they start while verdicts compute
+    if workers is not None:
         return _write(run_dir, unit, figures, primary or previous_primary(run_dir), workers)
+    with FigureWorkers(spare_cores() if figures else 0) as started:  # they start while verdicts compute
+        return _write(run_dir, unit, figures, primary or previous_primary(run_dir), started)
 
 
 def _write(run_dir: Path, unit: str, figures: bool, primary: str, workers: FigureWorkers) -> Report:

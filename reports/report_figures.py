@@ -1,27 +1,8 @@
-"""The report's figures: which ones a run gets, which models each shows, their captions, and
-drawing them on the machine's spare cores.
-
-Matplotlib lays out and renders in Python under the GIL, and at small scale drawing every figure as
-PNG and SVG is most of a report's time (docs/performance.md). The figures are independent, so a
-spawned worker process draws some while the report's own process draws the others; the results
-are put back in the figures' fixed order, so what is written never depends on which process drew
-what. Spawned, never forked: the run's own report is written in the driver process that held Ray
-and torch. A worker that cannot start leaves the figures to the report's own process.
-"""
+"""The report's figures: which ones a run gets, which models each shows, and their captions, as
+jobs that `covbench.reports.figure_workers` draws on the machine's spare cores."""
 
 from __future__ import annotations
 
-import os
-import sys
-import types
-import warnings
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -31,34 +12,13 @@ from covbench.errors import DamagedFile
 from covbench.folder.layout import RunFolder
 from covbench.folder.stored_config import StoredConfig
 from covbench.reports import curves as training
+from covbench.reports.figure_workers import Drawing, FigureJob
 from covbench.reports.table import column_titles
 
 MANY_MODELS = 8  # above this many models the report shows the verdict matrix, not every pair's row
 MAX_PANEL_MODELS = 12  # boxplot panels and training curves: at most this many models (top + baseline)
 MAX_OVERLAY_MODELS = 3  # qualitative overlays: the top models by the primary metric, plus the baseline
 MAX_CURVE_MODELS = 6  # training-curve panels: the top models, the baseline and those that diverged
-MAX_WORKERS = 3  # a report has at most four figures heavy enough to be worth a process of their own
-
-
-@dataclass
-class Drawing:
-    """What one figure job gives the report: (PNG path, caption) per figure, and warnings."""
-
-    figures: list[tuple[Path, str]]
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class FigureJob:
-    """One figure to draw: a module-level function (a worker receives it by name) and its
-    arguments. `cost` orders the jobs, heaviest first; 0 means "no drawing, run it in place"."""
-
-    draw: Callable[..., Drawing]
-    args: tuple
-    cost: float = 1.0
-
-    def run(self) -> Drawing:
-        return self.draw(*self.args)
 
 
 def baseline_model(order: list[str], config: StoredConfig | None) -> str | None:
@@ -248,101 +208,3 @@ def figure_jobs(
         jobs.append(FigureJob(note_only, (note,), 0.0))
     jobs.append(FigureJob(draw_curves, (folder, curves, diverged, order, baseline), 3.0))
     return jobs
-
-
-# ---- drawing them ----
-
-
-def spare_cores() -> int:
-    """Worker processes worth starting beside the report's own: one per other core, at most
-    MAX_WORKERS."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(0, min(MAX_WORKERS, cores - 1))
-
-
-def _ready() -> None:
-    """A worker's first task: import what drawing needs while the report computes its verdicts."""
-    import covbench.reports.figures  # noqa: F401
-    import covbench.reports.matrix  # noqa: F401
-
-
-def _run_in_worker(job: FigureJob) -> tuple[Drawing, list[tuple[str, type[Warning]]]]:
-    """A job in a worker; its warnings travel back with it, to be raised again by the report."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        drawing = job.run()
-    return drawing, [(str(w.message), w.category) for w in caught]
-
-
-@contextmanager
-def _no_main_script() -> Iterator[None]:
-    """While workers start: a spawned process re-runs the parent's main script (as `__mp_main__`)
-    unless that has no file. The figure jobs live in covbench, so a worker never needs it, and a
-    researcher's script calling `write_report` without an `if __name__ == "__main__"` guard would
-    otherwise run again inside every worker."""
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
-
-
-class FigureWorkers:
-    """Up to `count` spawned workers that draw figure jobs beside this process. Started on
-    entering, so that they import matplotlib while the report computes its verdicts; with count 0,
-    or where no process can start, every figure is drawn in this process."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self._pool: ProcessPoolExecutor | None = None
-
-    def __enter__(self) -> FigureWorkers:
-        if self.count > 0:
-            try:
-                self._pool = ProcessPoolExecutor(max_workers=self.count, mp_context=get_context("spawn"))
-                with _no_main_script():  # each submit here starts one worker
-                    for _ in range(self.count):
-                        self._pool.submit(_ready)
-            except (OSError, RuntimeError):  # no process could be started here
-                self._pool = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def draw(self, jobs: list[FigureJob]) -> list[Drawing]:
-        """Every job's drawing, in the jobs' order. The heaviest go first; each worker holds one job
-        at a time and this process takes the next itself, so neither waits while work is left."""
-        done: list[Drawing | None] = [None] * len(jobs)
-        pending = deque(sorted((i for i, j in enumerate(jobs) if j.cost > 0), key=lambda i: -jobs[i].cost))
-        running: dict[Future, int] = {}
-
-        def collect(futures: list[Future]) -> None:
-            for future in futures:
-                drawing, caught = future.result()
-                for message, category in caught:
-                    warnings.warn(message, category, stacklevel=2)
-                done[running.pop(future)] = drawing
-
-        def feed() -> None:
-            while self._pool is not None and pending and len(running) < self.count:
-                with _no_main_script():  # a submit may start a worker that has not started yet
-                    running[self._pool.submit(_run_in_worker, jobs[pending[0]])] = pending[0]
-                pending.popleft()
-
-        try:
-            feed()
-            while pending:
-                i = pending.popleft()
-                done[i] = jobs[i].run()
-                collect([f for f in running if f.done()])
-                feed()
-            collect(list(running))
-        except BrokenProcessPool:  # a worker died: what it held and what is left are drawn here
-            self._pool = None
-        return [d if d is not None else jobs[i].run() for i, d in enumerate(done)]

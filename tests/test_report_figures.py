@@ -1,4 +1,4 @@
-"""The report draws its figures on spare cores (reports/report_figures.py): the same files as when
+"""The report draws its figures on spare cores (reports/figure_workers.py): the same files as when
 drawn in one process, in the same order, and a worker that dies or warns loses nothing."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from covbench.reports.report_figures import Drawing, FigureJob, FigureWorkers, note_only, spare_cores
+from covbench.reports.figure_workers import Drawing, FigureJob, FigureWorkers, spare_cores
+from covbench.reports.report_figures import note_only
 
 
 def where_drawn(label: str) -> Drawing:
@@ -83,7 +84,7 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
     script = tmp_path / "analysis.py"
     script.write_text(
         "import os\n"
-        "from covbench.reports.report_figures import FigureJob, FigureWorkers, Drawing\n"
+        "from covbench.reports.figure_workers import FigureJob, FigureWorkers, Drawing\n"
         "from covbench.reports import report_figures\n"
         "print('top level ran', flush=True)\n"
         "with FigureWorkers(1) as workers:\n"
@@ -95,3 +96,15 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("top level ran") == 1, done.stdout + done.stderr
     assert "drawn" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_the_workers_module_is_light_enough_to_start_before_the_report():
+    """The CLI starts the workers before importing the report: their module loads no pandas,
+    numpy or matplotlib, or the head start is lost."""
+    code = (
+        "import sys, covbench.reports.figure_workers\n"
+        "print(sorted(m for m in ('pandas', 'numpy', 'matplotlib', 'scipy') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -18,9 +18,13 @@ def print_report(
     run_dir: Path, unit: str = "slice", figures: bool = True, primary: str | None = None
 ) -> Report:
     """Write the run folder's report files and print Table 1 and where the files are."""
-    from covbench.reports.report import write_report
+    from covbench.reports.figure_workers import FigureWorkers, spare_cores
 
-    report = write_report(run_dir, unit=unit, figures=figures, primary=primary)
+    # the figure workers start first: they import matplotlib while this process imports the report
+    with FigureWorkers(spare_cores() if figures else 0) as workers:
+        from covbench.reports.report import write_report
+
+        report = write_report(run_dir, unit=unit, figures=figures, primary=primary, workers=workers)
     console.print(report.markdown, highlight=False, markup=False, soft_wrap=True)
     files = ", ".join(p.relative_to(run_dir).as_posix() for p in report.paths)
     say(f"report files in {run_dir}: {files}")
