@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -369,7 +370,6 @@ class _Evidence:
     distance_unit: str
     test_dataset: dict[str, Any] | None
     uv: UnitValues
-    verdict_map: dict
     power: dict
     warnings: list[str]  # one list: summary.json's, extended by the figures and the health checks
     test_dicts: dict[str, dict]
@@ -380,12 +380,22 @@ class _Evidence:
 
 @dataclass
 class _Drawn:
-    """The figures the report links, the verdict matrix (many models) and the compact note."""
+    """What was drawn: the verdict matrix, the other figures, and (many models) the note that
+    stands in for the pairwise rows, with the matrix shown beside it instead of among the figures."""
 
-    figures: list[tuple[Path, str]]
     matrix: tuple[Path, str] | None
+    plots: list[tuple[Path, str]]
     compact: str | None
-    paths: list[Path]
+
+    @property
+    def figures(self) -> list[tuple[Path, str]]:
+        """The figures the report's Figures section links."""
+        return ([self.matrix] if self.matrix is not None and self.compact is None else []) + self.plots
+
+    @property
+    def paths(self) -> list[Path]:
+        drawn = ([self.matrix] if self.matrix is not None else []) + self.plots
+        return [p.with_suffix(s) for p, _ in drawn for s in (".png", ".svg")]
 
 
 def write_report(
@@ -403,9 +413,8 @@ def write_report(
         raise CovbenchError(f"--unit must be one of {', '.join(UNITS)}, got {quote(unit)}")
     if primary is not None and primary not in METRICS:
         raise CovbenchError(f"--primary must be one of {', '.join(METRICS)}, got {quote(primary)}")
-    if workers is not None:
-        return _write(run_dir, unit, figures, primary or previous_primary(run_dir), workers)
-    with FigureWorkers(spare_cores() if figures else 0) as started:  # they start while verdicts compute
+    own = FigureWorkers(spare_cores() if figures else 0) if workers is None else nullcontext(workers)
+    with own as started:  # workers started here begin importing while the verdicts compute
         return _write(run_dir, unit, figures, primary or previous_primary(run_dir), started)
 
 
@@ -488,7 +497,7 @@ def _gather(run_dir: Path, unit: str, primary: str) -> _Evidence:
     return _Evidence(
         run_dir, unit, primary, config, [record for _, record in trials], curves, diverged, flags,
         slice_rows, rows, per_case, models, tests, seeds, n_cases, n_patients, caption, seed_caption,
-        distance_unit, test_dataset, uv, verdict_map, power, warnings,
+        distance_unit, test_dataset, uv, power, warnings,
         {m: t.to_dict() for m, t in tests.items()}, verdict_dicts, rounds, dependent,
     )  # fmt: skip
 
@@ -503,7 +512,7 @@ def _summary(ev: _Evidence) -> dict:
             "unit": ev.uv.unit,
             "grouped": ev.uv.grouped,
             "alpha": ALPHA,
-            "rope": {m: ROPE[m] for m in ev.verdict_map if m in ROPE},
+            "rope": {m: ROPE[m] for m in ev.verdict_dicts if m in ROPE},
             "imputed_worst": ev.uv.imputed,
             "left_out_undefined": ev.uv.left_out,
             "detectable": ev.power,
@@ -551,11 +560,8 @@ def _draw(
     compact = None
     if len(order) > MANY_MODELS:
         compact = many_models_note(len(order), ev.verdict_dicts, suffix(ev.unit), matrix)
-    shown = [matrix] if matrix is not None and compact is None else []
-    plots = [f for d in drawings for f in d.figures]
     ev.warnings += [w for d in drawings for w in d.warnings]
-    paths = [p.with_suffix(s) for p, _ in ([matrix] if matrix else []) + plots for s in (".png", ".svg")]
-    return _Drawn(shown + plots, matrix, compact, paths)
+    return _Drawn(matrix, [f for d in drawings for f in d.figures], compact)
 
 
 def _markdown(ev: _Evidence, title: str, table: Table, seed_table: Table, drawn: _Drawn) -> str:

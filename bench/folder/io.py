@@ -213,14 +213,17 @@ def done_for(record: Mapping[str, Any] | None, key: str | None) -> bool:
     )
 
 
-def trial_records(run_dir: Path) -> list[tuple[TrialFolder, dict[str, Any] | None]]:
+Records = list[tuple[TrialFolder, dict[str, Any] | None]]  # `trial_records`: one scan of a run's records
+
+
+def trial_records(run_dir: Path) -> Records:
     """Every trial folder in name order with its record.json (None without one; a damaged one is
     set aside, `read_record`), each read once: one scan for every reader of a finished run."""
     return [(trial, read_record(trial.path)) for trial in RunFolder(run_dir).trials()]
 
 
 def done_trials(
-    run_dir: Path, key: str | None, records: list[tuple[TrialFolder, dict[str, Any] | None]] | None = None
+    run_dir: Path, key: str | None, records: Records | None = None
 ) -> list[tuple[Path, TrialRecord]]:
     """(trial folder, record) of the done trials of configuration `key` (of any when None), in
     name order, from `records` (`trial_records`) or, without them, each record.json read once."""

@@ -25,6 +25,7 @@ from covbench.config import RunConfig
 from covbench.datasets import SliceSet
 from covbench.errors import CovbenchError, DamagedFile, RunFolderWarning
 from covbench.folder.io import (
+    Records,
     atomic_path,
     done_for,
     done_trials,
@@ -44,8 +45,6 @@ from covbench.folder.manifest import now_iso
 from covbench.folder.record import TrialRecord
 from covbench.folder.stored_config import StoredConfig, read_stored_config
 from covbench.paths import folder_problem
-
-Records = list[tuple[TrialFolder, dict[str, Any] | None]]  # `trial_records`: one scan of the run's records
 
 CASE_COLUMNS = ("model", "seed", "fold", "case")  # one row per (model, seed, fold, case)
 
